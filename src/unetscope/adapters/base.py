@@ -1,0 +1,127 @@
+"""The unit protocol every U-Net is seen through, and the one runner that intervenes on it.
+
+A U-Net is ``K`` encoder units ``E[0..K-1]`` (top to bottom), a middle unit ``M`` and ``K`` decoder
+units ``D[0..K-1]`` (bottom to top). Each encoder unit pushes one skip; ``D[j]`` consumes the skip
+pushed by ``E[K-1-j]`` (LIFO, like ``hs.pop()`` in guided-diffusion). The runner applies a step's
+interventions: ``ZeroSkips(ns)`` zeroes skips 1..ns from the top where consumed; ``DropBlocks(nb)``
+never calls ``E[K-nb..]``, ``M`` or ``D[..nb-1]`` and hands ``D[nb]`` a fill instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["AdapterError", "UNetUnits", "Context", "UNetRunner", "RunOutput"]
+
+
+class AdapterError(ValueError):
+    """A U-Net that cannot be seen as units, or units that do not fit together."""
+
+
+@dataclass
+class Context:
+    """What ``prepare`` computes once per evaluation (embeddings, conditioning), shared by all
+    units; ``skips`` is filled by the runner (``skips[i]`` is ``E[i]``'s output)."""
+
+    emb: Any = None
+    extra: dict = field(default_factory=dict)
+    skips: list = field(default_factory=list)
+
+
+@runtime_checkable
+class UNetUnits(Protocol):
+    """Implement this for your own U-Net (see ``docs/adapters.md`` and ``examples/``)."""
+
+    num_blocks: int  # K
+
+    def prepare(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict) -> Context:
+        """Time/class/text embeddings for this evaluation."""
+
+    def encoder(self, i: int, h: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Run ``E[i]``; ``E[0]`` reads the model input ``x``. Its output is skip ``i + 1`` from the top."""
+
+    def middle(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Run ``M`` on ``E[K-1]``'s output."""
+
+    def decoder(self, j: int, h: torch.Tensor, skip: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Run ``D[j]`` on the previous output and the skip pushed by ``E[K-1-j]``."""
+
+    def head(self, h: torch.Tensor, ctx: Context) -> torch.Tensor:
+        """Map ``D[K-1]``'s output to the model output (epsilon, v, or 2C channels)."""
+
+
+@dataclass
+class RunOutput:
+    out: torch.Tensor
+    captured: dict[int, torch.Tensor]  # decoder index j -> D[j]'s output (for fill="cache")
+    units_run: int  # encoder + decoder units computed (middle counted as one more when run)
+
+
+class UNetRunner:
+    """Runs one U-Net evaluation unit by unit under one step's interventions."""
+
+    def __init__(self, units: UNetUnits):
+        K = getattr(units, "num_blocks", None)
+        if not isinstance(K, int) or K < 1:
+            raise AdapterError(f"{type(units).__name__}.num_blocks must be a positive int (K), got {K!r}")
+        self.units = units
+        self.num_blocks = K
+        self._out_shapes: dict[tuple, list[torch.Size]] = {}  # input shape -> per-sample D[j] shapes
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None, *, zero_skips: int = 0,
+                 drop_blocks: int = 0, fill: torch.Tensor | None = None, capture=()) -> RunOutput:
+        K, u = self.num_blocks, self.units
+        cond = cond or {}
+        nb, ns = int(drop_blocks), int(zero_skips)
+        if not 0 <= nb <= K or not 0 <= ns <= K:
+            raise AdapterError(f"drop_blocks and zero_skips must be in 0..{K}, got {nb} and {ns}")
+        key = tuple(x.shape[1:])
+        if nb and key not in self._out_shapes:
+            self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in cond.items()})
+        ctx = u.prepare(x, timesteps, cond)
+        skips = ctx.skips
+        h = x
+        for i in range(K - nb):  # E[0..K-nb-1]
+            h = u.encoder(i, h, ctx)
+            skips.append(h)
+        captured, shapes = {}, []
+        if nb == 0:
+            h = u.middle(h, ctx)
+        else:
+            want = self._out_shapes[key][nb - 1]
+            if fill is None:
+                h = torch.zeros((x.shape[0], *want), dtype=h.dtype, device=h.device)
+            else:
+                if tuple(fill.shape) != (x.shape[0], *want):
+                    raise AdapterError(f"fill for D[{nb - 1}] must have shape {(x.shape[0], *want)}, got {tuple(fill.shape)}")
+                h = fill
+        for j in range(nb, K):  # D[nb..K-1]
+            skip = skips[K - 1 - j]
+            if h.shape[2:] != skip.shape[2:]:
+                raise AdapterError(
+                    f"D[{j}] receives h of shape {tuple(h.shape)} and the skip of E[{K - 1 - j}] of shape "
+                    f"{tuple(skip.shape)}: their spatial sizes must match")
+            if K - 1 - j < ns:  # skip (K-j) from the top, zeroed where consumed
+                skip = torch.zeros_like(skip)
+            h = u.decoder(j, h, skip, ctx)
+            if j in capture:
+                captured[j] = h
+            shapes.append(h.shape[1:])
+        if nb == 0:
+            self._out_shapes[key] = shapes
+        out = u.head(h, ctx)
+        return RunOutput(out, captured, 2 * (K - nb) + (nb == 0))
+
+    def _probe(self, x, timesteps, cond) -> None:
+        self(x, timesteps, cond)  # a full evaluation of one sample records D[j]'s output shapes
+
+    def decoder_shapes(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None) -> list[torch.Size]:
+        """Per-sample output shapes of ``D[0..K-1]`` for inputs shaped like ``x``."""
+        key = tuple(x.shape[1:])
+        if key not in self._out_shapes:
+            self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in (cond or {}).items()})
+        return list(self._out_shapes[key])

@@ -1,0 +1,219 @@
+"""Loading models: ``"default"`` (the bundled MNIST model), or a local diffusers folder.
+
+A ``DiffusionModel`` bundles what the sampler needs: the U-Net seen as units (a ``UNetRunner``),
+the training noise schedule, the prediction and variance types, the sample shape and the
+conditioning. Nothing is ever downloaded: folders are read with ``local_files_only``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adapters.base import AdapterError, UNetRunner, UNetUnits
+from .schedule import NoiseSchedule
+
+__all__ = ["ModelError", "DiffusionModel", "load_model", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+_VARIANCE_ALIASES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded or used as asked."""
+
+
+def default_model_path() -> Path:
+    return Path(__file__).parent / "weights" / "default"
+
+
+@dataclass
+class DiffusionModel:
+    """A U-Net with its diffusion settings, as the sampler sees it."""
+
+    units: UNetUnits
+    schedule: NoiseSchedule
+    sample_shape: tuple[int, int, int]  # (C, H, W) of x_t
+    prediction_type: str = "epsilon"
+    variance_type: str = "fixed_small"
+    conditioning: str = "none"  # "none" | "class" | "text"
+    num_classes: int | None = None
+    null_class: int | None = None
+    class_names: list[str] | None = None
+    latent: bool = False
+    vae: Any = None
+    name: str = "model"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ModelError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {self.prediction_type!r}")
+        self.variance_type = _VARIANCE_ALIASES.get(self.variance_type, self.variance_type)
+        if self.variance_type not in VARIANCE_TYPES:
+            raise ModelError(f"variance_type must be one of {', '.join(VARIANCE_TYPES)}, got {self.variance_type!r}")
+        self.runner = UNetRunner(self.units)
+
+    @property
+    def num_blocks(self) -> int:
+        """K: encoder units = decoder units = skip connections = droppable blocks."""
+        return self.runner.num_blocks
+
+    @property
+    def module(self) -> torch.nn.Module | None:
+        return getattr(self.units, "unet", None) or (self.units if isinstance(self.units, torch.nn.Module) else None)
+
+    @property
+    def device(self) -> torch.device:
+        m = self.module
+        return next(m.parameters()).device if m is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        m = self.module
+        return next(m.parameters()).dtype if m is not None else torch.float32
+
+    def to(self, device=None, dtype=None) -> "DiffusionModel":
+        for m in (self.module, self.vae):
+            if m is not None:
+                m.to(device=device, dtype=dtype)
+        return self
+
+    # conditioning --------------------------------------------------------------------------
+    def make_cond(self, cond, n: int) -> dict:
+        """User conditioning (class labels for class models) -> the U-Net's keyword tensors."""
+        if self.conditioning == "none":
+            if cond is not None:
+                raise ModelError(f"{self.name} is unconditional: it takes no class labels or prompts")
+            return {}
+        if self.conditioning == "class":
+            if cond is None:
+                raise ModelError(f"{self.name} is class-conditional: give class labels (0..{self.num_classes_real - 1})")
+            labels = torch.as_tensor(cond, dtype=torch.long).reshape(-1)
+            if labels.numel() == 1 and n > 1:
+                labels = labels.expand(n)
+            if labels.numel() != n:
+                raise ModelError(f"give one class label per sample ({n}), got {labels.numel()}")
+            bad = labels[(labels < 0) | (labels >= self.num_classes_real)]
+            if bad.numel():
+                raise ModelError(f"class labels must be in 0..{self.num_classes_real - 1}, got {int(bad[0])}")
+            return {"class_labels": labels.to(self.device)}
+        raise ModelError(f"conditioning {self.conditioning!r} needs a pipeline with a text encoder")
+
+    @property
+    def num_classes_real(self) -> int:
+        """Classes a user may ask for (the null class of guidance excluded)."""
+        n = self.num_classes or 0
+        return n - 1 if self.null_class is not None and self.null_class == n - 1 else n
+
+    def null_cond(self, n: int) -> dict:
+        """The unconditional branch of classifier-free guidance."""
+        if self.conditioning == "class":
+            if self.null_class is None:
+                raise ModelError(f"{self.name} has no null class: classifier-free guidance needs one (set null_class)")
+            return {"class_labels": torch.full((n,), self.null_class, dtype=torch.long, device=self.device)}
+        raise ModelError(f"{self.name} is unconditional: guidance needs a conditional model")
+
+    # images --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, x0: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """Model-space samples -> images in [0, 1] (VAE-decoded for latent models)."""
+        if not self.latent:
+            return ((x0.float() + 1) / 2).clamp(0, 1)
+        vae, sf = self.vae, self.vae.config.scaling_factor
+        out = [vae.decode(c.to(self.device, vae.dtype) / sf).sample.float().cpu() for c in x0.split(chunk)]
+        return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+
+    def describe(self) -> dict:
+        return dict(name=self.name, K=self.num_blocks, sample_shape=list(self.sample_shape),
+                    schedule=self.schedule.beta_schedule, T=self.schedule.num_train_timesteps,
+                    prediction_type=self.prediction_type, variance_type=self.variance_type,
+                    conditioning=self.conditioning, num_classes=self.num_classes_real or None, latent=self.latent)
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"cannot read {p}: {e}") from None
+
+
+def _schedule_from(cfg: dict) -> NoiseSchedule:
+    if cfg.get("trained_betas") is not None:
+        raise ModelError("schedulers with trained_betas are not supported")
+    try:
+        return NoiseSchedule(cfg.get("beta_schedule", "linear"), int(cfg.get("num_train_timesteps", 1000)),
+                             float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02)))
+    except ValueError as e:
+        raise ModelError(f"scheduler config: {e}") from None
+
+
+def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> DiffusionModel:
+    """Load ``"default"`` or a local diffusers folder: a U-Net folder with ``scheduler_config.json``,
+    or a pipeline folder with ``unet/`` and ``scheduler/``. Never touches the network."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    name = str(name_or_path)
+    path = default_model_path() if name == "default" else Path(name).expanduser()
+    if not path.is_dir():
+        hint = " (the bundled weights are missing from this install)" if name == "default" else ""
+        raise ModelError(f"model {name!r} is not 'default' or a local folder{hint}; models are loaded from disk only")
+    if (path / "model_index.json").exists() or (path / "unet").is_dir():
+        unet_dir, sched_dir = path / "unet", path / "scheduler"
+        if not (unet_dir / "config.json").exists():
+            raise ModelError(f"{path} looks like a pipeline but has no unet/config.json")
+    else:
+        unet_dir, sched_dir = path, path
+    if not (unet_dir / "config.json").exists():
+        raise ModelError(f"{path} is not a diffusers model folder: no config.json (expected a UNet or a pipeline folder)")
+    sched_file = sched_dir / "scheduler_config.json"
+    if not sched_file.exists():
+        raise ModelError(f"{path}: no scheduler_config.json next to the UNet (needed for the noise schedule)")
+    ucfg, scfg = _read_json(unet_dir / "config.json"), _read_json(sched_file)
+    meta = _read_json(unet_dir / "unetscope.json") if (unet_dir / "unetscope.json").exists() else {}
+
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    cls_name = ucfg.get("_class_name")
+    classes = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
+    if cls_name not in classes:
+        raise ModelError(f"{unet_dir}/config.json holds a {cls_name!r}; supported: {', '.join(classes)}")
+    unet = classes[cls_name].from_pretrained(unet_dir, local_files_only=True, torch_dtype=dtype).eval().requires_grad_(False)
+    unet.to(device)
+    from .adapters.diffusers_unet import DiffusersUNetUnits
+
+    try:
+        units = DiffusersUNetUnits(unet)
+    except AdapterError as e:
+        raise ModelError(str(e)) from None
+    vae = None
+    if (path / "vae" / "config.json").exists():
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True, torch_dtype=dtype).eval().to(device)
+        vae.requires_grad_(False)
+    c = unet.config
+    size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
+    variance = scfg.get("variance_type") or "fixed_small"
+    if variance in ("learned", "learned_range"):
+        variance = "learned_range"
+        if c.out_channels != 2 * c.in_channels:
+            raise ModelError(f"learned variance needs a U-Net with 2x{c.in_channels} output channels, this one has {c.out_channels}")
+    conditioning = "none"
+    num_classes = getattr(c, "num_class_embeds", None)
+    if cls_name == "UNet2DConditionModel" and getattr(c, "cross_attention_dim", None):
+        conditioning = "text"
+    elif num_classes:
+        conditioning = "class"
+    null_class = meta.get("null_class")
+    return DiffusionModel(
+        units=units, schedule=_schedule_from(scfg), sample_shape=(c.in_channels, size, size),
+        prediction_type=scfg.get("prediction_type", "epsilon"), variance_type=variance, conditioning=conditioning,
+        num_classes=num_classes, null_class=null_class, class_names=meta.get("class_names"),
+        latent=vae is not None, vae=vae, name=name, meta=meta,
+    )

@@ -1,0 +1,285 @@
+"""The sampling loop: the paper's Eq. 3 in DDIM form, with jumps (Eq. 4) and U-Net interventions (Eq. 5).
+
+One update covers both samplers (k-diffusion style, one contract):
+
+    x_land = sqrt(ab_land) * x_est0 + sqrt(max(1 - ab_land - sd^2, 0)) * eps + sn * z_t
+
+with ``land = t - 1`` normally and ``t - n - 1`` for ``SkipSteps(t, n)``. DDIM: ``sd = sn = eta *
+sqrt(posterior variance)``. DDPM: ``sd^2`` is the posterior variance (so the mean is the posterior
+mean ``mu(x_t, x_est0)``) and ``sn`` the model's variance: fixed_small (= sd), fixed_large (beta),
+or learned_range (iDDPM/GLIDE). Landing on step 0 adds no noise. ``z_t`` comes from the noise bank.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .models import DiffusionModel, ModelError
+from .noise import NoiseBank
+from .plan import Plan, PlanError, StepAction
+
+__all__ = ["Sampler", "Trajectory", "SamplerError", "METHODS"]
+
+METHODS = ("ddpm", "ddim")
+KEEP = ("x_t", "x_est0")
+_NO_ACTION = StepAction()
+
+
+class SamplerError(ValueError):
+    """A sampler setting outside what is allowed."""
+
+
+@dataclass
+class Trajectory:
+    """The result of one sampling call: ``x0`` (model space) and, on request, every step's
+    ``x_t`` and ``x_est0`` (dicts keyed by step number, on the CPU)."""
+
+    x0: torch.Tensor  # (N, C, H, W)
+    seeds: list[int]
+    plan: Plan
+    model: DiffusionModel = field(repr=False)
+    x_t: dict[int, torch.Tensor] = field(default_factory=dict)
+    x_est0: dict[int, torch.Tensor] = field(default_factory=dict)
+    steps_run: list[int] = field(default_factory=list)  # the steps whose U-Net ran, in order
+    units_run: int = 0  # encoder + decoder (+ middle) units computed, summed over evaluations
+    seconds: float = 0.0
+
+    @property
+    def nfe(self) -> int:
+        """U-Net evaluations (one per evaluated step; guidance's two halves run as one batch)."""
+        return len(self.steps_run)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """``x0`` as images in [0, 1] (decoded by the VAE for latent models)."""
+        return self.model.decode(self.x0)
+
+
+class Sampler:
+    """DDPM ancestral or DDIM sampling over ``steps`` respaced steps, with classifier-free guidance.
+
+    ``variance`` overrides the model's DDPM variance; ``clip_x0`` defaults to on for pixel-space
+    models and off for latent ones (iDDPM's and GLIDE's ``clip_denoised``).
+    """
+
+    def __init__(self, model: DiffusionModel, steps: int = 100, method: str = "ddpm", eta: float = 0.0,
+                 guidance: float = 1.0, variance: str | None = None, clip_x0: bool | None = None,
+                 batch_size: int | None = None, progress: bool = False):
+        if method not in METHODS:
+            raise SamplerError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        T = model.schedule.num_train_timesteps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            raise SamplerError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps!r}")
+        if not 0 <= eta <= 1:
+            raise SamplerError(f"eta must be in [0, 1], got {eta}")
+        if not math.isfinite(guidance) or guidance < 0:
+            raise SamplerError(f"guidance must be a finite number >= 0, got {guidance}")
+        if guidance != 1 and model.conditioning == "none":
+            raise SamplerError(f"guidance needs a conditional model; {model.name} is unconditional (use --guidance 1)")
+        variance = variance or model.variance_type
+        if variance not in ("fixed_small", "fixed_large", "learned_range"):
+            raise SamplerError(f"variance must be fixed_small, fixed_large or learned_range, got {variance!r}")
+        if variance == "learned_range" and model.variance_type != "learned_range":
+            raise SamplerError("variance learned_range needs a model that outputs 2C channels (learned variance)")
+        if batch_size is not None and batch_size < 1:
+            raise SamplerError(f"batch_size must be at least 1, got {batch_size}")
+        self.model, self.steps, self.method, self.eta = model, steps, method, float(eta)
+        self.guidance, self.variance, self.batch_size, self.progress = float(guidance), variance, batch_size, progress
+        self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
+        self.spacing = model.schedule.respace(steps)
+        sp = self.spacing
+        ab = sp.alpha_bar
+        self._ab = [float(a) for a in ab]
+        post = sp.posterior_variance
+        # posterior log-variance clipped at step 1 (iDDPM: the first entry is replaced by the second)
+        self._post_log_clipped = torch.log(torch.cat([post[2:3] if steps > 1 else post[1:2], post[2:]])) if steps > 1 else None
+        self._post = [float(v) for v in post]
+        self._beta = [float(b) for b in sp.beta]
+
+    def describe(self) -> dict:
+        return dict(steps=self.steps, method=self.method, eta=self.eta, guidance=self.guidance,
+                    variance=self.variance, clip_x0=self.clip_x0)
+
+    # --- one evaluation -------------------------------------------------------------------
+    def _cond_batch(self, cond: dict, n: int) -> dict:
+        if self.guidance == 1 or not cond:
+            return cond
+        null = self.model.null_cond(n)
+        return {k: torch.cat([v, null[k]]) for k, v in cond.items()}
+
+    def _evaluate(self, x: torch.Tensor, t: int, cond: dict, action: StepAction, fill, capture):
+        """Run the U-Net at step t; returns (model output with guidance applied, captured)."""
+        m = self.model
+        guided = self.guidance != 1 and bool(cond)
+        xin = torch.cat([x, x]) if guided else x
+        tau = torch.full((xin.shape[0],), self.spacing.tau(t), dtype=torch.long, device=x.device)
+        res = m.runner(xin.to(m.dtype), tau, cond, zero_skips=action.zero_skips, drop_blocks=action.drop_blocks,
+                       fill=fill, capture=capture)
+        out = res.out.to(x.dtype)
+        if guided:
+            oc, ou = out.chunk(2)
+            C = x.shape[1]
+            eps = ou[:, :C] + self.guidance * (oc[:, :C] - ou[:, :C])  # guidance on the prediction
+            out = torch.cat([eps, oc[:, C:]], dim=1)  # learned variance from the conditional half
+        return out, res
+
+    def predict(self, out: torch.Tensor, x: torch.Tensor, t: int):
+        """Model output at step t -> (x_est0, eps, var_frac or None), x_est0 clipped if asked."""
+        C = x.shape[1]
+        frac = None
+        if self.model.variance_type == "learned_range":
+            out, v = out[:, :C], out[:, C:]
+            frac = (v + 1) / 2
+        ab = self._ab[t]
+        a, s = math.sqrt(ab), math.sqrt(1 - ab)
+        kind = self.model.prediction_type
+        if kind == "epsilon":
+            eps = out
+            x0 = (x - s * eps) / a
+        elif kind == "v_prediction":
+            x0 = a * x - s * out
+            eps = a * out + s * x
+        else:  # "sample"
+            x0 = out
+            eps = (x - a * x0) / s
+        if self.clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - a * x0) / s
+        return x0, eps, frac
+
+    def sigmas(self, t: int, frac=None):
+        """(sd, sn) at step t: the direction's and the noise's standard deviation."""
+        post = self._post[t]
+        if self.method == "ddim":
+            s = self.eta * math.sqrt(post)
+            return s, s
+        sd = math.sqrt(post)
+        if self.variance == "fixed_small":
+            return sd, sd
+        if self.variance == "fixed_large":
+            return sd, math.sqrt(self._beta[t])
+        log_var = frac * math.log(self._beta[t]) + (1 - frac) * float(self._post_log_clipped[t - 1])
+        return sd, torch.exp(0.5 * log_var)
+
+    def update(self, x0, eps, t: int, land: int, z, frac=None) -> torch.Tensor:
+        """Eq. 3 (land = t-1) or Eq. 4 (a jump): x_t's estimates -> x_land."""
+        if land == 0:
+            return x0
+        sd, sn = self.sigmas(t, frac)
+        ab = self._ab[land]
+        out = math.sqrt(ab) * x0 + math.sqrt(max(1 - ab - sd * sd, 0.0)) * eps
+        if isinstance(sn, torch.Tensor) or sn > 0:
+            out = out + sn * z
+        return out
+
+    # --- the loop ---------------------------------------------------------------------------
+    def sample_progressive(self, seeds: Sequence[int], cond=None, plan: Plan | None = None,
+                           start: tuple[int, torch.Tensor] | None = None, cache: dict | None = None) -> Iterator[dict]:
+        """Yield one dict per evaluated step: t, land, x_t, x_est0, eps, x_next (iDDPM's
+        ``*_loop_progressive``). ``start=(t, x_t)`` resumes from a cached state at step t."""
+        plan = self._check_plan(plan)
+        m = self.model
+        seeds = [int(s) for s in seeds]
+        n = len(seeds)
+        device = m.device
+        bank = NoiseBank(seeds, m.sample_shape)
+        cond_t = self._cond_batch(m.make_cond(cond, n), n)
+        actions = plan.actions()
+        cache_j = {nb - 1 for nb in plan.uses_cache()}
+        cache = {} if cache is None else cache
+        if start is None:
+            t, x = self.steps, bank.initial().to(device)
+        else:
+            t, x = int(start[0]), start[1].to(device)
+        while t >= 1:
+            act = actions.get(t, _NO_ACTION)
+            fill = None
+            if act.drop_blocks and act.fill == "cache":
+                fill = cache.get(act.drop_blocks - 1)
+                if fill is None:
+                    raise PlanError(f"DropBlocks(nb={act.drop_blocks}, fill='cache') at step {t}: no earlier step "
+                                    f"computed D[{act.drop_blocks - 1}] to reuse; start the cut later")
+            capture = {j for j in cache_j if j >= act.drop_blocks}
+            out, res = self._evaluate(x, t, cond_t, act, fill, capture)
+            cache.update(res.captured)
+            x0, eps, frac = self.predict(out, x, t)
+            land = t - 1 - act.jump
+            x_next = None
+            if not act.stop:
+                z = bank.step(t).to(device) if land > 0 else None
+                x_next = self.update(x0, eps, t, land, z, frac)
+            yield dict(t=t, land=land, x_t=x, x_est0=x0, eps=eps, x_next=x_next, stop=act.stop,
+                       units_run=res.units_run, cache=cache)
+            if act.stop:
+                return
+            x, t = x_next, land
+
+    @torch.no_grad()
+    def sample(self, seeds: Sequence[int], cond=None, plan: Plan | None = None, keep: Sequence[str] = (),
+               start: tuple[int, torch.Tensor] | None = None) -> Trajectory:
+        """Sample one image per seed under ``plan`` (empty: the baseline). ``keep`` may hold
+        ``"x_t"`` and/or ``"x_est0"`` to keep every step's tensors (off: memory stays flat)."""
+        bad = [k for k in keep if k not in KEEP]
+        if bad:
+            raise SamplerError(f"keep may hold {', '.join(KEEP)}; got {bad[0]!r}")
+        seeds = list(seeds)
+        if not seeds:
+            raise SamplerError("give at least one seed")
+        plan = self._check_plan(plan)
+        m = self.model
+        chunks = [seeds] if not self.batch_size else [seeds[i:i + self.batch_size] for i in range(0, len(seeds), self.batch_size)]
+        conds = self._split_cond(cond, len(seeds), [len(c) for c in chunks])
+        x0s, traj_xt, traj_x0 = [], {}, {}
+        steps_run, units, t_start = [], 0, time.perf_counter()
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(chunks) * (self.steps if start is None else int(start[0])), desc="sampling", unit="step", leave=False)
+        for ci, (chunk, c) in enumerate(zip(chunks, conds)):
+            st = None if start is None else (start[0], start[1][sum(map(len, chunks[:ci])):][:len(chunk)])
+            last = None
+            for d in self.sample_progressive(chunk, c, plan, start=st):
+                if ci == 0:
+                    steps_run.append(d["t"])
+                units += d["units_run"]
+                for k, store in (("x_t", traj_xt), ("x_est0", traj_x0)):
+                    if k in keep:
+                        store.setdefault(d["t"], []).append(d[k].float().cpu())
+                last = d
+                if bar is not None:
+                    bar.update(d["t"] - max(d["land"], 0) if not d["stop"] else d["t"])
+            x0s.append((last["x_est0"] if last["stop"] else last["x_next"]).float().cpu())
+        if bar is not None:
+            bar.close()
+        return Trajectory(
+            x0=torch.cat(x0s), seeds=[int(s) for s in seeds], plan=plan, model=m,
+            x_t={t: torch.cat(v) for t, v in traj_xt.items()}, x_est0={t: torch.cat(v) for t, v in traj_x0.items()},
+            steps_run=steps_run, units_run=units, seconds=time.perf_counter() - t_start,
+        )
+
+    def _split_cond(self, cond, n: int, sizes: list[int]) -> list:
+        if cond is None or len(sizes) == 1:
+            return [cond] * len(sizes)
+        if isinstance(cond, (int,)) or (torch.is_tensor(cond) and cond.dim() == 0):
+            return [cond] * len(sizes)
+        items = list(cond)
+        if len(items) != n:
+            raise ModelError(f"give one condition per sample ({n}), got {len(items)}")
+        out, i = [], 0
+        for s in sizes:
+            out.append(items[i:i + s])
+            i += s
+        return out
+
+    def _check_plan(self, plan) -> Plan:
+        if plan is None:
+            return Plan()
+        if not isinstance(plan, Plan):
+            plan = Plan(tuple(plan))
+        return plan.check(self.steps, self.model.num_blocks)
