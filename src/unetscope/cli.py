@@ -1,13 +1,222 @@
-"""The ``unetscope`` command line."""
+"""The ``unetscope`` command line: sample, intervene, train, models.
+
+Bad input gets one line naming what is wrong and what is allowed, and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 class UsageError(Exception):
     """Bad input from the command line: reported in one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the usage too)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# --- parsing helpers ---------------------------------------------------------------------------
+def parse_seeds(text: str | None, samples: int | None) -> list[int]:
+    """``--seeds 0-15`` or ``--seeds 3,5,9``; else ``--samples N`` gives seeds 0..N-1."""
+    if text is None:
+        n = 16 if samples is None else samples
+        if n < 1:
+            raise UsageError(f"--samples must be at least 1, got {n}")
+        return list(range(n))
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise UsageError(f"--seeds must be integers like 0-15 or 3,5,9; got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds must be non-negative, got {text!r}")
+    if samples is not None and samples != len(seeds):
+        raise UsageError(f"--samples {samples} disagrees with --seeds {text!r} ({len(seeds)} seeds); give one of them")
+    return seeds
+
+
+def parse_classes(text: str | None, n: int):
+    if text is None:
+        return None
+    try:
+        labels = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--class must be an integer or a comma-separated list of them; got {text!r}") from None
+    if len(labels) == 1:
+        return labels * n
+    if len(labels) != n:
+        raise UsageError(f"--class gives {len(labels)} labels for {n} samples; give one label or one per sample")
+    return labels
+
+
+def _model_and_sampler(args, progress: bool):
+    from . import load_model
+    from .models import ModelError
+    from .sampler import Sampler, SamplerError
+
+    try:
+        model = load_model(args.model, device=args.device)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    try:
+        sampler = Sampler(model, steps=args.steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
+                          variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, progress=progress)
+    except SamplerError as e:
+        raise UsageError(str(e)) from None
+    seeds = parse_seeds(args.seeds, args.samples)
+    cond = parse_classes(args.class_, len(seeds))
+    if cond is None and model.conditioning == "class":
+        cond = [s % model.num_classes_real for s in seeds]  # default: cycle through the classes
+    if cond is not None:
+        try:
+            model.make_cond(cond, len(seeds))
+        except ModelError as e:
+            raise UsageError(str(e)) from None
+    return model, sampler, seeds, cond
+
+
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {path!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _scale(images) -> int:
+    return max(1, 128 // images.shape[-1])  # small images (MNIST) are enlarged to be seen
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# --- commands ----------------------------------------------------------------------------------
+def _cmd_sample(args) -> None:
+    from .images import make_grid, save_png
+
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)
+    out = _out_dir(args.out)
+    traj = sampler.sample(seeds, cond)
+    images = traj.images
+    sc = _scale(images)
+    files = [save_png(img, out / f"sample_{s:05d}.png", sc).name for s, img in zip(seeds, images)]
+    save_png(make_grid(images, nrow=min(8, len(seeds))), out / "grid.png", sc)
+    _write_json(out / "samples.json", dict(model=model.describe(), sampler=sampler.describe(), seeds=seeds,
+                                           classes=cond, files=files, nfe=traj.nfe, seconds=round(traj.seconds, 3)))
+    print(f"{len(seeds)} samples, {traj.nfe} U-Net evaluations, {traj.seconds:.1f} s -> {out}/grid.png")
+
+
+def plan_from_args(args):
+    from .plan import DropBlocks, Plan, PlanError, SkipSteps, StopEarly, ZeroSkips
+
+    short = [args.skip_steps, args.zero_skips, args.drop_blocks]
+    try:
+        if args.plan is not None:
+            if any(v is not None for v in short) or args.stop_early is not None:
+                raise UsageError("give either --plan or the short flags (--skip-steps/--zero-skips/--drop-blocks/--stop-early), not both")
+            text = args.plan
+            p = Path(text)
+            if not text.lstrip().startswith(("{", "[")):
+                if not p.is_file():
+                    raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
+                text = p.read_text()
+            return Plan.from_json(text)
+        items = []
+        if sum(v is not None for v in short) > 1:
+            raise UsageError("give one of --skip-steps, --zero-skips, --drop-blocks (use --plan to combine them)")
+        if any(v is not None for v in short):
+            if args.start is None:
+                raise UsageError("--start is needed with --skip-steps, --zero-skips or --drop-blocks")
+            if args.skip_steps is not None:
+                items.append(SkipSteps(start=args.start, n=args.skip_steps))
+            elif args.zero_skips is not None:
+                items.append(ZeroSkips(ns=args.zero_skips, start=args.start, n=args.n))
+            else:
+                items.append(DropBlocks(nb=args.drop_blocks, start=args.start, n=args.n, fill=args.fill))
+        if args.stop_early is not None:
+            items.append(StopEarly(at=args.stop_early))
+        if not items:
+            raise UsageError("nothing to intervene on: give --plan, or --skip-steps/--zero-skips/--drop-blocks with --start, or --stop-early")
+        return Plan(tuple(items))
+    except PlanError as e:
+        raise UsageError(str(e)) from None
+
+
+def _cmd_intervene(args) -> None:
+    import torch
+
+    from .images import make_grid, save_png
+    from .metrics import psnr, ssim
+    from .plan import PlanError
+
+    plan = plan_from_args(args)
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)
+    try:
+        plan.check(sampler.steps, model.num_blocks)
+    except PlanError as e:
+        raise UsageError(str(e)) from None
+    out = _out_dir(args.out)
+    base, inter = sampler.compare(seeds, cond, plan)
+    a, b = base.images, inter.images
+    s_ssim, s_psnr = ssim(a, b), psnr(a, b)
+    sc = _scale(a)
+    rows = []
+    for i, s in enumerate(seeds):
+        name = f"compare_{s:05d}.png"
+        save_png(make_grid(torch.stack([a[i], b[i]]), nrow=2), out / name, sc)
+        rows.append(dict(seed=s, cls=None if cond is None else cond[i], psnr=float(s_psnr[i]), ssim=float(s_ssim[i]), file=name))
+    save_png(make_grid(torch.cat([a, b]), nrow=len(seeds)), out / "grid.png", sc)
+    finite = s_psnr[torch.isfinite(s_psnr)]
+    summary = dict(model=model.describe(), sampler=sampler.describe(), plan=plan.to_dict(), seeds=seeds,
+                   samples=rows, ssim_mean=float(s_ssim.mean()), ssim_std=float(s_ssim.std()) if len(seeds) > 1 else 0.0,
+                   psnr_mean=float(finite.mean()) if len(finite) else float("inf"),
+                   nfe_baseline=base.nfe, nfe_intervened=inter.nfe, units_baseline=base.units_run, units_intervened=inter.units_run)
+    _write_json(out / "metrics.json", summary)
+    print(f"{plan!r}: SSIM {summary['ssim_mean']:.4f}, PSNR {summary['psnr_mean']:.2f} dB over {len(seeds)} samples "
+          f"(U-Net units run {inter.units_run}/{base.units_run}) -> {out}/metrics.json, {out}/grid.png")
+
+
+def _cmd_models(args) -> None:
+    from .models import ModelError, default_model_path, load_model
+
+    if args.model:
+        try:
+            m = load_model(args.model)
+        except ModelError as e:
+            raise UsageError(str(e)) from None
+        print(json.dumps(m.describe(), indent=2))
+        return
+    print("default  the bundled class-conditional MNIST model (trained by `unetscope train`)")
+    p = default_model_path()
+    if (p / "config.json").exists():
+        m = load_model("default")
+        d = m.describe()
+        tr = m.meta.get("training", {})
+        print(f"         K={d['K']} units, {d['sample_shape']}, {d['schedule']} T={d['T']}, {d['prediction_type']}, "
+              f"{d['variance_type']} variance, {d['num_classes']} classes + null class (guidance)")
+        if tr:
+            print(f"         trained {tr.get('steps')} steps in {tr.get('seconds', 0) / 60:.0f} min; card: {p / 'README.md'}")
+    else:
+        print("         (weights not installed)")
+    print("PATH     a local diffusers folder: a UNet2DModel/UNet2DConditionModel folder with scheduler_config.json,")
+    print("         or a pipeline folder with unet/ and scheduler/ (and vae/ for latent models)")
 
 
 def _cmd_train(args) -> None:
@@ -20,18 +229,61 @@ def _cmd_train(args) -> None:
     try:
         cfg = TrainConfig(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, checkpoint_every=args.checkpoint_every, limit_images=args.limit_images)
+        res = train(cfg, args.out, resume=not args.restart, progress=not args.quiet)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    res = train(cfg, args.out, resume=not args.restart, progress=not args.quiet)
     print(f"trained to step {res['step']} in {res['seconds']:.0f} s; last loss {res['loss']:.4f}; output in {args.out}")
 
 
+# --- parser ------------------------------------------------------------------------------------
+def _sampling_args(p) -> None:
+    g = p.add_argument_group("model and sampler")
+    g.add_argument("--model", default="default", help="'default' or a local diffusers folder")
+    g.add_argument("--steps", type=int, default=100, help="sampling steps S (default 100, as in the paper)")
+    g.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1: none)")
+    g.add_argument("--variance", choices=("fixed_small", "fixed_large", "learned_range"), default=None)
+    g.add_argument("--clip-x0", dest="clip_x0", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip x_est0 to [-1, 1] (default: on for pixel models, off for latent ones)")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--batch-size", type=int, default=None, help="samples per batch (memory bound)")
+    s = p.add_argument_group("samples")
+    s.add_argument("--samples", type=int, default=None, help="number of samples, seeds 0..N-1 (default 16)")
+    s.add_argument("--seeds", default=None, help="seeds: 0-15 or 3,5,9")
+    s.add_argument("--class", dest="class_", default=None, help="class label, or one per sample (comma-separated)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unetscope", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="unetscope", description="Understand and accelerate diffusion U-Nets over sampling time.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("sample", help="sample images (PNGs and a grid)")
+    _sampling_args(s)
+    s.set_defaults(func=_cmd_sample)
+
+    i = sub.add_parser("intervene", help="baseline vs intervened from the same noise, with PSNR/SSIM")
+    _sampling_args(i)
+    g = i.add_argument_group("the plan (JSON, or short flags)")
+    g.add_argument("--plan", default=None, help='JSON or a JSON file: {"interventions": [{"type": "DropBlocks", "nb": 2, "start": 70, "n": 5}]}')
+    g.add_argument("--skip-steps", type=int, default=None, metavar="N", help="SkipSteps(start, N)")
+    g.add_argument("--zero-skips", type=int, default=None, metavar="NS", help="ZeroSkips(NS, start, n)")
+    g.add_argument("--drop-blocks", type=int, default=None, metavar="NB", help="DropBlocks(NB, start, n, fill)")
+    g.add_argument("--start", type=int, default=None, help="first intervened step (counts down from S)")
+    g.add_argument("--n", type=int, default=1, help="evaluations intervened on (default 1)")
+    g.add_argument("--fill", choices=("zeros", "cache"), default="zeros", help="DropBlocks fill")
+    g.add_argument("--stop-early", type=int, default=None, metavar="AT", help="StopEarly(at)")
+    i.set_defaults(func=_cmd_intervene)
+
+    m = sub.add_parser("models", help="list the models and the folders that can be loaded")
+    m.add_argument("model", nargs="?", default=None, help="describe one model")
+    m.set_defaults(func=_cmd_models)
+
     t = sub.add_parser("train", help="train the bundled MNIST model (resumable)")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, and model/ when finished")
-    t.add_argument("--arch", default="default")
+    t.add_argument("--arch", default="default", help="default or tiny")
     t.add_argument("--steps", type=int, default=8000)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=4e-4)
@@ -52,6 +304,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"unetscope {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"unetscope {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -263,6 +263,28 @@ class Sampler:
             steps_run=steps_run, units_run=units, seconds=time.perf_counter() - t_start,
         )
 
+    @torch.no_grad()
+    def compare(self, seeds: Sequence[int], cond=None, plan: Plan | None = None,
+                keep: Sequence[str] = ()) -> tuple[Trajectory, Trajectory]:
+        """The baseline and the intervened run from the same noise, in one call. The intervened
+        run starts from the baseline's ``x_t`` at the plan's first intervened step (prefix sharing)."""
+        plan = self._check_plan(plan)
+        first = plan.first_step()
+        share = first is not None and first < self.steps and not plan.uses_cache()
+        base = self.sample(seeds, cond, None, keep=tuple(set(keep) | ({"x_t"} if share else set())))
+        if not share:
+            return base, self.sample(seeds, cond, plan, keep=keep)
+        inter = self.sample(seeds, cond, plan, keep=keep, start=(first, base.x_t[first]))
+        above = [t for t in base.steps_run if t > first]
+        inter.steps_run = above + inter.steps_run
+        inter.units_run += len(above) * (2 * self.model.num_blocks + 1)
+        for k in ("x_t", "x_est0"):
+            if k in keep:
+                getattr(inter, k).update({t: getattr(base, k)[t] for t in above})
+        if "x_t" not in keep:
+            base.x_t = {}
+        return base, inter
+
     def _split_cond(self, cond, n: int, sizes: list[int]) -> list:
         if cond is None or len(sizes) == 1:
             return [cond] * len(sizes)

@@ -101,6 +101,10 @@ def load_mnist(limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return x, labels
 
 
+# settings a resumed run may change: the learning rate does not depend on the total step count
+_EXTENDABLE = ("steps", "checkpoint_every")
+
+
 def _lr(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup)
 
@@ -142,8 +146,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progres
     seconds = 0.0
     if resume and ckpt.exists():
         saved = torch.load(ckpt, weights_only=False)
-        if saved["config"] != asdict(cfg):
-            diff = sorted(k for k in saved["config"] if saved["config"][k] != asdict(cfg).get(k))
+        diff = sorted(k for k in saved["config"] if k not in _EXTENDABLE and saved["config"][k] != asdict(cfg).get(k))
+        if diff:
             raise ValueError(f"checkpoint {ckpt} was made with other settings ({', '.join(diff)}); use another --out")
         model.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny models: threads only add overhead (and CI has 2 cores)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def tiny_unet(attention=True, layers=1, classes=None, out_channels=1, resnet_updown=False, seed=0):
+    """A tiny diffusers UNet2DModel (16x16 inputs are too small for SSIM; 32x32 is used)."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    kw = {}
+    if resnet_updown:
+        down = ("ResnetDownsampleBlock2D", "DownBlock2D")
+        up = ("UpBlock2D", "ResnetUpsampleBlock2D")
+    else:
+        down = ("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D")
+        up = ("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D")
+    return UNet2DModel(sample_size=32, in_channels=1, out_channels=out_channels, layers_per_block=layers,
+                       block_out_channels=(8, 16), down_block_types=down, up_block_types=up, norm_num_groups=4,
+                       attention_head_dim=4, num_class_embeds=classes, **kw).eval()
+
+
+def tiny_cond_unet(layers=1, seed=0, class_embed=False):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=layers, block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=12, attention_head_dim=4, norm_num_groups=4,
+        num_class_embeds=5 if class_embed else None).eval()
+
+
+def save_tiny_model(folder, *, classes=11, null_class=10, beta_schedule="squaredcos_cap_v2", T=1000, seed=0,
+                    variance_type="fixed_small", prediction_type="epsilon"):
+    from diffusers import DDPMScheduler
+
+    unet = tiny_unet(classes=classes, seed=seed, out_channels=2 if variance_type == "learned_range" else 1)
+    unet.save_pretrained(folder)
+    DDPMScheduler(num_train_timesteps=T, beta_schedule=beta_schedule, variance_type=variance_type,
+                  prediction_type=prediction_type).save_config(folder)
+    if classes:
+        (folder / "unetscope.json").write_text(json.dumps({"null_class": null_class, "num_classes": classes - 1}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
