@@ -1,6 +1,6 @@
 """Train the digit classifier once and ship its weights to src/unetscope/weights/classifier/.
 
-Usage: python benchmarks/train_classifier.py [--seed 0] [--epochs 15]
+Usage: python benchmarks/train_classifier.py [--seed 0] [--epochs 12]
 """
 
 import argparse
@@ -13,7 +13,7 @@ from unetscope.classifier import CLASSIFIER_DIR, export_classifier, train_classi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--out", default=str(CLASSIFIER_DIR))
     args = parser.parse_args()
     torch.set_num_threads(1)

