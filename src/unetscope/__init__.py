@@ -6,7 +6,7 @@ steps, skip connections and bottom blocks over ranges of steps, and compare with
 
 from .adapters.base import AdapterError, UNetUnits
 from .metrics import psnr, ssim
-from .models import DiffusionModel, ModelError, load_model
+from .models import DiffusionModel, ModelError, load_model, wrap
 from .plan import DropBlocks, Plan, PlanError, SkipSteps, StopEarly, ZeroSkips
 from .sampler import Sampler, SamplerError, Trajectory
 from .schedule import NoiseSchedule
@@ -14,7 +14,7 @@ from .schedule import NoiseSchedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_model", "DiffusionModel", "Sampler", "Trajectory", "Plan", "SkipSteps", "ZeroSkips", "DropBlocks",
+    "load_model", "wrap", "DiffusionModel", "Sampler", "Trajectory", "Plan", "SkipSteps", "ZeroSkips", "DropBlocks",
     "StopEarly", "psnr", "ssim", "NoiseSchedule", "UNetUnits", "AdapterError", "ModelError", "PlanError",
     "SamplerError",
 ]

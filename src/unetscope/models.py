@@ -18,7 +18,7 @@ import torch
 from .adapters.base import AdapterError, UNetRunner, UNetUnits
 from .schedule import NoiseSchedule
 
-__all__ = ["ModelError", "DiffusionModel", "load_model", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
+__all__ = ["ModelError", "DiffusionModel", "load_model", "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
@@ -217,3 +217,39 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
         num_classes=num_classes, null_class=null_class, class_names=meta.get("class_names"),
         latent=vae is not None, vae=vae, name=name, meta=meta,
     )
+
+
+def wrap(unet, *, beta_schedule: str = "linear", num_train_timesteps: int = 1000, beta_start: float = 1e-4,
+         beta_end: float = 0.02, prediction_type: str = "epsilon", variance_type: str = "fixed_small",
+         sample_shape: tuple[int, int, int] | None = None, conditioning: str = "none", num_classes: int | None = None,
+         null_class: int | None = None, name: str | None = None) -> DiffusionModel:
+    """A model built in your own code -> a ``DiffusionModel``: a diffusers UNet, or any object that
+    implements the ``UNetUnits`` protocol (see ``docs/adapters.md``), with its diffusion settings."""
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    units = unet
+    if isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
+        from .adapters.diffusers_unet import DiffusersUNetUnits
+
+        units = DiffusersUNetUnits(unet)
+        c = unet.config
+        size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
+        sample_shape = sample_shape or (c.in_channels, size, size)
+        if conditioning == "none" and getattr(c, "num_class_embeds", None):
+            conditioning, num_classes = "class", num_classes or c.num_class_embeds
+    elif not isinstance(unet, UNetUnits):
+        missing = [m for m in ("num_blocks", "prepare", "encoder", "middle", "decoder", "head") if not hasattr(unet, m)]
+        raise ModelError(f"{type(unet).__name__} is not a diffusers UNet and does not implement the UNetUnits "
+                         f"protocol (missing: {', '.join(missing)}); see docs/adapters.md")
+    if sample_shape is None:
+        raise ModelError("give sample_shape=(C, H, W) for a model that is not a diffusers UNet")
+    try:
+        schedule = NoiseSchedule(beta_schedule, num_train_timesteps, beta_start, beta_end)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
+    try:
+        return DiffusionModel(units=units, schedule=schedule, sample_shape=tuple(sample_shape),
+                              prediction_type=prediction_type, variance_type=variance_type, conditioning=conditioning,
+                              num_classes=num_classes, null_class=null_class, name=name or type(unet).__name__)
+    except AdapterError as e:
+        raise ModelError(str(e)) from None

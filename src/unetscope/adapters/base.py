@@ -82,15 +82,15 @@ class UNetRunner:
         key = tuple(x.shape[1:])
         if nb and key not in self._out_shapes:
             self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in cond.items()})
-        ctx = u.prepare(x, timesteps, cond)
+        ctx = self._unit("prepare", None, u.prepare, x, timesteps, cond)
         skips = ctx.skips
         h = x
         for i in range(K - nb):  # E[0..K-nb-1]
-            h = u.encoder(i, h, ctx)
+            h = self._unit("E", i, u.encoder, i, h, ctx)
             skips.append(h)
         captured, shapes = {}, []
         if nb == 0:
-            h = u.middle(h, ctx)
+            h = self._unit("M", None, u.middle, h, ctx)
         else:
             want = self._out_shapes[key][nb - 1]
             if fill is None:
@@ -107,14 +107,25 @@ class UNetRunner:
                     f"{tuple(skip.shape)}: their spatial sizes must match")
             if K - 1 - j < ns:  # skip (K-j) from the top, zeroed where consumed
                 skip = torch.zeros_like(skip)
-            h = u.decoder(j, h, skip, ctx)
+            h = self._unit("D", j, u.decoder, j, h, skip, ctx)
             if j in capture:
                 captured[j] = h
             shapes.append(h.shape[1:])
         if nb == 0:
             self._out_shapes[key] = shapes
-        out = u.head(h, ctx)
+        out = self._unit("head", None, u.head, h, ctx)
         return RunOutput(out, captured, 2 * (K - nb) + (nb == 0))
+
+    def _unit(self, kind, index, fn, *args):
+        """Call one unit; a failure names the unit (a user's protocol that does not fit)."""
+        try:
+            return fn(*args)
+        except AdapterError:
+            raise
+        except Exception as e:
+            name = kind if index is None else f"{kind}[{index}]"
+            raise AdapterError(f"{type(self.units).__name__} unit {name} (K={self.num_blocks}) failed: "
+                               f"{type(e).__name__}: {e}") from e
 
     def _probe(self, x, timesteps, cond) -> None:
         self(x, timesteps, cond)  # a full evaluation of one sample records D[j]'s output shapes
