@@ -179,9 +179,11 @@ class Sampler:
 
     # --- the loop ---------------------------------------------------------------------------
     def sample_progressive(self, seeds: Sequence[int], cond=None, plan: Plan | None = None,
-                           start: tuple[int, torch.Tensor] | None = None, cache: dict | None = None) -> Iterator[dict]:
+                           start: tuple[int, torch.Tensor] | None = None, cache: dict | None = None,
+                           capture=()) -> Iterator[dict]:
         """Yield one dict per evaluated step: t, land, x_t, x_est0, eps, x_next (iDDPM's
-        ``*_loop_progressive``). ``start=(t, x_t)`` resumes from a cached state at step t."""
+        ``*_loop_progressive``). ``start=(t, x_t)`` resumes from a cached state at step t;
+        ``capture`` names more decoder outputs ``D[j]`` to keep in ``cache`` (prefix sharing)."""
         plan = self._check_plan(plan)
         m = self.model
         seeds = [int(s) for s in seeds]
@@ -190,7 +192,7 @@ class Sampler:
         bank = NoiseBank(seeds, m.sample_shape)
         cond_t = self._cond_batch(m.make_cond(cond, n), n)
         actions = plan.actions()
-        cache_j = {nb - 1 for nb in plan.uses_cache()}
+        cache_j = {nb - 1 for nb in plan.uses_cache()} | set(capture)
         cache = {} if cache is None else cache
         if start is None:
             t, x = self.steps, bank.initial().to(device)
@@ -213,7 +215,7 @@ class Sampler:
             if not act.stop:
                 z = bank.step(t).to(device) if land > 0 else None
                 x_next = self.update(x0, eps, t, land, z, frac)
-            yield dict(t=t, land=land, x_t=x, x_est0=x0, eps=eps, x_next=x_next, stop=act.stop,
+            yield dict(t=t, land=land, x_t=x, x_est0=x0, eps=eps, frac=frac, x_next=x_next, stop=act.stop,
                        units_run=res.units_run, cache=cache)
             if act.stop:
                 return

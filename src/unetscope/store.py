@@ -1,0 +1,160 @@
+"""The results database of a run directory: ``DIR/results.sqlite``, one row per sample x variant.
+
+A *variant* is a plan (its canonical JSON) or a per-step measurement (``{"type": "x_est0", "t": 40}``).
+Rows are written in transactions, chunk by chunk, so an interrupted sweep resumes where it stopped
+and loses nothing. Exports to CSV and Parquet.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+__all__ = ["ResultStore", "variant_id", "StoreError"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY,        -- experiment name + hash of its settings
+    experiment TEXT NOT NULL,
+    settings TEXT NOT NULL,      -- JSON: model, sampler, grid parameters, seeds
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run TEXT NOT NULL REFERENCES runs(run),
+    seed INTEGER NOT NULL,
+    variant_id TEXT NOT NULL,
+    variant TEXT NOT NULL,       -- canonical JSON of the plan or the per-step measurement
+    cond TEXT,                   -- JSON of the sample's condition (class label or prompt)
+    ssim REAL,
+    psnr REAL,
+    extra TEXT,                  -- JSON: other metrics (evaluations, units run, ...)
+    PRIMARY KEY (run, seed, variant_id)
+);
+CREATE TABLE IF NOT EXISTS stats (
+    run TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (run, key)
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """A results database that cannot be used as asked."""
+
+
+def canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def variant_id(variant: dict) -> str:
+    return hashlib.sha1(canonical(variant).encode()).hexdigest()[:16]
+
+
+class ResultStore:
+    """One SQLite file; safe to reopen after a crash (SQLite's journal keeps it consistent)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not a usable results database: {e}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # runs ------------------------------------------------------------------------------------
+    def register_run(self, experiment: str, settings: dict) -> str:
+        run = f"{experiment}-{variant_id(settings)[:10]}"
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?)", (run, experiment, canonical(settings), time.time()))
+        return run
+
+    def runs(self, experiment: str | None = None) -> list[dict]:
+        q = "SELECT run, experiment, settings, created FROM runs" + (" WHERE experiment = ?" if experiment else "") + " ORDER BY created"
+        return [dict(run=r, experiment=e, settings=json.loads(s), created=c)
+                for r, e, s, c in self.db.execute(q, (experiment,) if experiment else ())]
+
+    # rows ------------------------------------------------------------------------------------
+    def done(self, run: str) -> set[tuple[int, str]]:
+        """(seed, variant_id) pairs already stored for a run."""
+        return set(self.db.execute("SELECT seed, variant_id FROM results WHERE run = ?", (run,)))
+
+    def write(self, run: str, rows: list[dict]) -> None:
+        """Write rows in one transaction (all or nothing)."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run, int(r["seed"]), variant_id(r["variant"]), canonical(r["variant"]), canonical(r.get("cond")),
+                  _num(r.get("ssim")), _num(r.get("psnr")), canonical(r.get("extra") or {})) for r in rows])
+
+    def set_stat(self, run: str, key: str, value) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO stats VALUES (?, ?, ?)", (run, key, canonical(value)))
+
+    def stats(self, run: str) -> dict:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM stats WHERE run = ?", (run,))}
+
+    def rows(self, run: str | None = None) -> list[dict]:
+        q = "SELECT run, seed, variant, cond, ssim, psnr, extra FROM results"
+        args: tuple = ()
+        if run:
+            q, args = q + " WHERE run = ?", (run,)
+        out = []
+        for r, seed, variant, cond, s, p, extra in self.db.execute(q + " ORDER BY run, variant_id, seed", args):
+            out.append(dict(run=r, seed=seed, variant=json.loads(variant), cond=json.loads(cond) if cond else None,
+                            ssim=s, psnr=_psnr_out(p), extra=json.loads(extra) if extra else {}))
+        return out
+
+    # exports ---------------------------------------------------------------------------------
+    def _flat(self, run=None) -> list[dict]:
+        flat = []
+        for r in self.rows(run):
+            flat.append(dict(run=r["run"], seed=r["seed"], variant=canonical(r["variant"]), cond=canonical(r["cond"]),
+                             ssim=r["ssim"], psnr=r["psnr"], **{f"extra_{k}": v for k, v in r["extra"].items()}))
+        return flat
+
+    def export_csv(self, path: str | Path, run: str | None = None) -> Path:
+        flat = self._flat(run)
+        keys = sorted({k for r in flat for k in r}, key=lambda k: (k not in ("run", "seed", "variant", "cond", "ssim", "psnr"), k))
+        path = Path(path)
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(flat)
+        return path
+
+    def export_parquet(self, path: str | Path, run: str | None = None) -> Path:
+        try:
+            import pandas as pd
+        except ImportError:
+            raise StoreError("Parquet export needs pandas and pyarrow: pip install pandas pyarrow") from None
+        try:
+            pd.DataFrame(self._flat(run)).to_parquet(path, index=False)
+        except ImportError as e:
+            raise StoreError(f"Parquet export needs a Parquet engine: pip install pyarrow ({e})") from None
+        return Path(path)
+
+
+_INF = 1e300  # SQLite has no infinity literal in JSON exports; PSNR of identical images is stored as this
+
+
+def _num(v):
+    if v is None:
+        return None
+    v = float(v)
+    return _INF if v == float("inf") else v
+
+
+def _psnr_out(v):
+    return float("inf") if v is not None and v >= _INF else v

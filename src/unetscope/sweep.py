@@ -1,0 +1,196 @@
+"""Experiment grids that spend no U-Net evaluation twice.
+
+Every plan starts from the baseline trajectory's cached ``x_t`` at its first intervened step, and
+plans that agree up to a step share the work up to there: the engine walks all plans down the steps
+together, as a tree whose nodes are (history of actions, step). Evaluations with the same U-Net
+intervention at a step are stacked into one batch (up to ``max_batch`` samples).
+
+Bitwise note: a CPU convolution's rounding depends on the batch it runs in. With ``max_batch`` equal
+to the chunk size every evaluation holds exactly the samples a plain ``Sampler.sample`` call holds,
+and results are bitwise identical to running each plan from ``x_S``; stacking plans (larger
+``max_batch``) moves them by float rounding (~1e-6).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+
+from .noise import NoiseBank
+from .plan import Plan, PlanError, StepAction
+from .sampler import Sampler
+
+__all__ = ["SweepEngine", "ChunkResult", "count_evaluations"]
+
+_NONE = StepAction()
+
+
+def _walk(plan: Plan, steps: int):
+    """(t, action) of every evaluation a plan makes, from x_S."""
+    acts, t = plan.actions(), steps
+    while t >= 1:
+        a = acts.get(t, _NONE)
+        yield t, a
+        if a.stop:
+            return
+        t = t - 1 - a.jump
+
+
+def _full_key(a: StepAction) -> tuple:
+    return (*a.unet_key, a.jump, a.stop)
+
+
+def count_evaluations(plans: list[Plan], steps: int) -> tuple[int, int]:
+    """(minimum, naive) U-Net evaluations for the baseline plus ``plans``: the minimum counts each
+    distinct (history, step, U-Net action) once; naive runs every plan from ``x_S``."""
+    nodes, naive = set(), 0
+    for plan in [Plan(), *plans]:
+        hist: tuple = ()
+        for t, a in _walk(plan, steps):
+            nodes.add((hist, t, a.unet_key))
+            hist = hist + ((t, _full_key(a)),)
+            naive += 1
+    return len(nodes), naive
+
+
+@dataclass
+class _Group:
+    plans: list[int]  # indices into the plan list: plans whose history so far is identical
+    x: torch.Tensor  # (n, C, H, W) x_t of the group
+    cache: dict = field(default_factory=dict)  # decoder index -> D[j] output (guided layout)
+
+
+@dataclass
+class ChunkResult:
+    baseline_x0: torch.Tensor
+    finals: list[torch.Tensor]  # x0 of each plan, in order
+    x_t: dict[int, torch.Tensor]  # baseline x_t at the steps asked for
+    x_est0: dict[int, torch.Tensor]
+    evaluations: int  # U-Net evaluations spent (each on this chunk's samples)
+
+
+def _stack(ts: list[torch.Tensor], doubled: bool) -> torch.Tensor:
+    if not doubled:
+        return torch.cat(ts)
+    halves = [t.chunk(2) for t in ts]  # guided layout: [cond rows; uncond rows]
+    return torch.cat([h[0] for h in halves] + [h[1] for h in halves])
+
+
+def _unstack(t: torch.Tensor, n: int, doubled: bool) -> list[torch.Tensor]:
+    if not doubled:
+        return list(t.split(n))
+    c, u = t.chunk(2)
+    return [torch.cat([a, b]) for a, b in zip(c.split(n), u.split(n))]
+
+
+class SweepEngine:
+    """Runs many plans on one chunk of samples, sharing every prefix."""
+
+    def __init__(self, sampler: Sampler, max_batch: int | None = None, on_evaluation=None):
+        self.sampler = sampler
+        self.max_batch = max_batch
+        self.on_evaluation = on_evaluation  # called once per U-Net evaluation (progress bars)
+
+    @torch.no_grad()
+    def run_chunk(self, seeds: list[int], cond, plans: list[Plan], keep_x_t=(), keep_x_est0=()) -> ChunkResult:
+        s, m = self.sampler, self.sampler.model
+        S, n = s.steps, len(seeds)
+        plans = [s._check_plan(p) for p in plans]
+        starts = defaultdict(list)
+        for i, p in enumerate(plans):
+            if p.first_step() is None:
+                raise PlanError("an empty plan is the baseline; it is always run")
+            starts[p.first_step()].append(i)
+        cache_js = sorted({nb - 1 for p in plans for nb in p.uses_cache()})
+        guided = s.guidance != 1 and m.conditioning != "none"
+        cond_n = m.make_cond(cond, n)
+        bank = NoiseBank(seeds, m.sample_shape)
+        evals = 0
+
+        # 1. the baseline, keeping x_t where plans start and the D[j] caches they inherit
+        x_t, x_est0, snap, pending = {}, {}, {}, defaultdict(list)
+        finals: list[torch.Tensor | None] = [None] * len(plans)
+        actions = [p.actions() for p in plans]
+        for d in s.sample_progressive(seeds, cond, capture=cache_js):
+            evals += 1
+            if self.on_evaluation:
+                self.on_evaluation()
+            t = d["t"]
+            if t in keep_x_t:
+                x_t[t] = d["x_t"].float().cpu()
+            if t in keep_x_est0:
+                x_est0[t] = d["x_est0"].float().cpu()
+            before = snap
+            if cache_js:
+                snap = {j: d["cache"][j] for j in cache_js if j in d["cache"]}
+            if t in starts:
+                parts = defaultdict(list)
+                for i in starts[t]:
+                    parts[actions[i][t]].append(i)
+                own = [i for a, idx in parts.items() if a.unet_key != _NONE.unet_key for i in idx]
+                if own:  # these change the U-Net at t: they evaluate it themselves
+                    pending[t].append(_Group(own, d["x_t"], dict(before)))
+                for a, idx in parts.items():  # a jump or a stop only: reuse the baseline's evaluation
+                    if a.unet_key == _NONE.unet_key:
+                        self._advance(a, idx, t, d["x_t"], d["x_est0"], d["eps"], d["frac"], bank, snap, finals, pending)
+            baseline_x0 = d["x_next"]
+
+        # 2. all plans down the steps together, as a tree of shared histories
+        for t in range(S, 0, -1):
+            groups = pending.pop(t, [])
+            if not groups:
+                continue
+            requests = defaultdict(list)  # unet_key -> [(group, partitions)]
+            for g in groups:
+                parts = defaultdict(list)
+                for i in g.plans:
+                    parts[actions[i].get(t, _NONE)].append(i)
+                by_unet = defaultdict(list)
+                for a, idx in parts.items():
+                    by_unet[a.unet_key].append((a, idx))
+                for key, items in by_unet.items():
+                    requests[key].append((g, items))
+            for key, reqs in requests.items():
+                zero_skips, drop_blocks, fill_kind = key
+                per = self.max_batch or (n * len(reqs))
+                step_groups = max(1, per // n)
+                for b in range(0, len(reqs), step_groups):
+                    batch = reqs[b:b + step_groups]
+                    act = StepAction(zero_skips=zero_skips, drop_blocks=drop_blocks, fill=fill_kind)
+                    fill = None
+                    if drop_blocks and fill_kind == "cache":
+                        missing = [g for g, _ in batch if (drop_blocks - 1) not in g.cache]
+                        if missing:
+                            raise PlanError(f"DropBlocks(nb={drop_blocks}, fill='cache') at step {t}: no earlier step "
+                                            f"computed D[{drop_blocks - 1}] to reuse; start the cut later")
+                        fill = _stack([g.cache[drop_blocks - 1] for g, _ in batch], guided)
+                    capture = {j for j in cache_js if j >= drop_blocks}
+                    X = torch.cat([g.x for g, _ in batch])
+                    C = {k: v.repeat(len(batch), *([1] * (v.dim() - 1))) for k, v in cond_n.items()}
+                    out, res = s._evaluate(X, t, s._cond_batch(C, len(batch) * n), act, fill, capture)
+                    evals += len(batch)
+                    if self.on_evaluation:
+                        for _ in batch:
+                            self.on_evaluation()
+                    outs = out.split(n)
+                    caps = {j: _unstack(v, n, guided) for j, v in res.captured.items()}
+                    for gi, (g, items) in enumerate(batch):
+                        cache = dict(g.cache)
+                        cache.update({j: v[gi] for j, v in caps.items()})
+                        x0, eps, frac = s.predict(outs[gi], g.x, t)
+                        for a, idx in items:
+                            self._advance(a, idx, t, g.x, x0, eps, frac, bank, cache, finals, pending)
+        return ChunkResult(baseline_x0.float().cpu(), [f.float().cpu() for f in finals], x_t, x_est0, evals)
+
+    def _advance(self, a: StepAction, idx: list[int], t: int, x, x0, eps, frac, bank, cache, finals, pending) -> None:
+        """Apply one step's update for the plans ``idx`` (all with action ``a`` at t)."""
+        s = self.sampler
+        land = t - 1 - a.jump
+        if a.stop or land == 0:
+            for i in idx:
+                finals[i] = x0 if a.stop else s.update(x0, eps, t, 0, None, frac)
+            return
+        z = bank.step(t).to(x.device)
+        pending[land].append(_Group(idx, s.update(x0, eps, t, land, z, frac), cache))
