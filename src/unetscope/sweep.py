@@ -21,8 +21,9 @@ import torch
 from .noise import NoiseBank
 from .plan import Plan, PlanError, StepAction
 from .sampler import Sampler
+from .store import variant_id
 
-__all__ = ["SweepEngine", "ChunkResult", "count_evaluations"]
+__all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "load_images"]
 
 _NONE = StepAction()
 
@@ -194,3 +195,104 @@ class SweepEngine:
             return
         z = bank.step(t).to(x.device)
         pending[land].append(_Group(idx, s.update(x0, eps, t, land, z, frac), cache))
+
+
+# --- running a grid into a results database, resumably ---------------------------------------------
+def _images_file(out_dir, run: str, seed: int):
+    from pathlib import Path
+
+    return Path(out_dir) / "images" / run / f"{seed:05d}.pt"
+
+
+def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: list[Plan], *, out_dir,
+             trajectory_steps=(), chunk_size: int = 16, max_batch: int | None = None, image_seeds=(),
+             progress: bool = True) -> dict:
+    """Run ``plans`` (plus, for ``trajectory_steps``, per-step measurements) on ``seeds`` into
+    ``store`` under ``run``. Chunks of samples are written in one transaction each; rows already in
+    the store are not recomputed. Returns the evaluation counts (spent, minimum, naive)."""
+    import os
+    import time
+
+    from .metrics import psnr, ssim
+
+    m = sampler.model
+    variants = [p.to_dict() for p in plans]
+    traj = [{"type": k, "t": int(t)} for t in trajectory_steps for k in ("x_t", "x_est0")]
+    vids = [variant_id(v) for v in variants]
+    tids = [variant_id(v) for v in traj]
+    base_vid = variant_id({"type": "baseline"})
+    done = store.done(run)
+    conds = list(cond) if cond is not None else [None] * len(seeds)
+    chunks = [list(range(i, min(i + chunk_size, len(seeds)))) for i in range(0, len(seeds), chunk_size)]
+    minimum, naive = count_evaluations(plans, sampler.steps)
+    todo = []
+    for idx in chunks:
+        ch_seeds = [seeds[i] for i in idx]
+        need = [j for j, v in enumerate(vids) if any((s, v) not in done for s in ch_seeds)]
+        need_traj = any((s, v) not in done for s in ch_seeds for v in tids + [base_vid])
+        if need or need_traj:
+            todo.append((idx, need))
+    stats = store.stats(run)
+    spent_before = stats.get("evaluations_spent", 0)
+    bar = None
+    total = sum(count_evaluations([plans[j] for j in need], sampler.steps)[0] for _, need in todo)
+    if progress and total:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=run, unit="eval")
+    engine = SweepEngine(sampler, max_batch=max_batch, on_evaluation=bar.update if bar is not None else None)
+    spent, t0 = 0, time.perf_counter()
+    for idx, need in todo:
+        ch_seeds, ch_cond = [seeds[i] for i in idx], None if cond is None else [conds[i] for i in idx]
+        res = engine.run_chunk(ch_seeds, ch_cond, [plans[j] for j in need], keep_x_t=set(trajectory_steps),
+                               keep_x_est0=set(trajectory_steps))
+        spent += res.evaluations
+        base_img = m.decode(res.baseline_x0)
+        rows = [dict(seed=s, variant={"type": "baseline"}, cond=c, extra={}) for s, c in zip(ch_seeds, ch_cond or [None] * len(idx))]
+        keep_imgs = {s: {base_vid: _u8(base_img[k])} for k, s in enumerate(ch_seeds) if s in image_seeds}
+        for j, x0 in zip(need, res.finals):
+            img = m.decode(x0)
+            ss, pp = ssim(img, base_img), psnr(img, base_img)
+            for k, s in enumerate(ch_seeds):
+                rows.append(dict(seed=s, variant=variants[j], cond=None if cond is None else ch_cond[k],
+                                 ssim=float(ss[k]), psnr=float(pp[k])))
+                if s in keep_imgs:
+                    keep_imgs[s][vids[j]] = _u8(img[k])
+        for t in trajectory_steps:
+            for kind, store_ in (("x_t", res.x_t), ("x_est0", res.x_est0)):
+                img = m.decode(store_[t])
+                ss, pp = ssim(img, base_img), psnr(img, base_img)
+                for k, s in enumerate(ch_seeds):
+                    rows.append(dict(seed=s, variant={"type": kind, "t": int(t)}, cond=None if cond is None else ch_cond[k],
+                                     ssim=float(ss[k]), psnr=float(pp[k])))
+                    if s in keep_imgs:
+                        keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = _u8(img[k])
+        for s, imgs in keep_imgs.items():  # images first: rows in the store imply their images exist
+            f = _images_file(out_dir, run, s)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            old = torch.load(f) if f.exists() else {}
+            old.update(imgs)
+            torch.save(old, f.with_suffix(".tmp"))
+            os.replace(f.with_suffix(".tmp"), f)
+        store.write(run, rows)
+        store.set_stat(run, "evaluations_spent", spent_before + spent)
+    if bar is not None:
+        bar.close()
+    n_chunks = len(chunks)
+    store.set_stat(run, "evaluations_minimum", minimum * n_chunks)
+    store.set_stat(run, "evaluations_naive", naive * n_chunks)
+    seconds = time.perf_counter() - t0
+    if todo:
+        store.set_stat(run, "seconds", stats.get("seconds", 0) + seconds)
+    return dict(spent=spent_before + spent, spent_now=spent, minimum=minimum * n_chunks, naive=naive * n_chunks,
+                seconds=seconds, chunks_run=len(todo))
+
+
+def _u8(img: torch.Tensor) -> torch.Tensor:
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def load_images(out_dir, run: str, seed: int) -> dict:
+    """The images kept for a seed: variant id -> (C, H, W) uint8."""
+    f = _images_file(out_dir, run, seed)
+    return torch.load(f) if f.exists() else {}

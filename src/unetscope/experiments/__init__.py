@@ -1,0 +1,100 @@
+"""The paper's experiments, each a named grid over samples with its analysis and figures.
+
+``run_experiment`` runs one into a run directory: the grid through the sweep engine into
+``DIR/results.sqlite`` (resumable), then its findings (``DIR/findings/RUN.json``) and figures
+(``DIR/figures/RUN/*.png``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .block_utility import BlockUtility
+from .common import Experiment, ExperimentError
+from .consecutive_limit import ConsecutiveLimit
+from .phases import Phases
+from .relax import Relax
+from .skip_vs_block import SkipVsBlock
+from .trajectory import Trajectory
+
+__all__ = ["EXPERIMENTS", "ORDER", "Experiment", "ExperimentError", "run_experiment", "render"]
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Trajectory(), Phases(), SkipVsBlock(), BlockUtility(),
+                                                          ConsecutiveLimit(), Relax())}
+ORDER = ["trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax"]
+
+
+def _identity(model, sampler, seeds, cond) -> dict:
+    return dict(model=model.describe(), sampler=sampler.describe(), seeds=list(seeds), cond=cond)
+
+
+def _latest(store, name: str, ident: dict):
+    """The most recent run of ``name`` on the same model, sampler and samples."""
+    for r in reversed(store.runs(name)):
+        if all(r["settings"].get(k) == v for k, v in ident.items()):
+            return r
+    return None
+
+
+def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, overrides: dict | None = None, *,
+                   chunk_size: int = 16, max_batch: int | None = None, image_seeds: int = 4, progress: bool = True,
+                   log=print) -> dict:
+    """Run (or resume) one experiment; dependencies run first if their results are missing."""
+    from ..store import ResultStore
+    from ..sweep import run_grid
+
+    if name not in EXPERIMENTS:
+        raise ExperimentError(f"experiment must be one of {', '.join(ORDER)}; got {name!r}")
+    exp = EXPERIMENTS[name]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    S, K = sampler.steps, model.num_blocks
+    ident = _identity(model, sampler, seeds, cond)
+    deps = {}
+    with ResultStore(out_dir / "results.sqlite") as store:
+        for d in exp.requires:
+            if _latest(store, d, ident) is None:
+                log(f"{name} needs {d} on the same model, sampler and samples: running it first")
+                run_experiment(d, model, sampler, seeds, cond, out_dir, None, chunk_size=chunk_size, max_batch=max_batch,
+                               image_seeds=image_seeds, progress=progress, log=log)
+            deps[d] = store.rows(_latest(store, d, ident)["run"])
+        p = exp.resolve(S, K, overrides or {}, deps)
+        plans = exp.plans(p, S, K)
+        for plan in plans:
+            plan.check(S, K)
+        settings = dict(experiment=name, params=p, **ident)
+        run = store.register_run(name, settings)
+        stats = run_grid(store, run, sampler, list(seeds), cond, plans, out_dir=out_dir,
+                         trajectory_steps=exp.trajectory_steps(p, S), chunk_size=chunk_size, max_batch=max_batch,
+                         image_seeds=set(list(seeds)[:image_seeds]), progress=progress)
+    summary = render(out_dir, run)
+    summary["stats"] = stats
+    return summary
+
+
+def render(out_dir, run: str) -> dict:
+    """Findings and figures of a stored run (also used by ``unetscope report``)."""
+    from ..store import ResultStore
+    from ..sweep import load_images
+
+    out_dir = Path(out_dir)
+    with ResultStore(out_dir / "results.sqlite") as store:
+        info = next(r for r in store.runs() if r["run"] == run)
+        rows = store.rows(run)
+        stats = store.stats(run)
+    s = info["settings"]
+    exp = EXPERIMENTS[info["experiment"]]
+    S, K, p = s["sampler"]["steps"], s["model"]["K"], s["params"]
+    findings = exp.analyze(rows, p, S, K)
+    images = {seed: load_images(out_dir, run, seed) for seed in s["seeds"][:8]}
+    images = {k: v for k, v in images.items() if v}
+    fig_dir = out_dir / "figures" / run
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figures = exp.figures(rows, p, S, K, fig_dir, images)
+    summary = dict(run=run, experiment=exp.name, title=exp.title, paper=exp.figure_refs, params=p,
+                   model=s["model"], sampler=s["sampler"], samples=len(s["seeds"]), findings=findings,
+                   figures=[dict(file=f"figures/{run}/{f}", caption=c) for f, c in figures], evaluations=stats)
+    (out_dir / "findings").mkdir(exist_ok=True)
+    (out_dir / "findings" / f"{run}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary
