@@ -193,6 +193,82 @@ def _cmd_intervene(args) -> None:
           f"(U-Net units run {inter.units_run}/{base.units_run}) -> {out}/metrics.json, {out}/grid.png")
 
 
+def _parse_params(items: list[str]) -> dict:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise UsageError(f"--param takes name=value, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip().replace("-", "_")] = v.strip()
+    return out
+
+
+def _run_experiments(names, args, overrides_for) -> list[dict]:
+    from .experiments import ExperimentError, run_experiment
+    from .plan import PlanError
+    from .store import StoreError
+
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
+    out = _out_dir(args.out)
+    results = []
+    for name in names:
+        try:
+            res = run_experiment(name, model, sampler, seeds, cond, out, overrides_for(name), chunk_size=args.chunk_size,
+                                 max_batch=args.max_batch, image_seeds=args.images, progress=not args.quiet,
+                                 log=lambda m: print(m, file=sys.stderr))
+        except (ExperimentError, PlanError, StoreError) as e:
+            raise UsageError(str(e)) from None
+        st = res["stats"]
+        print(f"{name}: {res['findings'].get('text', '')}")
+        print(f"  {len(seeds)} samples; U-Net evaluations spent {st['spent']} (this call {st['spent_now']}), minimum "
+              f"{st['minimum']}, naive {st['naive']}; {st['seconds']:.0f} s; figures in {out}/figures/{res['run']}/")
+        results.append(res)
+    return results
+
+
+def _cmd_sweep(args) -> None:
+    params = _parse_params(args.param)
+    if args.t_step is not None:
+        params["t_step"] = args.t_step
+    _run_experiments([args.experiment], args, lambda name: params)
+
+
+def _cmd_report(args) -> None:
+    from .report import ReportError, write_report
+    from .store import ResultStore, StoreError
+
+    out = Path(args.dir)
+    try:
+        path = write_report(out)
+        if args.csv or args.parquet:
+            with ResultStore(out / "results.sqlite") as st:
+                if args.csv:
+                    print(f"wrote {st.export_csv(out / 'results.csv')}")
+                if args.parquet:
+                    print(f"wrote {st.export_parquet(out / 'results.parquet')}")
+    except (ReportError, StoreError) as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {path}")
+
+
+def _cmd_reproduce(args) -> None:
+    import time
+
+    from .experiments import ORDER
+    from .report import write_report
+
+    if args.quick:
+        if args.samples is None and args.seeds is None:
+            args.samples = 16
+    elif args.samples is None and args.seeds is None:
+        args.samples = 100
+    t_step = args.t_step or (5 if args.quick else 1)
+    t0 = time.perf_counter()
+    _run_experiments(ORDER, args, lambda name: {"t_step": t_step} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {})
+    path = write_report(args.out)
+    print(f"reproduced {len(ORDER)} experiments in {(time.perf_counter() - t0) / 60:.1f} min; report: {path}")
+
+
 def _cmd_models(args) -> None:
     from .models import ModelError, default_model_path, load_model
 
@@ -256,6 +332,14 @@ def _sampling_args(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _sweep_args(p) -> None:
+    g = p.add_argument_group("sweep")
+    g.add_argument("--t-step", type=int, default=None, help="stride of the t_start grid (1: every step)")
+    g.add_argument("--chunk-size", type=int, default=16, help="samples per chunk (one transaction each)")
+    g.add_argument("--max-batch", type=int, default=None, help="samples per U-Net call when plans are stacked")
+    g.add_argument("--images", type=int, default=4, help="samples whose images are kept for the figure grids")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="unetscope", description="Understand and accelerate diffusion U-Nets over sampling time.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -276,6 +360,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fill", choices=("zeros", "cache"), default="zeros", help="DropBlocks fill")
     g.add_argument("--stop-early", type=int, default=None, metavar="AT", help="StopEarly(at)")
     i.set_defaults(func=_cmd_intervene)
+
+    from .experiments import ORDER
+
+    w = sub.add_parser("sweep", help="run one of the paper's experiments into a results folder (resumable)",
+                       description="Experiments: " + ", ".join(ORDER) + ". Parameters default to the paper's, scaled to "
+                       "the model's K and the sampler's S; set any with --param name=value.")
+    w.add_argument("experiment", choices=ORDER)
+    _sampling_args(w)
+    _sweep_args(w)
+    w.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="an experiment parameter (e.g. threshold=0.75, n=5, nbs=[2,4])")
+    w.set_defaults(func=_cmd_sweep)
+
+    r = sub.add_parser("report", help="write DIR/report.html with every experiment's figures and findings")
+    r.add_argument("dir", help="a folder written by sweep or reproduce")
+    r.add_argument("--csv", action="store_true", help="also export DIR/results.csv")
+    r.add_argument("--parquet", action="store_true", help="also export DIR/results.parquet (needs pandas, pyarrow)")
+    r.set_defaults(func=_cmd_report)
+
+    q = sub.add_parser("reproduce", help="every experiment of the paper, then the report")
+    _sampling_args(q)
+    _sweep_args(q)
+    q.add_argument("--quick", action="store_true", help="16 samples and every 5th start step (minutes, not hours)")
+    q.set_defaults(func=_cmd_reproduce)
 
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")
     m.add_argument("model", nargs="?", default=None, help="describe one model")

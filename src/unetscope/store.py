@@ -126,7 +126,8 @@ class ResultStore:
 
     def export_csv(self, path: str | Path, run: str | None = None) -> Path:
         flat = self._flat(run)
-        keys = sorted({k for r in flat for k in r}, key=lambda k: (k not in ("run", "seed", "variant", "cond", "ssim", "psnr"), k))
+        main = ["run", "seed", "variant", "cond", "ssim", "psnr"]
+        keys = main + sorted({k for r in flat for k in r} - set(main))
         path = Path(path)
         with path.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)

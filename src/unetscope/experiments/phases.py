@@ -34,7 +34,7 @@ class Phases(Experiment):
         super().__init__("phases", "Generation phases: removing whole time steps", "Figs. 3, 4, 18")
 
     def defaults(self, S, K, deps=None):
-        return dict(n_values=[1, scale_steps(5, S)], t_step=1, k=1.0, smooth=5)
+        return dict(n_values=sorted({1, scale_steps(5, S)}), t_step=1, k=1.0, smooth=5)
 
     def plans(self, p, S, K):
         return [Plan([SkipSteps(t, n)]) for n in p["n_values"] for t in t_grid(S, n + 1, p["t_step"])]
@@ -56,16 +56,17 @@ class Phases(Experiment):
         b1, b2 = phase_boundaries(ts, c["ssim"][0], S, p["smooth"])
         n1 = min(p["n_values"])
         ts1, c1 = curves[n1]
+        phases = [dict(name=nm, steps=[hi, lo]) for nm, hi, lo in
+                  (("composition", S, b1 + 1), ("transition", b1, b2 + 1), ("denoising", b2, 1)) if hi >= lo]
         return dict(
             boundaries=dict(b1=b1, b2=b2),
-            phases=[dict(name="composition", steps=[S, b1 + 1]), dict(name="transition", steps=[b1, b2 + 1]),
-                    dict(name="denoising", steps=[b2, 1])],
+            phases=phases,
             min_ssim=dict({str(n): float(curves[n][1]["ssim"][0].min()) for n in p["n_values"]}),
             mean_ssim=dict({str(n): float(curves[n][1]["ssim"][0].mean()) for n in p["n_values"]}),
             text=(f"Removing one step (n={n1}) changes little: mean SSIM {c1['ssim'][0].mean():.3f} over all starts "
-                  f"(lowest {c1['ssim'][0].min():.3f}). Removing n={n_big} steps shows three phases: composition "
-                  f"(t = {S}..{b1 + 1}, semantic changes), a transition with coarse noise (t = {b1}..{b2 + 1}, "
-                  f"SSIM falls to its dip at t = {b2}), and denoising (t = {b2}..1, SSIM recovers)."),
+                  f"(lowest {c1['ssim'][0].min():.3f}). Removing n={n_big} steps, the SSIM curve peaks at t = {b1} and "
+                  f"dips at t = {b2}: " + "; ".join(f"{ph['name']} t = {ph['steps'][0]}..{ph['steps'][1]}" for ph in phases)
+                  + " (composition: semantic changes; transition: coarse noise; denoising: SSIM recovers)."),
         )
 
     def figures(self, rows, p, S, K, out, images):

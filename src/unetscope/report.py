@@ -1,0 +1,79 @@
+"""``DIR/report.html``: every experiment of a run directory with its figures, findings and settings.
+
+A single static file with relative links to the figure PNGs: it opens from the file system with no
+server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+__all__ = ["write_report", "ReportError"]
+
+
+class ReportError(ValueError):
+    """A folder that holds no results to report."""
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+.findings { background: #f4f7fb; border-left: 4px solid #4a78b5; padding: .6em 1em; }
+figure { display: inline-block; margin: .5em; vertical-align: top; max-width: 520px; }
+figure img { max-width: 100%; border: 1px solid #ddd; } figcaption { font-size: .85em; color: #555; }
+table { border-collapse: collapse; font-size: .85em; } td, th { border: 1px solid #ddd; padding: .2em .5em; text-align: left; }
+code { background: #f2f2f2; padding: 0 .2em; } nav a { margin-right: 1em; }
+"""
+
+
+def _table(d: dict) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(json.dumps(v, default=float))}</code></td></tr>"
+                    for k, v in d.items())
+    return f"<table>{cells}</table>"
+
+
+def write_report(out_dir) -> Path:
+    """Render findings and figures of every run in ``out_dir`` and write ``out_dir/report.html``."""
+    from .experiments import ORDER, render
+    from .store import ResultStore
+
+    out_dir = Path(out_dir)
+    db = out_dir / "results.sqlite"
+    if not db.exists():
+        raise ReportError(f"{out_dir} holds no results.sqlite: run `unetscope sweep` or `unetscope reproduce` into it first")
+    with ResultStore(db) as store:
+        runs = store.runs()
+    if not runs:
+        raise ReportError(f"{db} holds no runs yet")
+    runs.sort(key=lambda r: (ORDER.index(r["experiment"]) if r["experiment"] in ORDER else 99, r["created"]))
+    summaries = [render(out_dir, r["run"]) for r in runs]
+    first = summaries[0]
+    m, s = first["model"], first["sampler"]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>unetscope report</title><style>{CSS}</style></head><body>",
+             "<h1>unetscope report</h1>",
+             f"<p>Model <code>{html.escape(str(m['name']))}</code> (K = {m['K']} blocks, {html.escape(str(m['schedule']))} "
+             f"schedule, T = {m['T']}); sampler {html.escape(s['method'])} with S = {s['steps']} steps, guidance {s['guidance']}. "
+             f"Every number compares an intervened output with the unintervened one from the same noise "
+             f"(the method of <i>Unraveling the Temporal Dynamics of the Unet in Diffusion Models</i>).</p>",
+             "<nav>" + "".join(f"<a href='#{html.escape(x['run'])}'>{html.escape(x['experiment'])}</a>" for x in summaries) + "</nav>"]
+    for x in summaries:
+        ev = x["evaluations"]
+        parts.append(f"<h2 id='{html.escape(x['run'])}'>{html.escape(x['title'])} "
+                     f"<small>(<code>{html.escape(x['experiment'])}</code>; the paper's {html.escape(x['paper'])})</small></h2>")
+        parts.append(f"<p class='findings'>{html.escape(x['findings'].get('text', ''))}</p>")
+        for f in x["figures"]:
+            parts.append(f"<figure><a href='{html.escape(f['file'])}'><img src='{html.escape(f['file'])}' "
+                         f"alt='{html.escape(f['caption'])}'></a><figcaption>{html.escape(f['caption'])}</figcaption></figure>")
+        if ev:
+            parts.append(f"<p>{x['samples']} samples. U-Net evaluations spent: {ev.get('evaluations_spent')}, "
+                         f"the minimum for this grid: {ev.get('evaluations_minimum')}, running every plan from x_S: "
+                         f"{ev.get('evaluations_naive')}; {ev.get('seconds', 0):.0f} s of sampling.</p>")
+        details = {k: v for k, v in x["findings"].items() if k != "text"}
+        parts.append(f"<details><summary>Settings and numbers</summary>{_table(x['params'])}<br>{_table(details)}"
+                     f"<p>Run <code>{html.escape(x['run'])}</code>, findings in <code>findings/{html.escape(x['run'])}.json</code>.</p></details>")
+    parts.append("</body></html>")
+    path = out_dir / "report.html"
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,144 @@
+"""The sweep engine: prefix sharing is exact and minimal; runs resume after a kill; figures and
+the report are written."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from unetscope import DropBlocks, Plan, Sampler, SkipSteps, StopEarly, ZeroSkips, load_model
+from unetscope.sweep import SweepEngine, count_evaluations
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return load_model(tiny_model_dir)
+
+
+PLANS = [Plan([DropBlocks(2, 6, n)]) for n in (1, 2, 3)] + [
+    Plan([SkipSteps(9, 2)]), Plan([ZeroSkips(2, 8, 3)]), Plan([DropBlocks(3, 7, 3, fill="cache")]),
+    Plan([DropBlocks(3, 7, 3, fill="cache"), StopEarly(3)]), Plan([StopEarly(5)]),
+    Plan([SkipSteps(12, 1), DropBlocks(2, 10, 2, fill="cache")])]
+
+
+def test_prefix_sharing_is_bitwise_equal_to_running_each_plan(model):
+    s = Sampler(model, steps=12, guidance=3.0)
+    seeds, cond = [0, 1, 2], [1, 2, 3]
+    res = SweepEngine(s, max_batch=len(seeds)).run_chunk(seeds, cond, PLANS)
+    assert torch.equal(res.baseline_x0, s.sample(seeds, cond).x0)
+    for plan, x0 in zip(PLANS, res.finals):
+        assert torch.equal(x0, s.sample(seeds, cond, plan).x0), plan
+    # stacking plans into larger batches only moves float rounding
+    stacked = SweepEngine(s).run_chunk(seeds, cond, PLANS)
+    for a, b in zip(res.finals, stacked.finals):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_evaluations_spent_equal_the_minimum_counted_by_hand(model):
+    s = Sampler(model, steps=10)
+    plans = [Plan([DropBlocks(2, 6, n)]) for n in (1, 2, 3)]
+    # baseline 10; n=1 diverges at 6 (6 evaluations); n=2 shares step 6, then 5; n=3 shares 6 and 5, then 4
+    assert count_evaluations(plans, 10) == (10 + 6 + 5 + 4, 40)
+    assert SweepEngine(s).run_chunk([0, 1], None if model.conditioning == "none" else [0, 1], plans).evaluations == 25
+    # a jump or a stop at a plan's first step reuses the baseline's evaluation there
+    plans = [Plan([SkipSteps(8, 2)]), Plan([StopEarly(4)])]
+    # baseline 10; the jump from 8 lands on 5: 5 more evaluations; the stop costs none
+    assert count_evaluations(plans, 10) == (15, 10 + 8 + 7)
+    assert SweepEngine(s).run_chunk([0], [4], plans).evaluations == 15
+
+
+def _sweep_cmd(model_dir, out, *extra):
+    return [sys.executable, "-m", "unetscope.cli", "sweep", "block-utility", "--model", str(model_dir), "--steps", "10",
+            "--samples", "6", "--chunk-size", "1", "--out", str(out), "--quiet", *extra]
+
+
+def _rows(db):
+    with sqlite3.connect(db) as c:
+        return sorted(c.execute("SELECT run, seed, variant_id, variant, cond, ssim, psnr FROM results"))
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    whole = tmp_path / "whole"
+    r = subprocess.run(_sweep_cmd(tiny_model_dir, whole), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    killed = tmp_path / "killed"
+    p = subprocess.Popen(_sweep_cmd(tiny_model_dir, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = killed / "results.sqlite"
+    deadline = time.time() + 120
+    n = 0
+    while time.time() < deadline and p.poll() is None:  # kill once some chunks are stored
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(db) as c:
+                n = c.execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0]
+        except sqlite3.Error:
+            n = 0
+        if n >= 2:
+            os.kill(p.pid, signal.SIGKILL)
+            break
+    p.wait()
+    assert 2 <= n < 6, "the sweep was not interrupted partway"
+    partial = _rows(db)
+    r = subprocess.run(_sweep_cmd(tiny_model_dir, killed), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    final = _rows(db)
+    assert final == _rows(whole / "results.sqlite")
+    assert set(partial) <= set(final)  # nothing stored was lost or changed
+    spent = re_spent(r.stdout)
+    assert spent["now"] < spent["total"]  # the resumed call did not redo the stored chunks
+
+
+def re_spent(text):
+    import re
+
+    m = re.search(r"evaluations spent (\d+) \(this call (\d+)\)", text)
+    return {"total": int(m.group(1)), "now": int(m.group(2))}
+
+
+def test_all_experiments_figures_and_report(tiny_model_dir, tmp_path):
+    out = tmp_path / "rep"
+    r = subprocess.run([sys.executable, "-m", "unetscope.cli", "reproduce", "--model", str(tiny_model_dir), "--steps", "10",
+                        "--samples", "3", "--t-step", "3", "--out", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    html = (out / "report.html").read_text()
+    findings = sorted((out / "findings").glob("*.json"))
+    assert {json.loads(f.read_text())["experiment"] for f in findings} == {
+        "trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax"}
+    n_figs = 0
+    for f in findings:
+        for fig in json.loads(f.read_text())["figures"]:
+            path = out / fig["file"]
+            assert path.stat().st_size > 5000, path  # a rendered PNG, not an empty file
+            assert f"src='{fig['file']}'" in html
+            n_figs += 1
+    assert n_figs >= 15
+    # exports
+    r = subprocess.run([sys.executable, "-m", "unetscope.cli", "report", str(out), "--csv", "--parquet"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "results.csv").read_text().startswith("run,seed,variant,cond,ssim,psnr")
+    import pandas as pd
+
+    df = pd.read_parquet(out / "results.parquet")
+    assert len(df) == len((out / "results.csv").read_text().splitlines()) - 1 and df["ssim"].notna().sum() > 0
+
+
+def test_sweep_bad_input(tiny_model_dir, tmp_path, capsys):
+    from unetscope.cli import main
+
+    for argv, msg in [(["--param", "nbs=[9]"], "DropBlocks.nb must be in 1..4"),
+                      (["--param", "threshold=2"], "threshold must be in (0, 1]"),
+                      (["--param", "zzz=1"], "has no parameter 'zzz'"),
+                      (["--t-step", "0"], "t_step must be a positive integer")]:
+        code = main(["sweep", "block-utility", "--model", str(tiny_model_dir), "--steps", "10", "--samples", "2",
+                     "--out", str(tmp_path / "o"), "--quiet", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    code = main(["report", str(tmp_path / "nothing")])
+    assert code == 2 and "holds no results.sqlite" in capsys.readouterr().err
