@@ -284,7 +284,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
     seconds = time.perf_counter() - t0
     if todo:
         store.set_stat(run, "seconds", stats.get("seconds", 0) + seconds)
-    return dict(spent=spent_before + spent, spent_now=spent, minimum=minimum * n_chunks, naive=naive * n_chunks,
+    return dict(plans=len(plans), spent=spent_before + spent, spent_now=spent, minimum=minimum * n_chunks, naive=naive * n_chunks,
                 seconds=seconds, chunks_run=len(todo))
 
 
