@@ -269,6 +269,55 @@ def _cmd_reproduce(args) -> None:
     print(f"reproduced {len(ORDER)} experiments in {(time.perf_counter() - t0) / 60:.1f} min; report: {path}")
 
 
+def _cmd_shortcut(args) -> None:
+    from .plan import PlanError
+    from .shortcut import PRESETS, ShortcutError, load_schedule, run_shortcut, save_schedule, search
+
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
+    S, K = sampler.steps, model.num_blocks
+    try:
+        if args.action == "search":
+            if args.schedule or args.preset:
+                raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
+            n_cal = args.calibration
+            if n_cal < 1 or n_cal >= len(seeds):
+                raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples are held out), got {n_cal}")
+            cal, hold = seeds[:n_cal], seeds[n_cal:]
+            c_cal = None if cond is None else cond[:n_cal]
+            c_hold = None if cond is None else cond[n_cal:]
+            res = search(sampler, cal, c_cal, target_mean=args.target_ssim, target_min=args.target_min_ssim,
+                         log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
+            plan = res["plan"]
+            out = _out_dir(args.out)
+            write = Path(args.write) if args.write else out / "schedule.json"
+            save_schedule(plan, write, meta=dict(target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
+                                                 calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
+                                                 model=model.describe(), sampler=sampler.describe()))
+            print(f"searched schedule ({len(res['history'])} rounds, {res['evaluations']} evaluations): {plan!r}")
+            print(f"  calibration ({len(cal)} samples): mean SSIM {res['calibration_ssim_mean']:.3f}, "
+                  f"predicted compute {res['predicted_compute']:.3f} of the baseline -> {write}")
+            summ = run_shortcut(sampler, plan, hold, c_hold, out, repeats=args.repeats, name="search")
+            print(f"  held out ({len(hold)} samples): mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), "
+                  f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {out}/summary.json")
+            return
+        if bool(args.schedule) == bool(args.preset):
+            raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
+        if args.preset:
+            if args.preset not in PRESETS:
+                raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
+            plan = PRESETS[args.preset](S, K)
+        else:
+            plan = load_schedule(args.schedule)
+        plan.check(S, K)
+        out = _out_dir(args.out)
+        summ = run_shortcut(sampler, plan, seeds, cond, out, repeats=args.repeats, name=args.preset or str(args.schedule))
+    except (ShortcutError, PlanError) as e:
+        raise UsageError(str(e)) from None
+    print(f"{plan!r}")
+    print(f"{summ['samples']} samples: time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%}, "
+          f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB -> {out}/summary.json")
+
+
 def _cmd_models(args) -> None:
     from .models import ModelError, default_model_path, load_model
 
@@ -384,6 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_args(q)
     q.add_argument("--quick", action="store_true", help="16 samples and every 5th start step (minutes, not hours)")
     q.set_defaults(func=_cmd_reproduce)
+
+    c = sub.add_parser("shortcut", help="run a shortcut schedule against the baseline, or search one (shortcut search)")
+    c.add_argument("action", nargs="?", choices=("run", "search"), default="run")
+    _sampling_args(c)
+    g = c.add_argument_group("schedule")
+    g.add_argument("--schedule", default=None, help="a schedule file (JSON or YAML plan)")
+    g.add_argument("--preset", default=None, help="a named schedule: paper (Fig. 11, scaled to K and S), paper-cache")
+    g.add_argument("--repeats", type=int, default=1, help="timed runs of each (alternating; median)")
+    g.add_argument("--target-ssim", type=float, default=0.8, help="search: mean SSIM to keep (default 0.8)")
+    g.add_argument("--target-min-ssim", type=float, default=None, help="search: minimum per-sample SSIM to keep")
+    g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (the rest validate)")
+    g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
+    c.set_defaults(func=_cmd_shortcut)
 
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")
     m.add_argument("model", nargs="?", default=None, help="describe one model")

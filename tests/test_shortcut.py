@@ -1,0 +1,96 @@
+import json
+
+import pytest
+import torch
+
+from unetscope import DropBlocks, Plan, Sampler, StopEarly, load_model
+from unetscope.cli import main
+from unetscope.flops import count_flops
+from unetscope.shortcut import PRESETS, load_schedule, paper_preset, run_shortcut, save_schedule, search, unit_flops
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return load_model(tiny_model_dir)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_schedule_round_trip(tmp_path, suffix):
+    plan = Plan([DropBlocks(2, 12, 3, "cache"), DropBlocks(4, 6, 2), StopEarly(3)])
+    path = save_schedule(plan, tmp_path / f"s{suffix}", meta={"note": "hand-made"})
+    assert load_schedule(path) == plan
+
+
+def test_paper_preset_is_fig11_at_k16_s100():
+    assert paper_preset(100, 16) == Plan([DropBlocks(6, 65, 5), DropBlocks(8, 60, 2), DropBlocks(8, 47, 7),
+                                          DropBlocks(8, 31, 7), StopEarly(18)])
+    p = paper_preset(50, 12)
+    p.check(50, 12)
+    assert p.stop_at == 9 and max(it.nb for it in p if isinstance(it, DropBlocks)) == 6
+
+
+BAD_SCHEDULES = [
+    ('[{"type": "DropBlocks", "nb": 2, "start": 8, "n": 3}, {"type": "DropBlocks", "nb": 3, "start": 7, "n": 1}]',
+     "both set DropBlocks at step 7"),
+    ('[{"type": "DropBlocks", "nb": 7, "start": 8, "n": 3}]', "DropBlocks.nb must be in 1..4"),
+    ('[{"type": "DropBlocks", "nb": 2, "start": 30, "n": 3}]', "start must be in 1..10"),
+    ('[{"type": "DropBlocks", "nb": 2, "start": 5, "n": 3}, {"type": "StopEarly", "at": 6}]', "after StopEarly(at=6)"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_SCHEDULES)
+def test_bad_schedules_exit_2(text, message, tiny_model_dir, tmp_path, capsys):
+    f = tmp_path / "bad.json"
+    f.write_text(text)
+    code = main(["shortcut", "--model", str(tiny_model_dir), "--steps", "10", "--samples", "2", "--schedule", str(f),
+                 "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_missing_schedule_and_bad_yaml(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "b.yaml").write_text("interventions: [unclosed")
+    for sched, msg in ((tmp_path / "none.json", "does not exist"), (tmp_path / "b.yaml", "not valid YAML")):
+        code = main(["shortcut", "--model", str(tiny_model_dir), "--steps", "10", "--samples", "2", "--schedule", str(sched),
+                     "--out", str(tmp_path / "o")])
+        assert code == 2 and msg in capsys.readouterr().err
+
+
+def test_shortcut_run_matches_the_sampler(model, tmp_path):
+    s = Sampler(model, steps=10, guidance=3.0)
+    plan = Plan([DropBlocks(3, 8, 3, "cache"), StopEarly(3)])
+    seeds, cond = [0, 1, 2], [4, 5, 6]
+    summ = run_shortcut(s, plan, seeds, cond, tmp_path)
+    assert torch.equal(summ["images_shortcut"], s.sample(seeds, cond, plan).images)
+    disk = json.loads((tmp_path / "summary.json").read_text())
+    for k in ("time_saving", "compute_saving", "ssim_mean", "ssim_mad", "psnr_mean", "samples", "schedule"):
+        assert k in disk
+    assert disk["samples"] == 3 and disk["schedule"] == plan.to_dict()
+    assert 0 < disk["compute_saving"] < 1 and disk["nfe_shortcut"] == 8
+    assert (tmp_path / "figures" / "ssim_histogram.png").stat().st_size > 5000
+
+
+def test_flops_of_a_cut_step_are_the_units_it_ran(model):
+    r = model.runner
+    x, t = torch.randn(2, *model.sample_shape), torch.full((2,), 500)
+    cond = model.make_cond([1, 2], 2)
+    per = unit_flops(r, x, t, cond)
+    K = model.num_blocks
+    assert sum(per.values()) == count_flops(r, x, t, cond)
+    for nb in range(1, K + 1):
+        ran = per.get("prepare", 0) + per.get("head", 0) + sum(per[f"E[{i}]"] for i in range(K - nb)) \
+            + sum(per[f"D[{j}]"] for j in range(nb, K))
+        assert count_flops(r, x, t, cond, drop_blocks=nb) == ran
+
+
+def test_search_meets_its_target_on_the_calibration_seeds(model):
+    s = Sampler(model, steps=10, guidance=3.0)
+    seeds, cond = [0, 1, 2], [1, 2, 3]
+    res = search(s, seeds, cond, target_mean=0.9, per_round=6, max_rounds=6)
+    plan = res["plan"]
+    assert len(plan) >= 1 and res["predicted_compute"] < 1
+    from unetscope import ssim
+
+    base, short = s.sample(seeds, cond), s.sample(seeds, cond, plan)
+    assert ssim(short.images, base.images).mean() >= 0.9 - 1e-4
+    assert set(PRESETS) >= {"paper", "paper-cache"}
