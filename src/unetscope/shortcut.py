@@ -180,6 +180,12 @@ class _Sched:
         return {t for nb, st, n, _ in self.cuts for t in range(st - n + 1, st + 1)}
 
 
+def uniform_cache_cuts(S: int, every: int, nb: int) -> tuple:
+    """DeepCache-style: a full evaluation every ``every`` steps (S, S-every, ..), the bottom nb
+    blocks reused from it in between."""
+    return tuple((nb, t - 1, min(every - 1, t - 1), "cache") for t in range(S, 1, -every) if every > 1)
+
+
 def _cost(s: _Sched, S: int, flops: list[int]) -> int:
     acts = s.plan().actions()
     total, t = 0, S
@@ -195,12 +201,14 @@ def _cost(s: _Sched, S: int, flops: list[int]) -> int:
 def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float | None = 0.8, target_min: float | None = None,
            nbs: list[int] | None = None, fills=("zeros", "cache"), lengths: list[int] | None = None, grid: int | None = None,
            min_relax: int = 0, per_round: int = 12, max_rounds: int = 40, progress=None, log=None) -> dict:
-    """Greedy cut-relax-cut search for the least compute that meets the quality target on ``seeds``.
+    """Greedy cut-relax-cut search for little compute at the quality target on ``seeds``.
 
-    Each round proposes moves on the current schedule (a new cut of nb blocks over n steps with a
-    fill, a longer cut, or a later stop), ranks them by FLOPs saved (executed FLOPs per nb, counted
-    once), evaluates the best ``per_round`` together with the sweep engine (shared prefixes) and keeps
-    the cheapest that meets the target. Stops when no proposal meets it."""
+    It starts from the cheapest DeepCache-style uniform-cache schedule that meets the target (or
+    from nothing). Each round proposes moves on the current schedule (a new cut of nb blocks over n
+    steps with a fill, a longer or deeper cut, a later stop), ranks them by FLOPs saved (executed
+    FLOPs per nb, counted once), evaluates the best ``per_round`` together with the sweep engine
+    (shared prefixes) and keeps, among those that meet the target, the one that saves the most
+    compute per SSIM lost. Stops when no proposal meets the target."""
     from .flops import flops_by_drop
     from .sweep import SweepEngine
 
@@ -255,25 +263,43 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
                 out.append(_Sched(tuple(cuts), cur.stop))
         return out
 
-    cur, cur_ss = _Sched((), None), None
     history, evaluated = [], 0
+
+    def evaluate(cands):
+        nonlocal evaluated, base_x0
+        res = engine.run_chunk(list(seeds), cond, [c.plan() for c in cands])
+        evaluated += res.evaluations
+        if base_x0 is None:
+            base_x0 = m.decode(res.baseline_x0)
+        return [ssim(m.decode(x0), base_x0).numpy() for x0 in res.finals]
+
+    # 1. start from the cheapest uniform-cache schedule (DeepCache-style) that meets the target
+    starts = [_Sched(uniform_cache_cuts(S, every, nb), None) for every in (2, 3, 4, 6) for nb in nbs if "cache" in fills]
+    cur, cur_ss = _Sched((), None), None
+    if starts:
+        for c, ss in sorted(zip(starts, evaluate(starts)), key=lambda p: _cost(p[0], S, flops)):
+            if ok(ss):
+                cur, cur_ss = c, ss
+                break
+    if log and cur.cuts:
+        log(f"start: {len(cur.cuts)} uniform cache cuts, compute {_cost(cur, S, flops) / base_cost:.3f}, mean SSIM {cur_ss.mean():.3f}")
+    # 2. greedy moves: the best compute saved per SSIM lost among the proposals that hold the target
     for rnd in range(max_rounds):
-        props = sorted({p for p in proposals(cur)}, key=lambda p: _cost(p, S, flops))
-        accepted = None
+        cost_now = _cost(cur, S, flops)
+        q_now = 1.0 if cur_ss is None else float(cur_ss.mean())
+        props = sorted({p for p in proposals(cur) if _cost(p, S, flops) < cost_now}, key=lambda p: _cost(p, S, flops))
+        accepted, best = None, -1.0
         for b in range(0, min(len(props), 3 * per_round), per_round):
             batch = props[b:b + per_round]
             try:
-                res = engine.run_chunk(list(seeds), cond, [p.plan() for p in batch])
+                scores = evaluate(batch)
             except PlanError:
                 continue
-            evaluated += res.evaluations
-            if base_x0 is None:
-                base_x0 = m.decode(res.baseline_x0)
-            for p, x0 in zip(batch, res.finals):
-                ss = ssim(m.decode(x0), base_x0).numpy()
+            for p, ss in zip(batch, scores):
                 if ok(ss):
-                    accepted = (p, ss)
-                    break  # batch is sorted by cost: the first that holds is the cheapest
+                    gain = (cost_now - _cost(p, S, flops)) / base_cost / (max(q_now - float(ss.mean()), 0.0) + 0.005)
+                    if gain > best:
+                        accepted, best = (p, ss), gain
             if accepted:
                 break
         if not accepted:
