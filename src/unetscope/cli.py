@@ -49,6 +49,18 @@ def parse_seeds(text: str | None, samples: int | None) -> list[int]:
     return seeds
 
 
+def parse_prompts(prompts: list[str] | None, path: str | None) -> list[str]:
+    out = list(prompts or [])
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"--prompts file {path!r} does not exist")
+        out += [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        if not out:
+            raise UsageError(f"--prompts file {path!r} holds no prompts (one per line)")
+    return out
+
+
 def parse_classes(text: str | None, n: int):
     if text is None:
         return None
@@ -64,21 +76,38 @@ def parse_classes(text: str | None, n: int):
 
 
 def _model_and_sampler(args, progress: bool):
+    import torch
+
     from . import load_model
     from .models import ModelError
     from .sampler import Sampler, SamplerError
 
+    prompts = parse_prompts(args.prompt, args.prompts)  # cheap checks first, before a model loads
+    if prompts and args.samples is None and args.seeds is None:
+        args.samples = len(prompts)
+    seeds = parse_seeds(args.seeds, args.samples)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     try:
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model, device=args.device, dtype=dtypes[args.dtype])
     except ModelError as e:
         raise UsageError(str(e)) from None
+    except (RuntimeError, AssertionError) as e:  # an unknown device, or a dtype the device lacks
+        raise UsageError(f"cannot load {args.model} on --device {args.device} as {args.dtype}: {str(e).splitlines()[0]}") from None
     try:
         sampler = Sampler(model, steps=args.steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
                           variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, progress=progress)
     except SamplerError as e:
         raise UsageError(str(e)) from None
-    seeds = parse_seeds(args.seeds, args.samples)
-    cond = parse_classes(args.class_, len(seeds))
+    if prompts:
+        if model.conditioning != "text":
+            raise UsageError(f"--prompt/--prompts need a text-conditioned model; {args.model} is {model.conditioning}-conditioned")
+        if len(prompts) not in (1, len(seeds)):
+            raise UsageError(f"{len(prompts)} prompts for {len(seeds)} samples: give one prompt, or one per sample")
+        cond = prompts * len(seeds) if len(prompts) == 1 else prompts
+    elif model.conditioning == "text":
+        raise UsageError(f"{args.model} is text-conditioned: give --prompt TEXT (repeatable) or --prompts FILE")
+    else:
+        cond = parse_classes(args.class_, len(seeds))
     if cond is None and model.conditioning == "class":
         cond = [s % model.num_classes_real for s in seeds]  # default: cycle through the classes
     if cond is not None:
@@ -372,11 +401,15 @@ def _sampling_args(p) -> None:
     g.add_argument("--clip-x0", dest="clip_x0", action=argparse.BooleanOptionalAction, default=None,
                    help="clip x_est0 to [-1, 1] (default: on for pixel models, off for latent ones)")
     g.add_argument("--device", default="cpu")
+    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="weights' dtype (float16/bfloat16 where the device supports them)")
     g.add_argument("--batch-size", type=int, default=None, help="samples per batch (memory bound)")
     s = p.add_argument_group("samples")
     s.add_argument("--samples", type=int, default=None, help="number of samples, seeds 0..N-1 (default 16)")
     s.add_argument("--seeds", default=None, help="seeds: 0-15 or 3,5,9")
     s.add_argument("--class", dest="class_", default=None, help="class label, or one per sample (comma-separated)")
+    s.add_argument("--prompt", action="append", default=None, help="text prompt (repeat: one per sample)")
+    s.add_argument("--prompts", default=None, help="a file with one prompt per line")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

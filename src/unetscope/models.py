@@ -48,6 +48,8 @@ class DiffusionModel:
     class_names: list[str] | None = None
     latent: bool = False
     vae: Any = None
+    text_encoder: Any = None  # with ``tokenizer``: prompts -> encoder_hidden_states (Stable Diffusion)
+    tokenizer: Any = None
     name: str = "model"
     meta: dict = field(default_factory=dict)
 
@@ -79,7 +81,7 @@ class DiffusionModel:
         return next(m.parameters()).dtype if m is not None else torch.float32
 
     def to(self, device=None, dtype=None) -> "DiffusionModel":
-        for m in (self.module, self.vae):
+        for m in (self.module, self.vae, self.text_encoder):
             if m is not None:
                 m.to(device=device, dtype=dtype)
         return self
@@ -103,7 +105,26 @@ class DiffusionModel:
             if bad.numel():
                 raise ModelError(f"class labels must be in 0..{self.num_classes_real - 1}, got {int(bad[0])}")
             return {"class_labels": labels.to(self.device)}
-        raise ModelError(f"conditioning {self.conditioning!r} needs a pipeline with a text encoder")
+        if self.conditioning == "text":
+            if isinstance(cond, dict):  # raw keyword tensors, batch-first (GLIDE tokens, your own)
+                return {k: v.to(self.device) for k, v in cond.items()}
+            if self.text_encoder is None:
+                raise ModelError(f"{self.name} needs a text encoder and tokenizer to take prompts")
+            prompts = [cond] * n if isinstance(cond, str) else list(cond or [])
+            if len(prompts) == 1 and n > 1:
+                prompts = prompts * n
+            if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
+                raise ModelError(f"give one prompt (a string) per sample ({n}), got {len(prompts)}")
+            return {"encoder_hidden_states": self.encode_prompts(prompts)}
+        raise ModelError(f"conditioning {self.conditioning!r} is not supported")
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> the text encoder's last hidden states (N, L, D), as Stable Diffusion's pipeline does."""
+        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        te = self.text_encoder
+        return te(tok.input_ids.to(te.device))[0].to(self.dtype)
 
     @property
     def num_classes_real(self) -> int:
@@ -117,7 +138,11 @@ class DiffusionModel:
             if self.null_class is None:
                 raise ModelError(f"{self.name} has no null class: classifier-free guidance needs one (set null_class)")
             return {"class_labels": torch.full((n,), self.null_class, dtype=torch.long, device=self.device)}
-        raise ModelError(f"{self.name} is unconditional: guidance needs a conditional model")
+        if self.conditioning == "text" and self.text_encoder is not None:
+            if getattr(self, "_null_text", None) is None or self._null_text.device != self.device:
+                self._null_text = self.encode_prompts([""])  # the unconditional branch: the empty prompt
+            return {"encoder_hidden_states": self._null_text.expand(n, -1, -1)}
+        raise ModelError(f"{self.name} has no unconditional branch: guidance needs a conditional model with one")
 
     # images --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -191,6 +216,21 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
         units = DiffusersUNetUnits(unet)
     except AdapterError as e:
         raise ModelError(str(e)) from None
+    text_encoder = tokenizer = None
+    if (path / "text_encoder_2").is_dir():
+        raise ModelError(f"{path} has two text encoders (SDXL-style added conditioning), which is not supported")
+    if (path / "text_encoder" / "config.json").exists():
+        if not (path / "tokenizer").is_dir():
+            raise ModelError(f"{path} has text_encoder/ but no tokenizer/")
+        try:
+            from transformers import AutoTokenizer, CLIPTextModel
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            raise ModelError("text pipelines need transformers: pip install 'unetscope[sd]'") from None
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True, torch_dtype=dtype)
+        text_encoder = text_encoder.eval().requires_grad_(False).to(device)
     vae = None
     if (path / "vae" / "config.json").exists():
         from diffusers import AutoencoderKL
@@ -215,7 +255,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
         units=units, schedule=_schedule_from(scfg), sample_shape=(c.in_channels, size, size),
         prediction_type=scfg.get("prediction_type", "epsilon"), variance_type=variance, conditioning=conditioning,
         num_classes=num_classes, null_class=null_class, class_names=meta.get("class_names"),
-        latent=vae is not None, vae=vae, name=name, meta=meta,
+        latent=vae is not None, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, name=name, meta=meta,
     )
 
 
