@@ -1,4 +1,5 @@
-"""Every example in the README runs: bash lines starting with ``unetscope`` and python blocks."""
+"""Every example in the README and docs/ runs: bash lines starting with ``unetscope``, python
+blocks, and YAML schedules. Placeholder paths (``path/to/...``) are mapped to tiny models made here."""
 
 import re
 import shlex
@@ -9,35 +10,67 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def _blocks(lang):
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+def _blocks(path, lang):
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), flags=re.S)
 
 
-COMMANDS = [line.split("  #")[0].strip() for b in _blocks("bash") for line in b.splitlines()
+COMMANDS = [(p.name, line.split("  #")[0].strip()) for p in DOCS for b in _blocks(p, "bash") for line in b.splitlines()
             if line.strip().startswith("unetscope ")]
+PYTHON = [(p.name, code) for p in DOCS for code in _blocks(p, "python")]
+YAML = [(p.name, code) for p in DOCS for code in _blocks(p, "yaml")]
 
 
 def test_readme_has_the_three_commands():
-    bash = _blocks("bash")
+    bash = _blocks(ROOT / "README.md", "bash")
     assert 'pip install -e ".[test]"' in bash[0]
     assert bash[1].strip().startswith("unetscope intervene --model default")
     assert bash[2].strip() == "python -m pytest"
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs(command, tmp_path):
+@pytest.fixture(scope="module")
+def places(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("docs")
+    (root / "prompts.txt").write_text("tench\ngoldfish\n")
+    return {"path/to/unet-folder": str(tiny_model_dir), "prompts.txt": str(root / "prompts.txt")}
+
+
+@pytest.mark.parametrize("doc, command", COMMANDS, ids=[f"{d}: {c}" for d, c in COMMANDS])
+def test_doc_command_runs(doc, command, tmp_path, places, request):
     argv = shlex.split(command)
+    if "path/to/sd-pipeline" in argv:
+        argv[argv.index("path/to/sd-pipeline")] = str(request.getfixturevalue("sd_dir"))
+    argv = [places.get(a, a) for a in argv]
     if "--out" in argv:
         i = argv.index("--out")
         argv[i + 1] = str(tmp_path / Path(argv[i + 1]).name)
-    r = subprocess.run([sys.executable, "-m", "unetscope.cli", *argv[1:], *(["--quiet"] if "--out" in argv else [])],
-                       capture_output=True, text=True, cwd=tmp_path)
+        argv.append("--quiet")
+    r = subprocess.run([sys.executable, "-m", "unetscope.cli", *argv[1:]], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-@pytest.mark.parametrize("code", _blocks("python"))
-def test_readme_python_runs(code):
-    exec(compile(code, "README.md", "exec"), {})
+@pytest.mark.parametrize("doc, code", PYTHON, ids=[d for d, _ in PYTHON])
+def test_doc_python_runs(doc, code):
+    sys.path.insert(0, str(ROOT / "examples"))
+    ns = {}
+    if "ResearchUNetUnits(net)" in code and "class ResearchUNetUnits" not in code:
+        import torch
+        from own_unet import ResearchUNetUnits
+        from research_unet import ResearchUNet
+
+        torch.manual_seed(0)
+        ns.update(ResearchUNetUnits=ResearchUNetUnits, net=ResearchUNet().eval())
+    exec(compile(code, doc, "exec"), ns)
+
+
+@pytest.mark.parametrize("doc, code", YAML, ids=[d for d, _ in YAML])
+def test_doc_yaml_schedules_load(doc, code, tmp_path):
+    from unetscope.shortcut import load_schedule
+
+    f = tmp_path / "s.yaml"
+    f.write_text(code)
+    plan = load_schedule(f)
+    plan.check(100, 16)
+    assert len(plan) >= 1

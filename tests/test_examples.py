@@ -56,12 +56,3 @@ def test_wrong_protocol_names_the_unit():
         us.Sampler(model, steps=3).sample([0])
     with pytest.raises(us.ModelError, match="does not implement the UNetUnits protocol"):
         us.wrap(torch.nn.Conv2d(1, 1, 1), sample_shape=(1, 32, 32))
-
-
-def test_docs_adapters_examples_run():
-    text = (ROOT / "docs" / "adapters.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    ns = {"ResearchUNetUnits": ResearchUNetUnits, "net": _net()}
-    for code in blocks:
-        exec(compile(code, "docs/adapters.md", "exec"), ns)
-    assert ns["model"].num_blocks == 4

@@ -1,15 +1,18 @@
 """The guided-diffusion / GLIDE-style adapter on a faithful small model of that family."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-import unetscope as us
-import unetscope.noise  # noqa: F401
-from guided_unet import UNetModel
-from unetscope.adapters.base import UNetRunner
-from unetscope.adapters.guided_diffusion import GuidedDiffusionUnits
+import unetscope as us  # noqa: E402
+import unetscope.noise  # noqa: E402,F401
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from guided_unet import UNetModel  # noqa: E402
+from unetscope.adapters.base import UNetRunner  # noqa: E402
+from unetscope.adapters.guided_diffusion import GuidedDiffusionUnits  # noqa: E402
 
 
 def _model(**kw):

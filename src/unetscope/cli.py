@@ -357,20 +357,30 @@ def _cmd_models(args) -> None:
             raise UsageError(str(e)) from None
         print(json.dumps(m.describe(), indent=2))
         return
-    print("default  the bundled class-conditional MNIST model (trained by `unetscope train`)")
+    print("Families unetscope runs on (the paper's method works the same on each):\n")
     p = default_model_path()
+    print("default            the bundled class-conditional MNIST model, trained by `unetscope train`")
     if (p / "config.json").exists():
         m = load_model("default")
         d = m.describe()
         tr = m.meta.get("training", {})
-        print(f"         K={d['K']} units, {d['sample_shape']}, {d['schedule']} T={d['T']}, {d['prediction_type']}, "
-              f"{d['variance_type']} variance, {d['num_classes']} classes + null class (guidance)")
+        q = m.meta.get("quality", {})
+        print(f"                   K={d['K']} blocks, {d['sample_shape']} pixels, {d['schedule']} T={d['T']}, {d['prediction_type']}, "
+              f"{d['variance_type']} variance, {d['num_classes']} classes + a null class for guidance")
         if tr:
-            print(f"         trained {tr.get('steps')} steps in {tr.get('seconds', 0) / 60:.0f} min; card: {p / 'README.md'}")
+            print(f"                   trained {tr.get('steps')} steps in {tr.get('seconds', 0) / 60:.0f} min on the CPU; "
+                  + (f"{q['agreement']:.1%} of {q['samples']} samples classified as the digit asked for; " if q else "")
+                  + f"card: {p / 'README.md'}")
     else:
-        print("         (weights not installed)")
-    print("PATH     a local diffusers folder: a UNet2DModel/UNet2DConditionModel folder with scheduler_config.json,")
-    print("         or a pipeline folder with unet/ and scheduler/ (and vae/ for latent models)")
+        print("                   (weights not installed)")
+    print("UNet folder        a diffusers UNet2DModel / UNet2DConditionModel folder with scheduler_config.json")
+    print("                   (--model PATH; the schedule, prediction and variance types come from the scheduler config)")
+    print("pipeline folder    a diffusers pipeline folder: unet/ and scheduler/; with vae/ it is latent (images decoded")
+    print("                   before any metric); with text_encoder/ and tokenizer/ it takes --prompt/--prompts (Stable")
+    print("                   Diffusion 1.x/2.x style; needs transformers: pip install 'unetscope[sd]')")
+    print("guided-diffusion   an openai/guided-diffusion UNetModel or GLIDE Text2ImUNet built in your code:")
+    print("                   unetscope.wrap(model, beta_schedule=..., num_train_timesteps=...) (Python API)")
+    print("your own U-Net     implement the UNetUnits protocol (docs/adapters.md), then unetscope.wrap(units, ...)")
 
 
 def _cmd_train(args) -> None:
