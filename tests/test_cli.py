@@ -67,6 +67,8 @@ BAD = [
     (["intervene", "--drop-blocks", 2, "--start", 5, "--fill", "noise"], "invalid choice: 'noise'"),
     (["intervene", "--zero-skips", 1, "--start", 5, "--n", 9], "ZeroSkips.n must be in 1..5"),
     (["intervene"], "nothing to intervene on"),
+    (["intervene", "--plan", "[]"], "nothing to intervene on"),
+    (["intervene", "--drop-blocks", 2, "--start", 20, "--steps", 20, "--fill", "cache"], "no earlier step computes D[1]"),
 ]
 
 
@@ -90,3 +92,13 @@ def test_console_script_runs(tiny_model_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "unetscope.cli", "sample", "--steps", "-1", "--model", str(tiny_model_dir),
                         "--out", str(tmp_path / "y")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_unconditional_model_needs_no_guidance_flag(tmp_path, capsys):
+    from conftest import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "uncond", classes=None)
+    code, text, err = run(["sample", "--model", folder, "--steps", 4, "--samples", 2, "--out", tmp_path / "s", "--quiet"], capsys)
+    assert code == 0, err
+    code, _, err = run(["sample", "--model", folder, "--steps", 4, "--guidance", 2, "--out", tmp_path / "s"], capsys)
+    assert code == 2 and "is unconditional" in err

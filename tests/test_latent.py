@@ -23,6 +23,8 @@ def test_loads_as_a_latent_text_model_with_parity(sd_dir):
     s = us.Sampler(m, steps=6, guidance=4.0)
     assert not s.clip_x0  # latent: no clipping of x_est0 by default
     tr = s.sample([0, 1], ["a cat", "a dog"])
+    one = us.Sampler(m, steps=3, guidance=4.0, batch_size=2).sample(range(3), "a cat")  # one prompt, in chunks
+    assert torch.equal(one.x0, us.Sampler(m, steps=3, guidance=4.0, batch_size=2).sample(range(3), ["a cat"] * 3).x0)
     img = tr.images
     assert img.shape == (2, 3, 16, 16) and 0 <= img.min() and img.max() <= 1  # decoded by the VAE
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import tiny_unet
-from unetscope import ModelError, Sampler, load_model
+from unetscope import ModelError, Sampler, SamplerError, load_model
 
 
 def test_pipeline_folder_loads_like_the_unet_folder(tiny_model_dir, tmp_path):
@@ -20,8 +20,8 @@ def test_pipeline_folder_loads_like_the_unet_folder(tiny_model_dir, tmp_path):
     x = Sampler(a, steps=4).sample([0], cond=[3]).x0
     y = Sampler(b, steps=4).sample([0], cond=[3]).x0
     assert torch.equal(x, y)  # same weights (seed 0), same schedule, same noise
-    with pytest.raises(ModelError, match="no null class"):
-        Sampler(a, steps=4, guidance=2).sample([0], cond=[3])
+    with pytest.raises(SamplerError, match="no unconditional branch"):
+        Sampler(a, steps=4, guidance=2)
 
 
 def test_schedule_and_types_come_from_the_scheduler_config(tmp_path):

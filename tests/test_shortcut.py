@@ -91,6 +91,7 @@ def test_search_meets_its_target_on_the_calibration_seeds(model):
     assert len(plan) >= 1 and res["predicted_compute"] < 1
     from unetscope import ssim
 
+    assert search(s, seeds, cond, target_mean=0.9, per_round=6, max_rounds=6)["plan"] == plan  # deterministic
     base, short = s.sample(seeds, cond), s.sample(seeds, cond, plan)
     assert ssim(short.images, base.images).mean() >= 0.9 - 1e-4
     assert set(PRESETS) >= {"paper", "paper-cache"}

@@ -132,13 +132,43 @@ def test_all_experiments_figures_and_report(tiny_model_dir, tmp_path):
 def test_sweep_bad_input(tiny_model_dir, tmp_path, capsys):
     from unetscope.cli import main
 
-    for argv, msg in [(["--param", "nbs=[9]"], "DropBlocks.nb must be in 1..4"),
+    for argv, msg in [(["--param", "nbs=[9]"], "nbs must be a non-empty list of integers in 1..4"),
+                      (["--param", "nbs=3"], "nbs must be a non-empty list"),
+                      (["--chunk-size", "0"], "chunk_size must be at least 1"),
                       (["--param", "threshold=2"], "threshold must be in (0, 1]"),
                       (["--param", "zzz=1"], "has no parameter 'zzz'"),
-                      (["--t-step", "0"], "t_step must be a positive integer")]:
+                      (["--t-step", "0"], "t_step must be an integer >= 1")]:
         code = main(["sweep", "block-utility", "--model", str(tiny_model_dir), "--steps", "10", "--samples", "2",
                      "--out", str(tmp_path / "o"), "--quiet", *argv])
         err = capsys.readouterr().err
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
     code = main(["report", str(tmp_path / "nothing")])
     assert code == 2 and "holds no results.sqlite" in capsys.readouterr().err
+
+
+def test_analyses_on_synthetic_rows():
+    from unetscope.experiments.phases import phase_boundaries
+    from unetscope.experiments.relax import Relax
+
+    # relax: the smallest r from which every longer relaxation holds (a lucky r = 0 does not count)
+    rows = [{"variant": {"interventions": [{"type": "DropBlocks", "nb": 2, "start": 60, "n": 5, "fill": "zeros"},
+                                           {"type": "DropBlocks", "nb": 2, "start": 60 - 5 - r, "n": 5, "fill": "zeros"}]},
+             "seed": 0, "ssim": v, "psnr": 20.0} for r, v in [(0, 0.85), (1, 0.7), (2, 0.75), (3, 0.82), (4, 0.9)]]
+    f = Relax().analyze(rows, {"threshold": 0.8, "nb": 2, "start": 60, "n": 5, "r_max": 4, "k": 1.0}, 100, 12)
+    assert f["r_min"] == 3
+    # phases: b1 is the last step of composition (the peak in the upper half), b2 of the transition (the dip)
+    ts = list(range(100, 0, -10))
+    curve = [0.3, 0.6, 0.9, 0.8, 0.7, 0.6, 0.65, 0.8, 0.9, 0.95]
+    assert phase_boundaries(ts, curve, 100, smooth=1) == (80, 50)
+    assert phase_boundaries([], [], 100) is None
+
+
+def test_report_skips_shortcut_runs(tiny_model_dir, tmp_path, capsys):
+    from unetscope.cli import main
+
+    out = tmp_path / "mix"
+    common = ["--model", str(tiny_model_dir), "--steps", "10", "--samples", "2", "--out", str(out), "--quiet"]
+    assert main(["shortcut", "--preset", "paper", *common]) == 0
+    assert main(["report", str(out)]) == 2 and "no experiment runs yet" in capsys.readouterr().err
+    assert main(["sweep", "trajectory", *common]) == 0
+    assert main(["report", str(out)]) == 0 and (out / "report.html").exists()

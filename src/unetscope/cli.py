@@ -86,6 +86,8 @@ def _model_and_sampler(args, progress: bool):
     if prompts and args.samples is None and args.seeds is None:
         args.samples = len(prompts)
     seeds = parse_seeds(args.seeds, args.samples)
+    if args.steps is None:
+        args.steps = 100
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     try:
         model = load_model(args.model, device=args.device, dtype=dtypes[args.dtype])
@@ -93,6 +95,8 @@ def _model_and_sampler(args, progress: bool):
         raise UsageError(str(e)) from None
     except (RuntimeError, AssertionError) as e:  # an unknown device, or a dtype the device lacks
         raise UsageError(f"cannot load {args.model} on --device {args.device} as {args.dtype}: {str(e).splitlines()[0]}") from None
+    if args.guidance is None:  # guidance 3 where the model has an unconditional branch, none otherwise
+        args.guidance = 3.0 if model.has_null_branch else 1.0
     try:
         sampler = Sampler(model, steps=args.steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
                           variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, progress=progress)
@@ -166,7 +170,10 @@ def plan_from_args(args):
                 if not p.is_file():
                     raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
                 text = p.read_text()
-            return Plan.from_json(text)
+            plan = Plan.from_json(text)
+            if not plan:
+                raise UsageError("--plan holds no interventions: nothing to intervene on")
+            return plan
         items = []
         if sum(v is not None for v in short) > 1:
             raise UsageError("give one of --skip-steps, --zero-skips, --drop-blocks (use --plan to combine them)")
@@ -242,7 +249,8 @@ def _run_experiments(names, args, overrides_for) -> list[dict]:
     results = []
     for name in names:
         try:
-            res = run_experiment(name, model, sampler, seeds, cond, out, overrides_for(name), chunk_size=args.chunk_size,
+            res = run_experiment(name, model, sampler, seeds, cond, out, overrides_for(name, model.num_blocks),
+                                 chunk_size=args.chunk_size,
                                  max_batch=args.max_batch, image_seeds=args.images, progress=not args.quiet,
                                  log=lambda m: print(m, file=sys.stderr))
         except (ExperimentError, PlanError, StoreError) as e:
@@ -259,7 +267,7 @@ def _cmd_sweep(args) -> None:
     params = _parse_params(args.param)
     if args.t_step is not None:
         params["t_step"] = args.t_step
-    _run_experiments([args.experiment], args, lambda name: params)
+    _run_experiments([args.experiment], args, lambda name, K: params)
 
 
 def _cmd_report(args) -> None:
@@ -286,14 +294,20 @@ def _cmd_reproduce(args) -> None:
     from .experiments import ORDER
     from .report import write_report
 
-    if args.quick:
-        if args.samples is None and args.seeds is None:
-            args.samples = 16
-    elif args.samples is None and args.seeds is None:
-        args.samples = 100
+    if args.samples is None and args.seeds is None:
+        args.samples = 16 if args.quick else 100
+    if args.steps is None and args.quick:
+        args.steps = 50  # quick: half the paper's steps (every parameter scales with S)
     t_step = args.t_step or (5 if args.quick else 1)
+
+    def params(name, K):
+        p = {"t_step": t_step} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {}
+        if args.quick and name == "block-utility":
+            p["nbs"] = sorted(set(range(2, K + 1, 4)) | {K})  # every 4th block count: 2, 6, 10, .. and K
+        return p
+
     t0 = time.perf_counter()
-    _run_experiments(ORDER, args, lambda name: {"t_step": t_step} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {})
+    _run_experiments(ORDER, args, params)
     path = write_report(args.out)
     print(f"reproduced {len(ORDER)} experiments in {(time.perf_counter() - t0) / 60:.1f} min; report: {path}")
 
@@ -403,10 +417,11 @@ def _cmd_train(args) -> None:
 def _sampling_args(p) -> None:
     g = p.add_argument_group("model and sampler")
     g.add_argument("--model", default="default", help="'default' or a local diffusers folder")
-    g.add_argument("--steps", type=int, default=100, help="sampling steps S (default 100, as in the paper)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps S (default 100, as in the paper)")
     g.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1: none)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (1: none; default 3 for models with an unconditional branch)")
     g.add_argument("--variance", choices=("fixed_small", "fixed_large", "learned_range"), default=None)
     g.add_argument("--clip-x0", dest="clip_x0", action=argparse.BooleanOptionalAction, default=None,
                    help="clip x_est0 to [-1, 1] (default: on for pixel models, off for latent ones)")
@@ -427,7 +442,7 @@ def _sampling_args(p) -> None:
 def _sweep_args(p) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--t-step", type=int, default=None, help="stride of the t_start grid (1: every step)")
-    g.add_argument("--chunk-size", type=int, default=16, help="samples per chunk (one transaction each)")
+    g.add_argument("--chunk-size", type=int, default=16, help="samples per chunk (one transaction each; at least 1)")
     g.add_argument("--max-batch", type=int, default=None, help="samples per U-Net call when plans are stacked")
     g.add_argument("--images", type=int, default=4, help="samples whose images are kept for the figure grids")
 
@@ -474,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("reproduce", help="every experiment of the paper, then the report")
     _sampling_args(q)
     _sweep_args(q)
-    q.add_argument("--quick", action="store_true", help="16 samples and every 5th start step (minutes, not hours)")
+    q.add_argument("--quick", action="store_true",
+                   help="16 samples, S = 50 steps, every 5th start step, every 4th block count (minutes, not hours)")
     q.set_defaults(func=_cmd_reproduce)
 
     c = sub.add_parser("shortcut", help="run a shortcut schedule against the baseline, or search one (shortcut search)")
@@ -510,12 +526,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _typed_errors() -> tuple:
+    """The library's typed errors: each is a user's input that does not fit, reported in one line."""
+    from .adapters.base import AdapterError
+    from .experiments.common import ExperimentError
+    from .metrics import MetricError
+    from .models import ModelError
+    from .plan import PlanError
+    from .report import ReportError
+    from .sampler import SamplerError
+    from .shortcut import ShortcutError
+    from .store import StoreError
+
+    return (UsageError, AdapterError, ExperimentError, MetricError, ModelError, PlanError, ReportError, SamplerError,
+            ShortcutError, StoreError)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except UsageError as e:
-        print(f"unetscope {args.command}: error: {e}", file=sys.stderr)
+    except _typed_errors() as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"unetscope {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"unetscope {args.command}: interrupted", file=sys.stderr)

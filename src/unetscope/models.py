@@ -132,6 +132,12 @@ class DiffusionModel:
         n = self.num_classes or 0
         return n - 1 if self.null_class is not None and self.null_class == n - 1 else n
 
+    @property
+    def has_null_branch(self) -> bool:
+        """Whether classifier-free guidance can run (a null class, or a text encoder's empty prompt)."""
+        return (self.conditioning == "class" and self.null_class is not None) or \
+            (self.conditioning == "text" and self.text_encoder is not None)
+
     def null_cond(self, n: int) -> dict:
         """The unconditional branch of classifier-free guidance."""
         if self.conditioning == "class":

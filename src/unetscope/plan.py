@@ -207,7 +207,8 @@ class Plan:
                 if isinstance(it, SkipSteps):
                     low = it.start - it.n
                     if at in removed or at == it.start:
-                        raise PlanError(f"StopEarly(at={at}) falls on {it!r}: stop on a step that is evaluated")
+                        raise PlanError(f"StopEarly(at={at}) falls inside {it!r} (its jump starts at or passes step {at}); "
+                                        "stop above the jump or after it lands")
                 if low < at:
                     raise PlanError(f"{it!r} reaches step {low}, after StopEarly(at={at}) has stopped the run")
 
@@ -215,7 +216,22 @@ class Plan:
         """Validate against a sampler's ``steps`` (S) and a model's ``num_blocks`` (K)."""
         for it in self.interventions:
             it.check(steps, num_blocks)
+        self._check_cache_fills(steps)
         return self
+
+    def _check_cache_fills(self, steps: int) -> None:
+        """A ``fill="cache"`` needs ``D[nb-1]`` computed at an earlier evaluated step."""
+        acts, t = self.actions(), steps
+        low = None  # the lowest decoder index any earlier step has computed
+        while t >= 1:
+            a = acts.get(t, StepAction())
+            if a.drop_blocks and a.fill == "cache" and (low is None or low > a.drop_blocks - 1):
+                raise PlanError(f"DropBlocks(nb={a.drop_blocks}, fill='cache') at step {t}: no earlier step computes "
+                                f"D[{a.drop_blocks - 1}] to reuse (the first step, or only deeper cuts before it); start the cut later")
+            low = a.drop_blocks if low is None else min(low, a.drop_blocks)
+            if a.stop:
+                break
+            t -= 1 + a.jump
 
     def actions(self) -> dict[int, StepAction]:
         """Per-step actions for the steps that differ from the baseline."""

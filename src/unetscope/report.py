@@ -36,7 +36,7 @@ def _table(d: dict) -> str:
 
 def write_report(out_dir) -> Path:
     """Render findings and figures of every run in ``out_dir`` and write ``out_dir/report.html``."""
-    from .experiments import ORDER, render
+    from .experiments import EXPERIMENTS, ORDER, render
     from .store import ResultStore
 
     out_dir = Path(out_dir)
@@ -45,8 +45,9 @@ def write_report(out_dir) -> Path:
         raise ReportError(f"{out_dir} holds no results.sqlite: run `unetscope sweep` or `unetscope reproduce` into it first")
     with ResultStore(db) as store:
         runs = store.runs()
+    runs = [r for r in runs if r["experiment"] in EXPERIMENTS]  # shortcut runs have their own summary.json
     if not runs:
-        raise ReportError(f"{db} holds no runs yet")
+        raise ReportError(f"{db} holds no experiment runs yet")
     runs.sort(key=lambda r: (ORDER.index(r["experiment"]) if r["experiment"] in ORDER else 99, r["created"]))
     summaries = [render(out_dir, r["run"]) for r in runs]
     first = summaries[0]

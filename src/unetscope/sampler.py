@@ -23,7 +23,7 @@ from .models import DiffusionModel, ModelError
 from .noise import NoiseBank
 from .plan import Plan, PlanError, StepAction
 
-__all__ = ["Sampler", "Trajectory", "SamplerError", "METHODS"]
+__all__ = ["Sampler", "Trajectory", "SamplerError", "METHODS", "cond_slice"]
 
 METHODS = ("ddpm", "ddim")
 KEEP = ("x_t", "x_est0")
@@ -32,6 +32,22 @@ _NO_ACTION = StepAction()
 
 class SamplerError(ValueError):
     """A sampler setting outside what is allowed."""
+
+
+def cond_slice(cond, idx, n: int):
+    """The conditions of samples ``idx`` out of ``n``: one value for all (a class, a prompt), one per
+    sample (a list), or a dict of batch-first tensors (raw keyword conditioning)."""
+    idx = list(idx)
+    if cond is None or isinstance(cond, (int, str)) or (torch.is_tensor(cond) and cond.dim() == 0):
+        return cond
+    if isinstance(cond, dict):
+        return {k: v[idx] for k, v in cond.items()}
+    items = list(cond)
+    if len(items) == 1:
+        return items
+    if len(items) != n:
+        raise ModelError(f"give one condition per sample ({n}), got {len(items)}")
+    return [items[i] for i in idx]
 
 
 @dataclass
@@ -79,8 +95,9 @@ class Sampler:
             raise SamplerError(f"eta must be in [0, 1], got {eta}")
         if not math.isfinite(guidance) or guidance < 0:
             raise SamplerError(f"guidance must be a finite number >= 0, got {guidance}")
-        if guidance != 1 and model.conditioning == "none":
-            raise SamplerError(f"guidance needs a conditional model; {model.name} is unconditional (use --guidance 1)")
+        if guidance != 1 and not model.has_null_branch:
+            why = "is unconditional" if model.conditioning == "none" else "has no unconditional branch (a null class or a text encoder)"
+            raise SamplerError(f"guidance needs an unconditional branch; {model.name} {why}: use guidance 1")
         variance = variance or model.variance_type
         if variance not in ("fixed_small", "fixed_large", "learned_range"):
             raise SamplerError(f"variance must be fixed_small, fixed_large or learned_range, got {variance!r}")
@@ -290,14 +307,9 @@ class Sampler:
     def _split_cond(self, cond, n: int, sizes: list[int]) -> list:
         if cond is None or len(sizes) == 1:
             return [cond] * len(sizes)
-        if isinstance(cond, (int,)) or (torch.is_tensor(cond) and cond.dim() == 0):
-            return [cond] * len(sizes)
-        items = list(cond)
-        if len(items) != n:
-            raise ModelError(f"give one condition per sample ({n}), got {len(items)}")
         out, i = [], 0
         for s in sizes:
-            out.append(items[i:i + s])
+            out.append(cond_slice(cond, range(i, i + s), n))
             i += s
         return out
 

@@ -20,7 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .metrics import psnr, ssim
 from .plan import DropBlocks, Plan, PlanError, StepAction, StopEarly
-from .sampler import Sampler
+from .sampler import Sampler, cond_slice
+from .sweep import per_sample_cond
 
 __all__ = ["load_schedule", "save_schedule", "paper_preset", "PRESETS", "measure", "plan_flops", "search",
            "run_shortcut", "ShortcutError", "unit_flops"]
@@ -151,7 +152,7 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond=None, repeats: 
         t_base = t_base or [baseline["seconds"]]
     a, b = base.images, short.images
     ss, pp = ssim(b, a).numpy(), psnr(b, a).numpy()
-    c1 = None if cond is None else list(cond)[:1]
+    c1 = cond_slice(cond, [0], len(seeds))
     f_base, f_short = plan_flops(sampler, Plan(), seeds[0], c1), plan_flops(sampler, plan, seeds[0], c1)
     tb, ts = float(np.median(t_base)), float(np.median(t_short))
     fin = pp[np.isfinite(pp)]
@@ -223,7 +224,7 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
     grid = grid or max(1, round(S / 25))
     x1 = torch.zeros(1, *m.sample_shape, device=m.device, dtype=m.dtype)
     t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
-    c1 = m.make_cond(None if cond is None else list(cond)[:1], 1)
+    c1 = m.make_cond(cond_slice(cond, [0], len(seeds)), 1)
     rows = 2 if sampler.guidance != 1 and c1 else 1
     flops = [f * rows for f in flops_by_drop(m.runner, x1, t1, c1)]
     base_cost = _cost(_Sched((), None), S, flops)
@@ -277,7 +278,7 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
     starts = [_Sched(uniform_cache_cuts(S, every, nb), None) for every in (2, 3, 4, 6) for nb in nbs if "cache" in fills]
     cur, cur_ss = _Sched((), None), None
     if starts:
-        for c, ss in sorted(zip(starts, evaluate(starts)), key=lambda p: _cost(p[0], S, flops)):
+        for c, ss in sorted(zip(starts, evaluate(starts)), key=lambda p: (_cost(p[0], S, flops), p[0].cuts)):
             if ok(ss):
                 cur, cur_ss = c, ss
                 break
@@ -287,7 +288,8 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
     for rnd in range(max_rounds):
         cost_now = _cost(cur, S, flops)
         q_now = 1.0 if cur_ss is None else float(cur_ss.mean())
-        props = sorted({p for p in proposals(cur) if _cost(p, S, flops) < cost_now}, key=lambda p: _cost(p, S, flops))
+        props = sorted({p for p in proposals(cur) if _cost(p, S, flops) < cost_now},
+                       key=lambda p: (_cost(p, S, flops), p.cuts, p.stop or 0))  # ties broken by the schedule itself
         accepted, best = None, -1.0
         for b in range(0, min(len(props), 3 * per_round), per_round):
             batch = props[b:b + per_round]
@@ -329,7 +331,7 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
     res = measure(sampler, plan, seeds, cond, repeats=repeats)
     settings = dict(experiment="shortcut", schedule=plan.to_dict(), name=name, model=m.describe(),
                     sampler=sampler.describe(), seeds=list(seeds), cond=cond)
-    conds = list(cond) if cond is not None else [None] * len(seeds)
+    conds = per_sample_cond(cond, len(seeds))
     with ResultStore(out_dir / "results.sqlite") as store:
         run = store.register_run("shortcut", settings)
         store.write(run, [dict(seed=s, variant=plan.to_dict(), cond=c, ssim=res["ssim"][i], psnr=res["psnr"][i],

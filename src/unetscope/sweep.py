@@ -215,6 +215,13 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
 
     from .metrics import psnr, ssim
 
+    from .sampler import cond_slice
+
+    if chunk_size < 1:
+        raise PlanError(f"chunk_size must be at least 1, got {chunk_size}")
+    if max_batch is not None and max_batch < min(chunk_size, len(seeds)):
+        raise PlanError(f"max_batch ({max_batch}) must be at least the chunk size ({min(chunk_size, len(seeds))}): "
+                        "a U-Net call holds at least one chunk")
     m = sampler.model
     variants = [p.to_dict() for p in plans]
     traj = [{"type": k, "t": int(t)} for t in trajectory_steps for k in ("x_t", "x_est0")]
@@ -222,7 +229,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
     tids = [variant_id(v) for v in traj]
     base_vid = variant_id({"type": "baseline"})
     done = store.done(run)
-    conds = list(cond) if cond is not None else [None] * len(seeds)
+    stored_cond = per_sample_cond(cond, len(seeds))
     chunks = [list(range(i, min(i + chunk_size, len(seeds)))) for i in range(0, len(seeds), chunk_size)]
     minimum, naive = count_evaluations(plans, sampler.steps)
     todo = []
@@ -243,18 +250,19 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
     engine = SweepEngine(sampler, max_batch=max_batch, on_evaluation=bar.update if bar is not None else None)
     spent, t0 = 0, time.perf_counter()
     for idx, need in todo:
-        ch_seeds, ch_cond = [seeds[i] for i in idx], None if cond is None else [conds[i] for i in idx]
+        ch_seeds, ch_cond = [seeds[i] for i in idx], cond_slice(cond, idx, len(seeds))
+        ch_stored = [stored_cond[i] for i in idx]
         res = engine.run_chunk(ch_seeds, ch_cond, [plans[j] for j in need], keep_x_t=set(trajectory_steps),
                                keep_x_est0=set(trajectory_steps))
         spent += res.evaluations
         base_img = m.decode(res.baseline_x0)
-        rows = [dict(seed=s, variant={"type": "baseline"}, cond=c, extra={}) for s, c in zip(ch_seeds, ch_cond or [None] * len(idx))]
+        rows = [dict(seed=s, variant={"type": "baseline"}, cond=c, extra={}) for s, c in zip(ch_seeds, ch_stored)]
         keep_imgs = {s: {base_vid: _u8(base_img[k])} for k, s in enumerate(ch_seeds) if s in image_seeds}
         for j, x0 in zip(need, res.finals):
             img = m.decode(x0)
             ss, pp = ssim(img, base_img), psnr(img, base_img)
             for k, s in enumerate(ch_seeds):
-                rows.append(dict(seed=s, variant=variants[j], cond=None if cond is None else ch_cond[k],
+                rows.append(dict(seed=s, variant=variants[j], cond=ch_stored[k],
                                  ssim=float(ss[k]), psnr=float(pp[k])))
                 if s in keep_imgs:
                     keep_imgs[s][vids[j]] = _u8(img[k])
@@ -263,7 +271,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
                 img = m.decode(store_[t])
                 ss, pp = ssim(img, base_img), psnr(img, base_img)
                 for k, s in enumerate(ch_seeds):
-                    rows.append(dict(seed=s, variant={"type": kind, "t": int(t)}, cond=None if cond is None else ch_cond[k],
+                    rows.append(dict(seed=s, variant={"type": kind, "t": int(t)}, cond=ch_stored[k],
                                      ssim=float(ss[k]), psnr=float(pp[k])))
                     if s in keep_imgs:
                         keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = _u8(img[k])
@@ -286,6 +294,16 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
         store.set_stat(run, "seconds", stats.get("seconds", 0) + seconds)
     return dict(plans=len(plans), spent=spent_before + spent, spent_now=spent, minimum=minimum * n_chunks, naive=naive * n_chunks,
                 seconds=seconds, chunks_run=len(todo))
+
+
+def per_sample_cond(cond, n: int) -> list:
+    """Each sample's condition as a JSON value for the results database (tensor dicts: None)."""
+    if cond is None or isinstance(cond, dict):
+        return [None] * n
+    if isinstance(cond, (int, str)):
+        return [cond] * n
+    items = [c.item() if torch.is_tensor(c) else c for c in cond]
+    return items * n if len(items) == 1 else items
 
 
 def _u8(img: torch.Tensor) -> torch.Tensor:

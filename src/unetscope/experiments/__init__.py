@@ -29,11 +29,12 @@ def _identity(model, sampler, seeds, cond) -> dict:
     return dict(model=model.describe(), sampler=sampler.describe(), seeds=list(seeds), cond=cond)
 
 
-def _latest(store, name: str, ident: dict):
-    """The most recent run of ``name`` on the same model, sampler and samples."""
+def _latest(store, name: str, ident: dict, complete: bool = True):
+    """The most recent (complete) run of ``name`` on the same model, sampler and samples."""
     for r in reversed(store.runs(name)):
         if all(r["settings"].get(k) == v for k, v in ident.items()):
-            return r
+            if not complete or store.stats(r["run"]).get("complete"):
+                return r
     return None
 
 
@@ -55,9 +56,11 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
     with ResultStore(out_dir / "results.sqlite") as store:
         for d in exp.requires:
             if _latest(store, d, ident) is None:
-                log(f"{name} needs {d} on the same model, sampler and samples: running it first")
-                run_experiment(d, model, sampler, seeds, cond, out_dir, None, chunk_size=chunk_size, max_batch=max_batch,
-                               image_seeds=image_seeds, progress=progress, log=log)
+                partial = _latest(store, d, ident, complete=False)  # an interrupted run resumes with its settings
+                log(f"{name} needs {d} on the same model, sampler and samples: "
+                    + ("resuming it" if partial else "running it first"))
+                run_experiment(d, model, sampler, seeds, cond, out_dir, partial["settings"]["params"] if partial else None,
+                               chunk_size=chunk_size, max_batch=max_batch, image_seeds=image_seeds, progress=progress, log=log)
             deps[d] = store.rows(_latest(store, d, ident)["run"])
         p = exp.resolve(S, K, overrides or {}, deps)
         plans = exp.plans(p, S, K)
@@ -68,6 +71,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
         stats = run_grid(store, run, sampler, list(seeds), cond, plans, out_dir=out_dir,
                          trajectory_steps=exp.trajectory_steps(p, S), chunk_size=chunk_size, max_batch=max_batch,
                          image_seeds=set(list(seeds)[:image_seeds]), progress=progress)
+        store.set_stat(run, "complete", True)
     summary = render(out_dir, run)
     summary["stats"] = stats
     return summary

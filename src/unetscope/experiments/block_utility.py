@@ -28,8 +28,8 @@ class BlockUtility(Experiment):
     def __init__(self):
         super().__init__("block-utility", "Utility of the bottom blocks over time", "Figs. 8, 19")
 
-    def defaults(self, S, K, deps=None):
-        return dict(nbs=block_counts(K), n=scale_steps(5, S), t_step=1, threshold=0.8, k=1.0)
+    def defaults(self, S, K, deps=None, threshold=None):
+        return dict(nbs=block_counts(K), n=scale_steps(5, S), t_step=1, threshold=threshold or 0.8, k=1.0)
 
     def plans(self, p, S, K):
         return [Plan([DropBlocks(nb, t, p["n"])]) for nb in p["nbs"] for t in t_grid(S, p["n"], p["t_step"])]

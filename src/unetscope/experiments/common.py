@@ -43,11 +43,14 @@ class Experiment:
     figure_refs: str = ""  # the paper's figures it reproduces
     requires: ClassVar[tuple] = ()  # experiments whose results set this one's defaults (run first if missing)
 
-    def defaults(self, S: int, K: int, deps: dict | None = None) -> dict:
+    def defaults(self, S: int, K: int, deps: dict | None = None, threshold: float | None = None) -> dict:
+        """Parameters scaled to S and K; ``deps`` (rows of required experiments) and the SSIM
+        ``threshold`` set those derived from earlier results."""
         raise NotImplementedError
 
     def resolve(self, S: int, K: int, overrides: dict, deps: dict | None = None) -> dict:
-        p = self.defaults(S, K, deps or {})
+        thr = overrides.get("threshold")
+        p = self.defaults(S, K, deps or {}, **({} if thr is None else {"threshold": _coerce("threshold", thr, 0.8)}))
         unknown = sorted(set(overrides) - set(p))
         if unknown:
             raise ExperimentError(f"{self.name} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(p))}")
@@ -58,11 +61,16 @@ class Experiment:
 
     def validate(self, p: dict, S: int, K: int) -> None:
         """Range checks of the parameters (the plans' own checks name the intervention fields)."""
-        for k in ("t_step", "n", "n_max", "r_max"):
-            if k in p and (not isinstance(p[k], int) or p[k] < 1 and k != "r_max" or p[k] < 0):
-                raise ExperimentError(f"{self.name}: {k} must be a positive integer, got {p[k]!r}")
-        if "threshold" in p and not 0 < p["threshold"] <= 1:
+        for k in ("t_step", "n", "n_max", "r_max", "ns", "nb"):
+            low = 0 if k == "r_max" else 1
+            if k in p and p[k] is not None and (isinstance(p[k], bool) or not isinstance(p[k], int) or p[k] < low):
+                raise ExperimentError(f"{self.name}: {k} must be an integer >= {low}, got {p[k]!r}")
+        if "threshold" in p and not (isinstance(p["threshold"], (int, float)) and 0 < p["threshold"] <= 1):
             raise ExperimentError(f"{self.name}: threshold must be in (0, 1], got {p['threshold']}")
+        for k, high in (("nbs", K), ("n_values", S - 1)):
+            v = p.get(k)
+            if k in p and (not isinstance(v, list) or not v or not all(isinstance(x, int) and 1 <= x <= high for x in v)):
+                raise ExperimentError(f"{self.name}: {k} must be a non-empty list of integers in 1..{high}, got {v!r}")
 
     def plans(self, p: dict, S: int, K: int) -> list:
         return []

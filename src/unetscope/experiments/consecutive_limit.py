@@ -30,19 +30,21 @@ class ConsecutiveLimit(Experiment):
     def __init__(self):
         super().__init__("consecutive-limit", "How many consecutive steps can be cut", "Fig. 9")
 
-    def defaults(self, S, K, deps=None):
-        p = dict(nbs=block_counts(K), n_max=scale_steps(15, S), threshold=0.8, k=1.0, starts=None)
+    def defaults(self, S, K, deps=None, threshold=None):
+        p = dict(nbs=block_counts(K), n_max=scale_steps(15, S), threshold=threshold or 0.8, k=1.0, starts=None)
         bu = (deps or {}).get("block-utility")
         if bu is not None:
             starts = redundancy_starts(bu, p["threshold"])
             p["starts"] = {str(nb): t for nb, t in starts.items() if t}
-            p["nbs"] = [nb for nb in p["nbs"] if starts.get(nb)]
+            p["nbs"] = [nb for nb, t in sorted(starts.items()) if t]  # the nbs block-utility ran and found redundant
         return p
 
     def validate(self, p, S, K):
         super().validate(p, S, K)
-        if not isinstance(p["starts"], dict):
-            raise ExperimentError("consecutive-limit: give starts as JSON {\"nb\": t_start, ...} or run block-utility first")
+        st = p["starts"]
+        if not isinstance(st, dict) or not all(isinstance(t, int) and 1 <= t <= S for t in st.values()):
+            raise ExperimentError(f"consecutive-limit: starts must be JSON {{\"nb\": t_start}} with t_start in 1..{S}, "
+                                  f"or come from a block-utility run; got {st!r}")
 
     def plans(self, p, S, K):
         out = []

@@ -16,9 +16,12 @@ def _smooth(y: np.ndarray, w: int) -> np.ndarray:
     return np.convolve(pad, np.ones(w) / w, mode="valid")
 
 
-def phase_boundaries(ts: list[int], ssim_mean: np.ndarray, S: int, smooth: int = 5) -> tuple[int, int]:
-    """(b1, b2): the composition phase ends at the SSIM peak in the upper half of the steps (b1);
-    the transition phase ends at the SSIM dip below it (b2); denoising follows (the paper's Fig. 4)."""
+def phase_boundaries(ts: list[int], ssim_mean: np.ndarray, S: int, smooth: int = 5) -> tuple[int, int] | None:
+    """(b1, b2): the composition phase ends at the SSIM peak in the upper half of the steps (b1,
+    its last step); the transition phase ends at the SSIM dip below it (b2, its last step); denoising
+    follows (the paper's Fig. 4). None for an empty curve."""
+    if len(ts) == 0:
+        return None
     order = np.argsort(ts)[::-1]  # descending t, like sampling
     t = np.asarray(ts)[order]
     y = _smooth(np.asarray(ssim_mean)[order], smooth)
@@ -33,7 +36,7 @@ class Phases(Experiment):
     def __init__(self):
         super().__init__("phases", "Generation phases: removing whole time steps", "Figs. 3, 4, 18")
 
-    def defaults(self, S, K, deps=None):
+    def defaults(self, S, K, deps=None, threshold=None):
         return dict(n_values=sorted({1, scale_steps(5, S)}), t_step=1, k=1.0, smooth=5)
 
     def plans(self, p, S, K):
@@ -53,11 +56,14 @@ class Phases(Experiment):
         curves = self._curves(rows, p)
         n_big = max(p["n_values"])
         ts, c = curves[n_big]
-        b1, b2 = phase_boundaries(ts, c["ssim"][0], S, p["smooth"])
+        bounds = phase_boundaries(ts, c["ssim"][0], S, p["smooth"])
         n1 = min(p["n_values"])
         ts1, c1 = curves[n1]
+        if bounds is None or not len(ts1):
+            return dict(boundaries=None, phases=[], text="No results yet.")
+        b1, b2 = bounds
         phases = [dict(name=nm, steps=[hi, lo]) for nm, hi, lo in
-                  (("composition", S, b1 + 1), ("transition", b1, b2 + 1), ("denoising", b2, 1)) if hi >= lo]
+                  (("composition", S, b1), ("transition", b1 - 1, b2), ("denoising", b2 - 1, 1)) if hi >= lo]
         return dict(
             boundaries=dict(b1=b1, b2=b2),
             phases=phases,
@@ -72,6 +78,8 @@ class Phases(Experiment):
     def figures(self, rows, p, S, K, out, images):
         curves = self._curves(rows, p)
         f = self.analyze(rows, p, S, K)
+        if f["boundaries"] is None:
+            return []
         b = f["boundaries"]
         files = []
         for m, label in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):

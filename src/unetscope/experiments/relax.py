@@ -17,8 +17,8 @@ class Relax(Experiment):
     def __init__(self):
         super().__init__("relax", "Cut, relax, cut", "Fig. 10")
 
-    def defaults(self, S, K, deps=None):
-        p = dict(nb=scale_blocks(8, K), start=None, n=None, r_max=scale_steps(25, S), threshold=0.8, k=1.0)
+    def defaults(self, S, K, deps=None, threshold=None):
+        p = dict(nb=scale_blocks(8, K), start=None, n=None, r_max=scale_steps(25, S), threshold=threshold or 0.8, k=1.0)
         deps = deps or {}
         if "block-utility" in deps:
             starts = redundancy_starts(deps["block-utility"], p["threshold"])
@@ -34,6 +34,8 @@ class Relax(Experiment):
 
     def validate(self, p, S, K):
         super().validate(p, S, K)
+        if not (isinstance(p["nb"], int) and 1 <= p["nb"] <= K):
+            raise ExperimentError(f"relax: nb must be in 1..{K}, got {p['nb']!r}")
         if not (isinstance(p["start"], int) and 2 * p["n"] <= p["start"] <= S):
             raise ExperimentError(f"relax: start must be in {2 * p['n']}..{S} for n={p['n']}, got {p['start']!r}")
 
@@ -50,8 +52,11 @@ class Relax(Experiment):
 
     def analyze(self, rows, p, S, K):
         rs, mean, _ = self._curve(rows)
-        holding = [r for r, m in zip(rs, mean) if m >= p["threshold"]]
-        r_min = min(holding) if holding else None
+        r_min = None  # the smallest r from which every longer relaxation holds the threshold
+        for r, m in sorted(zip(rs, mean), reverse=True):
+            if m < p["threshold"]:
+                break
+            r_min = r
         return dict(r_min=r_min, threshold=p["threshold"], nb=p["nb"], start=p["start"], n=p["n"], text=(
             f"Cutting nb={p['nb']} blocks for n={p['n']} steps from t={p['start']}, then again after r relaxed steps: "
             + (f"r >= {r_min} keeps mean SSIM >= {p['threshold']}." if r_min is not None

@@ -14,8 +14,8 @@ class SkipVsBlock(Experiment):
     def __init__(self):
         super().__init__("skip-vs-block", "Skip connections vs bottom blocks", "Figs. 5, 6, 7")
 
-    def defaults(self, S, K, deps=None):
-        return dict(ns=scale_blocks(2, K), nb=scale_blocks(2, K), n=scale_steps(5, S), t_step=1, threshold=0.8, k=1.0)
+    def defaults(self, S, K, deps=None, threshold=None):
+        return dict(ns=scale_blocks(2, K), nb=scale_blocks(2, K), n=scale_steps(5, S), t_step=1, threshold=threshold or 0.8, k=1.0)
 
     def plans(self, p, S, K):
         out = []

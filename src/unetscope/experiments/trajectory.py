@@ -12,8 +12,8 @@ class Trajectory(Experiment):
     def __init__(self):
         super().__init__("trajectory", "The trajectory: x_t and x_est0 against x_0", "Figs. 16, 17")
 
-    def defaults(self, S, K, deps=None):
-        return dict(threshold=0.9, t_step=1, k=1.0)
+    def defaults(self, S, K, deps=None, threshold=None):
+        return dict(threshold=threshold or 0.9, t_step=1, k=1.0)  # stopping early wants a closer estimate
 
     def trajectory_steps(self, p, S):
         return t_grid(S, 1, p["t_step"]) + ([1] if (S - 1) % p["t_step"] else [])
