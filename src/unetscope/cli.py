@@ -328,8 +328,10 @@ def _cmd_shortcut(args) -> None:
             cal, hold = seeds[:n_cal], seeds[n_cal:]
             c_cal = None if cond is None else cond[:n_cal]
             c_hold = None if cond is None else cond[n_cal:]
+            if args.rounds < 1:
+                raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
             res = search(sampler, cal, c_cal, target_mean=args.target_ssim, target_min=args.target_min_ssim,
-                         log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
+                         max_rounds=args.rounds, log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
             plan = res["plan"]
             out = _out_dir(args.out)
             write = Path(args.write) if args.write else out / "schedule.json"
@@ -504,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-min-ssim", type=float, default=None, help="search: minimum per-sample SSIM to keep")
     g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (the rest validate)")
     g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
+    g.add_argument("--rounds", type=int, default=40, help="search: at most this many greedy rounds")
     c.set_defaults(func=_cmd_shortcut)
 
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")
