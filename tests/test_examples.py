@@ -56,3 +56,14 @@ def test_wrong_protocol_names_the_unit():
         us.Sampler(model, steps=3).sample([0])
     with pytest.raises(us.ModelError, match="does not implement the UNetUnits protocol"):
         us.wrap(torch.nn.Conv2d(1, 1, 1), sample_shape=(1, 32, 32))
+
+
+def test_example_adapter_runs_the_block_utility_sweep(tmp_path):
+    from unetscope.experiments import run_experiment
+
+    model = us.wrap(ResearchUNetUnits(_net()), beta_schedule="linear", num_train_timesteps=1000, sample_shape=(1, 32, 32))
+    s = us.Sampler(model, steps=10)
+    res = run_experiment("block-utility", model, s, [0, 1], None, tmp_path, {"t_step": 3}, progress=False)
+    assert res["params"]["nbs"] == [2, 4] and res["stats"]["spent"] == res["stats"]["minimum"]
+    assert set(res["findings"]["redundant_from"]) == {"2", "4"}
+    assert all((tmp_path / f["file"]).exists() for f in res["figures"])
