@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Experiment", "ExperimentError", "scale_steps", "scale_blocks", "aggregate", "t_grid",
+__all__ = ["Experiment", "ExperimentError", "scale_steps", "scale_blocks", "aggregate", "curves", "t_grid",
            "redundancy_start", "line_figure", "heatmap_figure", "image_grid_figure"]
 
 
@@ -112,6 +112,18 @@ def aggregate(rows: list[dict], key) -> dict:
         g["psnr"].append(min(r["psnr"], 100.0) if r["psnr"] is not None else np.nan)  # identical images: cap inf
         g["seed"].append(r["seed"])
     return {k: {m: np.asarray(v[m], dtype=float) for m in ("ssim", "psnr")} | {"n": len(v["seed"])} for k, v in groups.items()}
+
+
+def curves(rows: list[dict], key, groups) -> dict:
+    """Mean and standard deviation curves over samples: ``key(variant) -> (group, x)``; returns
+    {group: (xs ascending, {"ssim": (mean, std), "psnr": (mean, std)})} for each of ``groups``."""
+    agg = aggregate(rows, key)
+    out = {}
+    for g in groups:
+        xs = sorted(x for (gg, x) in agg if gg == g)
+        out[g] = (xs, {m: (np.array([agg[(g, x)][m].mean() for x in xs]), np.array([agg[(g, x)][m].std() for x in xs]))
+                       for m in ("ssim", "psnr")})
+    return out
 
 
 def redundancy_start(ts: list[int], means: list[float], threshold: float) -> int | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plan import Plan, SkipSteps
-from .common import Experiment, aggregate, image_grid_figure, line_figure, scale_steps, t_grid
+from .common import Experiment, curves, image_grid_figure, line_figure, scale_steps, t_grid
 
 
 def _smooth(y: np.ndarray, w: int) -> np.ndarray:
@@ -43,14 +43,8 @@ class Phases(Experiment):
         return [Plan([SkipSteps(t, n)]) for n in p["n_values"] for t in t_grid(S, n + 1, p["t_step"])]
 
     def _curves(self, rows, p):
-        agg = aggregate(rows, lambda v: (v["interventions"][0]["n"], v["interventions"][0]["start"])
-                        if v.get("interventions") else None)
-        out = {}
-        for n in p["n_values"]:
-            ts = sorted(t for (nn, t) in agg if nn == n)
-            out[n] = (ts, {m: (np.array([agg[(n, t)][m].mean() for t in ts]), np.array([agg[(n, t)][m].std() for t in ts]))
-                           for m in ("ssim", "psnr")})
-        return out
+        return curves(rows, lambda v: (v["interventions"][0]["n"], v["interventions"][0]["start"])
+                      if v.get("interventions") else None, p["n_values"])
 
     def analyze(self, rows, p, S, K):
         curves = self._curves(rows, p)

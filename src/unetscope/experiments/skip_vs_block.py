@@ -3,10 +3,8 @@ start t (ZeroSkips(2, t, 5) vs DropBlocks(2, t, 5); Figs. 5-7)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..plan import DropBlocks, Plan, ZeroSkips
-from .common import Experiment, aggregate, image_grid_figure, line_figure, redundancy_start, scale_blocks, scale_steps, t_grid
+from .common import Experiment, curves, image_grid_figure, line_figure, redundancy_start, scale_blocks, scale_steps, t_grid
 from .phases import _grid
 
 
@@ -24,14 +22,8 @@ class SkipVsBlock(Experiment):
         return out
 
     def _curves(self, rows):
-        agg = aggregate(rows, lambda v: (v["interventions"][0]["type"], v["interventions"][0]["start"])
-                        if v.get("interventions") else None)
-        out = {}
-        for kind in ("ZeroSkips", "DropBlocks"):
-            ts = sorted(t for (k, t) in agg if k == kind)
-            out[kind] = (ts, {m: (np.array([agg[(kind, t)][m].mean() for t in ts]), np.array([agg[(kind, t)][m].std() for t in ts]))
-                              for m in ("ssim", "psnr")})
-        return out
+        return curves(rows, lambda v: (v["interventions"][0]["type"], v["interventions"][0]["start"])
+                      if v.get("interventions") else None, ("ZeroSkips", "DropBlocks"))
 
     def analyze(self, rows, p, S, K):
         c = self._curves(rows)

@@ -3,9 +3,7 @@ the step from which x_est0 is a good enough estimate (the paper: t = 18)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from .common import Experiment, aggregate, image_grid_figure, line_figure, redundancy_start, t_grid
+from .common import Experiment, curves, image_grid_figure, line_figure, redundancy_start, t_grid
 
 
 class Trajectory(Experiment):
@@ -19,13 +17,7 @@ class Trajectory(Experiment):
         return t_grid(S, 1, p["t_step"]) + ([1] if (S - 1) % p["t_step"] else [])
 
     def _curves(self, rows):
-        agg = aggregate(rows, lambda v: (v["type"], v["t"]) if v.get("type") in ("x_t", "x_est0") else None)
-        out = {}
-        for kind in ("x_t", "x_est0"):
-            ts = sorted(t for (k, t) in agg if k == kind)
-            out[kind] = (ts, {m: (np.array([agg[(kind, t)][m].mean() for t in ts]), np.array([agg[(kind, t)][m].std() for t in ts]))
-                              for m in ("ssim", "psnr")})
-        return out
+        return curves(rows, lambda v: (v["type"], v["t"]) if v.get("type") in ("x_t", "x_est0") else None, ("x_t", "x_est0"))
 
     def analyze(self, rows, p, S, K):
         c = self._curves(rows)
