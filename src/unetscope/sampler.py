@@ -110,11 +110,10 @@ class Sampler:
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
         self.spacing = model.schedule.respace(steps)
         sp = self.spacing
-        ab = sp.alpha_bar
-        self._ab = [float(a) for a in ab]
+        self._ab = [float(a) for a in sp.alpha_bar]
         post = sp.posterior_variance
-        # posterior log-variance clipped at step 1 (iDDPM: the first entry is replaced by the second)
-        self._post_log_clipped = torch.log(torch.cat([post[2:3] if steps > 1 else post[1:2], post[2:]])) if steps > 1 else None
+        # log posterior variance, index t-1; step 1's (zero) is replaced by step 2's, as iDDPM clips it
+        self._post_log_clipped = torch.log(torch.cat([post[2:3], post[2:]])) if steps > 1 else None
         self._post = [float(v) for v in post]
         self._beta = [float(b) for b in sp.beta]
 
