@@ -217,8 +217,9 @@ def _cmd_intervene(args) -> None:
     for i, s in enumerate(seeds):
         name = f"compare_{s:05d}.png"
         save_png(make_grid(torch.stack([a[i], b[i]]), nrow=2), out / name, sc)
-        rows.append(dict(seed=s, cls=None if cond is None else cond[i], psnr=float(s_psnr[i]), ssim=float(s_ssim[i]), file=name))
-    save_png(make_grid(torch.cat([a, b]), nrow=len(seeds)), out / "grid.png", sc)
+        rows.append(dict(seed=s, cond=None if cond is None else cond[i], psnr=float(s_psnr[i]), ssim=float(s_ssim[i]), file=name))
+    k = min(len(seeds), 16)  # the grid: baselines on top, intervened below, for the first 16 samples
+    save_png(make_grid(torch.cat([a[:k], b[:k]]), nrow=k), out / "grid.png", sc)
     finite = s_psnr[torch.isfinite(s_psnr)]
     summary = dict(model=model.describe(), sampler=sampler.describe(), plan=plan.to_dict(), seeds=seeds,
                    samples=rows, ssim_mean=float(s_ssim.mean()), ssim_std=float(s_ssim.std()) if len(seeds) > 1 else 0.0,
