@@ -67,7 +67,8 @@ def test_shortcut_run_matches_the_sampler(model, tmp_path):
         assert k in disk
     assert disk["samples"] == 3 and disk["schedule"] == plan.to_dict()
     assert 0 < disk["compute_saving"] < 1 and disk["nfe_shortcut"] == 8
-    assert (tmp_path / "figures" / "ssim_histogram.png").stat().st_size > 5000
+    assert all((tmp_path / f).stat().st_size > 5000 for f in disk["figures"])
+    assert [f.split("/")[-1] for f in disk["figures"]] == ["ssim_histogram.png", "best_worst.png"]
 
 
 def test_flops_of_a_cut_step_are_the_units_it_ran(model):

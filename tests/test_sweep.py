@@ -163,12 +163,15 @@ def test_analyses_on_synthetic_rows():
     assert phase_boundaries([], [], 100) is None
 
 
-def test_report_skips_shortcut_runs(tiny_model_dir, tmp_path, capsys):
+def test_report_includes_shortcut_runs(tiny_model_dir, tmp_path, capsys):
     from unetscope.cli import main
 
     out = tmp_path / "mix"
     common = ["--model", str(tiny_model_dir), "--steps", "10", "--samples", "2", "--out", str(out), "--quiet"]
+    assert main(["report", str(out)]) == 2 and "holds no results.sqlite" in capsys.readouterr().err
     assert main(["shortcut", "--preset", "paper", *common]) == 0
-    assert main(["report", str(out)]) == 2 and "no experiment runs yet" in capsys.readouterr().err
     assert main(["sweep", "trajectory", *common]) == 0
-    assert main(["report", str(out)]) == 0 and (out / "report.html").exists()
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "Shortcut sampler" in html and all(f"src='{f}'" in html for f in summary["figures"])

@@ -45,12 +45,14 @@ def write_report(out_dir) -> Path:
         raise ReportError(f"{out_dir} holds no results.sqlite: run `unetscope sweep` or `unetscope reproduce` into it first")
     with ResultStore(db) as store:
         runs = store.runs()
-    runs = [r for r in runs if r["experiment"] in EXPERIMENTS]  # shortcut runs have their own summary.json
-    if not runs:
-        raise ReportError(f"{db} holds no experiment runs yet")
+    shortcuts = [json.loads((out_dir / "findings" / f"{r['run']}.json").read_text()) for r in runs
+                 if r["experiment"] == "shortcut" and (out_dir / "findings" / f"{r['run']}.json").exists()]
+    runs = [r for r in runs if r["experiment"] in EXPERIMENTS]
+    if not runs and not shortcuts:
+        raise ReportError(f"{db} holds no experiment or shortcut runs yet")
     runs.sort(key=lambda r: (ORDER.index(r["experiment"]) if r["experiment"] in ORDER else 99, r["created"]))
     summaries = [render(out_dir, r["run"]) for r in runs]
-    first = summaries[0]
+    first = summaries[0] if summaries else shortcuts[0]
     m, s = first["model"], first["sampler"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>unetscope report</title><style>{CSS}</style></head><body>",
              "<h1>unetscope report</h1>",
@@ -58,7 +60,9 @@ def write_report(out_dir) -> Path:
              f"schedule, T = {m['T']}); sampler {html.escape(s['method'])} with S = {s['steps']} steps, guidance {s['guidance']}. "
              f"Every number compares an intervened output with the unintervened one from the same noise "
              f"(the method of <i>Unraveling the Temporal Dynamics of the Unet in Diffusion Models</i>).</p>",
-             "<nav>" + "".join(f"<a href='#{html.escape(x['run'])}'>{html.escape(x['experiment'])}</a>" for x in summaries) + "</nav>"]
+             "<nav>" + "".join(f"<a href='#{html.escape(x['run'])}'>{html.escape(x['experiment'])}</a>" for x in summaries)
+             + "".join(f"<a href='#{html.escape(x['run'])}'>shortcut {html.escape(str(x.get('name') or ''))}</a>" for x in shortcuts)
+             + "</nav>"]
     for x in summaries:
         ev = x["evaluations"]
         parts.append(f"<h2 id='{html.escape(x['run'])}'>{html.escape(x['title'])} "
@@ -74,6 +78,17 @@ def write_report(out_dir) -> Path:
         details = {k: v for k, v in x["findings"].items() if k != "text"}
         parts.append(f"<details><summary>Settings and numbers</summary>{_table(x['params'])}<br>{_table(details)}"
                      f"<p>Run <code>{html.escape(x['run'])}</code>, findings in <code>findings/{html.escape(x['run'])}.json</code>.</p></details>")
+    for x in shortcuts:
+        parts.append(f"<h2 id='{html.escape(x['run'])}'>Shortcut sampler <small>(<code>{html.escape(str(x.get('name') or ''))}</code>; "
+                     "the paper's Figs. 11-13, 22)</small></h2>")
+        parts.append(f"<p class='findings'>On {x['samples']} samples: measured time saving {x['time_saving']:.1%}, "
+                     f"compute saving (executed FLOPs) {x['compute_saving']:.1%}, mean SSIM {x['ssim_mean']:.3f} "
+                     f"(mean absolute deviation {x['ssim_mad']:.3f}), mean PSNR {x['psnr_mean']:.2f} dB; "
+                     f"{x['nfe_shortcut']} of {x['nfe_baseline']} U-Net evaluations.</p>")
+        for f in x["figures"]:
+            parts.append(f"<figure><a href='{html.escape(f)}'><img src='{html.escape(f)}' alt='{html.escape(f)}'></a>"
+                         f"<figcaption>{html.escape(Path(f).stem.replace('_', ' '))}</figcaption></figure>")
+        parts.append(f"<details><summary>Schedule</summary><pre>{html.escape(json.dumps(x['schedule'], indent=1))}</pre></details>")
     parts.append("</body></html>")
     path = out_dir / "report.html"
     path.write_text("\n".join(parts))

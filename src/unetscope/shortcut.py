@@ -339,8 +339,8 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
                           for i, (s, c) in enumerate(zip(seeds, conds))])
         for k in ("time_saving", "compute_saving", "seconds_baseline", "seconds_shortcut", "flops_baseline", "flops_shortcut"):
             store.set_stat(run, k, res[k])
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(exist_ok=True)
+    fig_dir = out_dir / "figures" / run
+    fig_dir.mkdir(parents=True, exist_ok=True)
     files = [_histogram(fig_dir / "ssim_histogram.png", np.asarray(res["ssim"]), res["ssim_mean"], res["ssim_mad"])]
     order = np.argsort(res["ssim"])
     k = min(5, len(seeds))
@@ -365,7 +365,10 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         per_sample=[dict(seed=s, ssim=res["ssim"][i], psnr=res["psnr"][i]) for i, s in enumerate(seeds)],
         figures=[str(Path(f).relative_to(out_dir)) for f in files], run=run,
     )
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    text = json.dumps(summary, indent=2, default=float) + "\n"
+    (out_dir / "summary.json").write_text(text)  # the latest shortcut run of the folder
+    (out_dir / "findings").mkdir(exist_ok=True)
+    (out_dir / "findings" / f"{run}.json").write_text(text)  # every run, for the report
     summary["images_shortcut"] = res["images_shortcut"]
     return summary
 
