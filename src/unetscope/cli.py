@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the bundled MNIST model (resumable)")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, and model/ when finished")
     t.add_argument("--arch", default="default", help="default or tiny")
-    t.add_argument("--steps", type=int, default=8000)
+    t.add_argument("--steps", type=int, default=7000)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=4e-4)
     t.add_argument("--seed", type=int, default=0)

@@ -50,7 +50,7 @@ class TrainConfig:
     """Settings of one training run (all of them go into the checkpoint and the model card)."""
 
     arch: str = "default"
-    steps: int = 8000
+    steps: int = 7000
     batch_size: int = 64
     lr: float = 4e-4
     warmup: int = 200  # linear learning-rate warm-up steps
