@@ -49,7 +49,7 @@ def test_intervene_writes_side_by_side_and_metrics(tiny_model_dir, tmp_path, cap
 
 BAD = [
     (["sample", "--model", "/no/such/folder"], "not 'default' or a local folder"),
-    (["sample", "--steps", 0], "steps must be an integer in 1..1000"),
+    (["sample", "--steps", 0], "steps must be an integer in 1..T"),
     (["sample", "--steps", 5000], "steps must be an integer in 1..1000"),
     (["sample", "--class", 10], "class labels must be in 0..9"),
     (["sample", "--class", "three"], "--class must be an integer"),

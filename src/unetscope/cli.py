@@ -88,6 +88,8 @@ def _model_and_sampler(args, progress: bool):
     seeds = parse_seeds(args.seeds, args.samples)
     if args.steps is None:
         args.steps = 100
+    if args.steps < 1:  # the upper bound (the model's T) is checked once the model is loaded
+        raise UsageError(f"steps must be an integer in 1..T (the model's training timesteps), got {args.steps}")
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     try:
         model = load_model(args.model, device=args.device, dtype=dtypes[args.dtype])

@@ -214,7 +214,9 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     classes = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
     if cls_name not in classes:
         raise ModelError(f"{unet_dir}/config.json holds a {cls_name!r}; supported: {', '.join(classes)}")
-    unet = classes[cls_name].from_pretrained(unet_dir, local_files_only=True, torch_dtype=dtype).eval().requires_grad_(False)
+    # low_cpu_mem_usage=False: the same weights, and no warning when accelerate is not installed
+    unet = classes[cls_name].from_pretrained(unet_dir, local_files_only=True, torch_dtype=dtype,
+                                             low_cpu_mem_usage=False).eval().requires_grad_(False)
     unet.to(device)
     from .adapters.diffusers_unet import DiffusersUNetUnits
 
@@ -241,7 +243,8 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     if (path / "vae" / "config.json").exists():
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True, torch_dtype=dtype).eval().to(device)
+        vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True, torch_dtype=dtype,
+                                            low_cpu_mem_usage=False).eval().to(device)
         vae.requires_grad_(False)
     c = unet.config
     size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
