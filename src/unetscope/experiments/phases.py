@@ -66,7 +66,7 @@ class Phases(Experiment):
             text=(f"Removing one step (n={n1}) changes little: mean SSIM {c1['ssim'][0].mean():.3f} over all starts "
                   f"(lowest {c1['ssim'][0].min():.3f}). Removing n={n_big} steps, the SSIM curve peaks at t = {b1} and "
                   f"dips at t = {b2}: " + "; ".join(f"{ph['name']} t = {ph['steps'][0]}..{ph['steps'][1]}" for ph in phases)
-                  + " (composition: semantic changes; transition: coarse noise; denoising: SSIM recovers)."),
+                  + " (the paper's phases: composition with semantic changes, a transition with coarse noise, denoising)."),
         )
 
     def figures(self, rows, p, S, K, out, images):
