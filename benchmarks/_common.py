@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import torch
+
+
+def setup(doc: str, repeats: int):
+    """The arguments every timing benchmark takes (--model, --batch, --repeats, --threads), applied:
+    returns (args, model, x, timesteps, cond) with the model loaded and a batch of inputs."""
+    from unetscope import load_model
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="default")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    model = load_model(a.model)
+    return (a, model, *model_inputs(model, a.batch))
 
 
 def model_inputs(model, batch: int, seed: int = 0):

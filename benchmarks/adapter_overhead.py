@@ -4,29 +4,18 @@ model's own forward, same batch, interleaved repeats. Prints the median ratio (g
     python benchmarks/adapter_overhead.py [--model default] [--batch 64] [--repeats 30] [--threads N]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import interleaved, model_inputs  # noqa: E402
+from _common import interleaved, setup  # noqa: E402
 
-from unetscope import load_model  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="default")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--threads", type=int, default=0)
-    a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    model = load_model(a.model)
-    x, t, cond = model_inputs(model, a.batch)
+    a, model, x, t, cond = setup(__doc__, repeats=30)
     units, runner = model.units, model.runner
     assert torch.allclose(units.full_forward(x, t, cond), runner(x, t, cond).out, atol=1e-5)
     with torch.no_grad():

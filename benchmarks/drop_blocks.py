@@ -7,30 +7,19 @@ high-resolution convolutions are slow per FLOP on a CPU), this is the share of t
     python benchmarks/drop_blocks.py [--model default] [--batch 64] [--repeats 15] [--threads N]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import interleaved, model_inputs  # noqa: E402
+from _common import interleaved, setup  # noqa: E402
 
-from unetscope import load_model  # noqa: E402
 from unetscope.flops import flops_by_drop  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="default")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--threads", type=int, default=0)
-    a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    model = load_model(a.model)
-    x, t, cond = model_inputs(model, a.batch)
+    a, model, x, t, cond = setup(__doc__, repeats=15)
     runner, K = model.runner, model.num_blocks
     flops = flops_by_drop(runner, x, t, cond)
     with torch.no_grad():
