@@ -20,7 +20,7 @@ import torch
 
 from .noise import NoiseBank
 from .plan import Plan, PlanError, StepAction
-from .sampler import Sampler
+from .sampler import Sampler, cond_slice
 from .store import variant_id
 
 __all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "load_images"]
@@ -214,8 +214,6 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
     import time
 
     from .metrics import psnr, ssim
-
-    from .sampler import cond_slice
 
     if chunk_size < 1:
         raise PlanError(f"chunk_size must be at least 1, got {chunk_size}")
