@@ -85,6 +85,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     p.wait()
     assert 2 <= n < 6, "the sweep was not interrupted partway"
     partial = _rows(db)
+    seconds_killed = _seconds(db)
+    assert seconds_killed > 0  # the sampling time of the stored chunks is kept across the kill
     r = subprocess.run(_sweep_cmd(tiny_model_dir, killed), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     final = _rows(db)
@@ -92,6 +94,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     assert set(partial) <= set(final)  # nothing stored was lost or changed
     spent = re_spent(r.stdout)
     assert spent["now"] < spent["total"]  # the resumed call did not redo the stored chunks
+    assert _seconds(db) > seconds_killed and "over every call of this run" in r.stdout
+
+
+def _seconds(db):
+    from unetscope.store import ResultStore
+
+    with ResultStore(db) as st:
+        return sum(st.stats(r["run"]).get("seconds", 0) for r in st.runs())
 
 
 def re_spent(text):

@@ -260,8 +260,10 @@ def _run_experiments(names, args, overrides_for) -> list[dict]:
             raise UsageError(str(e)) from None
         st = res["stats"]
         print(f"{name}: {res['findings'].get('text', '')}")
+        took = f"{st['seconds']:.0f} s" + (f" ({st['seconds_total']:.0f} s over every call of this run)"
+                                           if st["seconds_total"] > st["seconds"] + 0.5 else "")
         print(f"  {len(seeds)} samples; U-Net evaluations spent {st['spent']} (this call {st['spent_now']}), minimum "
-              f"{st['minimum']}, naive {st['naive']}; {st['seconds']:.0f} s; figures in {out}/figures/{res['run']}/")
+              f"{st['minimum']}, naive {st['naive']}; {took}; figures in {out}/figures/{res['run']}/")
         results.append(res)
     return results
 
@@ -310,9 +312,11 @@ def _cmd_reproduce(args) -> None:
         return p
 
     t0 = time.perf_counter()
-    _run_experiments(ORDER, args, params)
+    results = _run_experiments(ORDER, args, params)
     path = write_report(args.out)
-    print(f"reproduced {len(ORDER)} experiments in {(time.perf_counter() - t0) / 60:.1f} min; report: {path}")
+    total = sum(r["stats"]["seconds_total"] for r in results)
+    print(f"reproduced {len(ORDER)} experiments in {(time.perf_counter() - t0) / 60:.1f} min "
+          f"(sampling, summed over every call that worked on this folder: {total / 60:.1f} min); report: {path}")
 
 
 def _cmd_shortcut(args) -> None:
@@ -448,7 +452,7 @@ def _sweep_args(p) -> None:
     g = p.add_argument_group("sweep")
     g.add_argument("--t-step", type=int, default=None, help="stride of the t_start grid (1: every step)")
     g.add_argument("--chunk-size", type=int, default=16, help="samples per chunk (one transaction each; at least 1)")
-    g.add_argument("--max-batch", type=int, default=None, help="samples per U-Net call when plans are stacked")
+    g.add_argument("--max-batch", type=int, default=None, help="samples per U-Net call when plans are stacked (default: sized for the device; on the CPU about 128 images of 32x32)")
     g.add_argument("--images", type=int, default=4, help="samples whose images are kept for the figure grids")
 
 
