@@ -185,3 +185,14 @@ def test_report_includes_shortcut_runs(tiny_model_dir, tmp_path, capsys):
     html = (out / "report.html").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert "Shortcut sampler" in html and all(f"src='{f}'" in html for f in summary["figures"])
+
+
+def test_auto_max_batch_fits_the_device_budget(model):
+    from unetscope.sweep import AUTO_PIXELS, auto_max_batch
+
+    c, h, w = model.sample_shape
+    for guidance, per_sample in ((3.0, 2), (1.0, 1)):
+        s = Sampler(model, steps=10, guidance=guidance)
+        per = auto_max_batch(s, 1)
+        assert per * per_sample * h * w <= AUTO_PIXELS["cpu"] < (per + 1) * per_sample * h * w
+        assert auto_max_batch(s, 10 * per) == 10 * per  # a call always holds at least one chunk
