@@ -6,7 +6,7 @@ together, as a tree whose nodes are (history of actions, step). Evaluations with
 intervention at a step are stacked into one batch of up to ``max_batch`` samples. Left unset, the
 batch is sized for the device (``auto_max_batch``): a CPU runs a convolution fastest on a batch that
 fits its caches (for the bundled 32x32 model, about 128 images: 2.6 ms per image against 4.5 ms at
-512, ``benchmarks/sweep_efficiency.py``), a GPU on a larger one.
+512, ``benchmarks/batch_size.py``); elsewhere a call holds 256 images of 32x32 (or the same pixels).
 
 Bitwise note: a CPU convolution's rounding depends on the batch it runs in. With ``max_batch`` equal
 to the chunk size every evaluation holds exactly the samples a plain ``Sampler.sample`` call holds,
@@ -30,8 +30,10 @@ __all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "load_
 
 _NONE = StepAction()
 
-# pixels per U-Net call when max_batch is not set (images x height x width, guidance's doubling included)
-AUTO_PIXELS = {"cpu": 128 * 32 * 32, "default": 1024 * 32 * 32}
+# pixels per U-Net call when max_batch is not set (images x height x width, guidance's doubling included):
+# on the CPU the batch that fits the caches (benchmarks/batch_size.py), elsewhere a size that keeps a
+# Stable Diffusion call (64x64 latents: 64 of them) within the memory of a common GPU
+AUTO_PIXELS = {"cpu": 128 * 32 * 32, "default": 256 * 32 * 32}
 
 
 def auto_max_batch(sampler: Sampler, chunk: int) -> int:
