@@ -90,13 +90,15 @@ class ResultStore:
         """(seed, variant_id) pairs already stored for a run."""
         return set(self.db.execute("SELECT seed, variant_id FROM results WHERE run = ?", (run,)))
 
-    def write(self, run: str, rows: list[dict]) -> None:
-        """Write rows in one transaction (all or nothing)."""
+    def write(self, run: str, rows: list[dict], stats: dict | None = None) -> None:
+        """Write rows, and the run's ``stats`` that count them, in one transaction (all or nothing)."""
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run, int(r["seed"]), variant_id(r["variant"]), canonical(r["variant"]), canonical(r.get("cond")),
                   _num(r.get("ssim")), _num(r.get("psnr")), canonical(r.get("extra") or {})) for r in rows])
+            self.db.executemany("INSERT OR REPLACE INTO stats VALUES (?, ?, ?)",
+                                [(run, k, canonical(v)) for k, v in (stats or {}).items()])
 
     def set_stat(self, run: str, key: str, value) -> None:
         with self.db:

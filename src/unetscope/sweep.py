@@ -298,9 +298,9 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
             old.update(imgs)
             torch.save(old, f.with_suffix(".tmp"))
             os.replace(f.with_suffix(".tmp"), f)
-        store.write(run, rows)
-        store.set_stat(run, "evaluations_spent", spent_before + spent)
-        store.set_stat(run, "seconds", seconds_before + time.perf_counter() - t0)  # summed over resumed sessions
+        # the chunk's rows with the work they took (sampling time summed over resumed calls)
+        store.write(run, rows, stats={"evaluations_spent": spent_before + spent,
+                                      "seconds": seconds_before + time.perf_counter() - t0})
     if bar is not None:
         bar.close()
     n_chunks = len(chunks)
