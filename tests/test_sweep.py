@@ -169,7 +169,11 @@ def test_analyses_on_synthetic_rows():
     # phases: b1 is the last step of composition (the peak in the upper half), b2 of the transition (the dip)
     ts = list(range(100, 0, -10))
     curve = [0.3, 0.6, 0.9, 0.8, 0.7, 0.6, 0.65, 0.8, 0.9, 0.95]
-    assert phase_boundaries(ts, curve, 100, smooth=1) == (80, 50)
+    assert phase_boundaries(ts, curve, 100, smooth=1) == (80, 50, "peak")
+    # a curve that only rises through the upper half has no peak there: b1 is where it levels off
+    # (90% of its rise: 0.3 + 0.9 * 0.6 = 0.84, first reached at t = 70); b2 is the dip below it
+    curve = [0.3, 0.6, 0.8, 0.85, 0.88, 0.9, 0.95, 0.97, 0.8, 0.99]
+    assert phase_boundaries(ts, curve, 100, smooth=1) == (70, 20, "knee")
     assert phase_boundaries([], [], 100) is None
 
 

@@ -16,20 +16,36 @@ def _smooth(y: np.ndarray, w: int) -> np.ndarray:
     return np.convolve(pad, np.ones(w) / w, mode="valid")
 
 
-def phase_boundaries(ts: list[int], ssim_mean: np.ndarray, S: int, smooth: int = 5) -> tuple[int, int] | None:
-    """(b1, b2): the composition phase ends at the SSIM peak in the upper half of the steps (b1,
-    its last step); the transition phase ends at the SSIM dip below it (b2, its last step); denoising
-    follows (the paper's Fig. 4). None for an empty curve."""
+def phase_boundaries(ts: list[int], ssim_mean: np.ndarray, S: int, smooth: int = 5,
+                     level: float = 0.9) -> tuple[int, int, str] | None:
+    """(b1, b2, how): the composition phase ends at b1, its last step, and the transition at b2;
+    denoising follows (the paper's Fig. 4). b1 is the SSIM peak in the upper half of the steps
+    (how = "peak"); when the curve has no peak there, only rising to the edge of that half, b1 is
+    where it levels off: the first step at which it has made ``level`` of its rise over the upper half
+    (how = "knee"). b2 is the dip below b1: the step where the curve falls deepest under the best
+value it has reached since b1. None for an empty curve."""
     if len(ts) == 0:
         return None
     order = np.argsort(ts)[::-1]  # descending t, like sampling
     t = np.asarray(ts)[order]
-    y = _smooth(np.asarray(ssim_mean)[order], smooth)
-    upper = t >= S / 2
-    b1 = int(t[upper][np.argmax(y[upper])]) if upper.any() else int(t[0])
-    below = t < b1
-    b2 = int(t[below][np.argmin(y[below])]) if below.any() else 1
-    return b1, b2
+    y = _smooth(np.asarray(ssim_mean, dtype=float)[order], smooth)
+    upper = np.flatnonzero(t >= S / 2)
+    if not len(upper):
+        b1, how = int(t[0]), "peak"
+    else:
+        i = upper[np.argmax(y[upper])]
+        if i < upper[-1] or len(upper) == len(t):
+            b1, how = int(t[i]), "peak"
+        else:  # rising to the edge of the upper half: no peak, take the knee
+            lo, hi = y[upper[0]], y[i]
+            b1, how = int(t[upper[np.argmax(y[upper] >= lo + level * (hi - lo))]]), "knee"
+    below = np.flatnonzero(t < b1)
+    if not len(below):
+        return b1, 1, how
+    # the transition's dip: the deepest fall under the best SSIM reached since b1
+    start = np.flatnonzero(t == b1)[0]
+    depth = np.maximum.accumulate(y[start:])[1:] - y[start:][1:]
+    return b1, int(t[below][np.argmax(depth)]), how
 
 
 class Phases(Experiment):
@@ -55,17 +71,19 @@ class Phases(Experiment):
         ts1, c1 = curves[n1]
         if bounds is None or not len(ts1):
             return dict(boundaries=None, phases=[], text="No results yet.")
-        b1, b2 = bounds
+        b1, b2, how = bounds
         phases = [dict(name=nm, steps=[hi, lo]) for nm, hi, lo in
                   (("composition", S, b1), ("transition", b1 - 1, b2), ("denoising", b2 - 1, 1)) if hi >= lo]
         return dict(
-            boundaries=dict(b1=b1, b2=b2),
+            boundaries=dict(b1=b1, b2=b2, b1_from=how),
             phases=phases,
             min_ssim=dict({str(n): float(curves[n][1]["ssim"][0].min()) for n in p["n_values"]}),
             mean_ssim=dict({str(n): float(curves[n][1]["ssim"][0].mean()) for n in p["n_values"]}),
             text=(f"Removing one step (n={n1}) changes little: mean SSIM {c1['ssim'][0].mean():.3f} over all starts "
-                  f"(lowest {c1['ssim'][0].min():.3f}). Removing n={n_big} steps, the SSIM curve peaks at t = {b1} and "
-                  f"dips at t = {b2}: " + "; ".join(f"{ph['name']} t = {ph['steps'][0]}..{ph['steps'][1]}" for ph in phases)
+                  f"(lowest {c1['ssim'][0].min():.3f}). Removing n={n_big} steps, the SSIM curve "
+                  + (f"peaks at t = {b1}" if how == "peak" else
+                     f"has no peak in the first half of sampling; it levels off at t = {b1}")
+                  + f" and dips at t = {b2}: " + "; ".join(f"{ph['name']} t = {ph['steps'][0]}..{ph['steps'][1]}" for ph in phases)
                   + " (the paper's phases: composition with semantic changes, a transition with coarse noise, denoising)."),
         )
 
