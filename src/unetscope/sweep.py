@@ -5,7 +5,7 @@ plans that agree up to a step share the work up to there: the engine walks all p
 together, as a tree whose nodes are (history of actions, step). Evaluations with the same U-Net
 intervention at a step are stacked into one batch of up to ``max_batch`` samples. Left unset, the
 batch is sized for the device (``auto_max_batch``): a CPU runs a convolution fastest on a batch that
-fits its caches (for the bundled 32x32 model, about 128 images: 2.6 ms per image against 4.5 ms at
+fits its caches (for the bundled 32x32 model, about 128 images: 2.4 ms per image against 4.8 ms at
 512, ``benchmarks/batch_size.py``); elsewhere a call holds 256 images of 32x32 (or the same pixels).
 
 Bitwise note: a CPU convolution's rounding depends on the batch it runs in. With ``max_batch`` equal
