@@ -23,7 +23,7 @@ def phase_boundaries(ts: list[int], ssim_mean: np.ndarray, S: int, smooth: int =
     (how = "peak"); when the curve has no peak there, only rising to the edge of that half, b1 is
     where it levels off: the first step at which it has made ``level`` of its rise over the upper half
     (how = "knee"). b2 is the dip below b1: the step where the curve falls deepest under the best
-value it has reached since b1. None for an empty curve."""
+    value it has reached since b1. None for an empty curve."""
     if len(ts) == 0:
         return None
     order = np.argsort(ts)[::-1]  # descending t, like sampling
