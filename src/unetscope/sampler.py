@@ -117,6 +117,11 @@ class Sampler:
         self._post = [float(v) for v in post]
         self._beta = [float(b) for b in sp.beta]
 
+    @property
+    def rows_per_sample(self) -> int:
+        """U-Net batch rows per sample: 2 under classifier-free guidance (both halves), else 1."""
+        return 2 if self.guidance != 1 and self.model.conditioning != "none" else 1
+
     def describe(self) -> dict:
         return dict(steps=self.steps, method=self.method, eta=self.eta, guidance=self.guidance,
                     variance=self.variance, clip_x0=self.clip_x0)

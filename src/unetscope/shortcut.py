@@ -225,8 +225,7 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
     x1 = torch.zeros(1, *m.sample_shape, device=m.device, dtype=m.dtype)
     t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
     c1 = m.make_cond(cond_slice(cond, [0], len(seeds)), 1)
-    rows = 2 if sampler.guidance != 1 and c1 else 1
-    flops = [f * rows for f in flops_by_drop(m.runner, x1, t1, c1)]
+    flops = [f * sampler.rows_per_sample for f in flops_by_drop(m.runner, x1, t1, c1)]
     base_cost = _cost(_Sched((), None), S, flops)
     engine = SweepEngine(sampler, on_evaluation=progress)
     base_x0 = None

@@ -41,9 +41,8 @@ def auto_max_batch(sampler: Sampler, chunk: int) -> int:
     m = sampler.model
     shape = tuple(m.sample_shape)
     pixels = shape[-1] * shape[-2] if len(shape) >= 2 else 1
-    guided = sampler.guidance != 1 and m.conditioning != "none"
     budget = AUTO_PIXELS.get(torch.device(m.device).type, AUTO_PIXELS["default"])
-    return max(chunk, budget // (pixels * (2 if guided else 1)))
+    return max(chunk, budget // (pixels * sampler.rows_per_sample))
 
 
 def _walk(plan: Plan, steps: int):
@@ -123,7 +122,8 @@ class SweepEngine:
                 raise PlanError("an empty plan is the baseline; it is always run")
             starts[p.first_step()].append(i)
         cache_js = sorted({nb - 1 for p in plans for nb in p.uses_cache()})
-        guided = s.guidance != 1 and m.conditioning != "none"
+        guided = s.rows_per_sample == 2
+        step_groups = max(1, (self.max_batch or auto_max_batch(s, n)) // n)  # chunks per stacked U-Net call
         cond_n = m.make_cond(cond, n)
         bank = NoiseBank(seeds, m.sample_shape)
         evals = 0
@@ -173,8 +173,6 @@ class SweepEngine:
                     requests[key].append((g, items))
             for key, reqs in requests.items():
                 zero_skips, drop_blocks, fill_kind = key
-                per = self.max_batch or auto_max_batch(s, n)
-                step_groups = max(1, per // n)
                 for b in range(0, len(reqs), step_groups):
                     batch = reqs[b:b + step_groups]
                     act = StepAction(zero_skips=zero_skips, drop_blocks=drop_blocks, fill=fill_kind)
