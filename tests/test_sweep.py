@@ -177,6 +177,15 @@ def test_analyses_on_synthetic_rows():
     assert phase_boundaries([], [], 100) is None
 
 
+def test_ssim_band_is_capped_at_one():
+    from unetscope.experiments.common import band
+
+    lo, hi = band([0.9, 0.5], [0.2, 0.1], 1.0, band_max=1.0)
+    assert lo.tolist() == pytest.approx([0.7, 0.4]) and hi.tolist() == pytest.approx([1.0, 0.6])
+    lo, hi = band([20.0], [3.0], 2.0)  # PSNR: no cap
+    assert (lo.item(), hi.item()) == (14.0, 26.0)
+
+
 def test_report_includes_shortcut_runs(tiny_model_dir, tmp_path, capsys):
     from unetscope.cli import main
 

@@ -147,15 +147,25 @@ def _plt():
     return plt
 
 
+def band(mean, std, k: float, band_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The band mean ± k sd, its top capped at ``band_max`` when given."""
+    mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+    hi = mean + k * std
+    return mean - k * std, hi if band_max is None else np.minimum(hi, band_max)
+
+
 def line_figure(path: Path, curves: list[tuple[str, list, np.ndarray, np.ndarray]], *, xlabel: str, ylabel: str,
-                title: str, k: float = 1.0, hlines=(), vlines=(), invert_x: bool = True) -> Path:
-    """Mean curves with a band of k standard deviations; x is the step (descending, like the paper)."""
+                title: str, k: float = 1.0, hlines=(), vlines=(), invert_x: bool = True,
+                band_max: float | None = None) -> Path:
+    """Mean curves with a band of k standard deviations; x is the step (descending, like the paper).
+    ``band_max`` caps the band at a metric's largest possible value (1 for SSIM), so that a band of
+    mean + k sd does not draw values the metric cannot take."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     for label, xs, mean, std in curves:
         line, = ax.plot(xs, mean, label=label, lw=1.6)
         if std is not None:
-            ax.fill_between(xs, mean - k * std, mean + k * std, color=line.get_color(), alpha=0.18, lw=0)
+            ax.fill_between(xs, *band(mean, std, k, band_max), color=line.get_color(), alpha=0.18, lw=0)
     for y, lab in hlines:
         ax.axhline(y, color="gray", ls="--", lw=1)
         ax.text(ax.get_xlim()[0], y, f" {lab}", va="bottom", fontsize=8, color="gray")

@@ -97,7 +97,7 @@ class Phases(Experiment):
         for m, label in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):
             path = line_figure(out / f"phases_{m}.png",
                                [(f"n = {n}", ts, c[m][0], c[m][1]) for n, (ts, c) in curves.items()],
-                               xlabel="t_start", ylabel=label, k=p["k"],
+                               xlabel="t_start", ylabel=label, k=p["k"], band_max=1.0 if m == "ssim" else None,
                                title=f"SkipSteps(t_start, n): {label} vs the unintervened output (mean ± {p['k']:g} sd)",
                                vlines=[(b["b1"], "b1"), (b["b2"], "b2")])
             files.append((path.name, f"{label} after removing n steps from t_start (Figs. 4, 18)"))

@@ -67,7 +67,7 @@ class Relax(Experiment):
         if not rs:
             return []
         path = line_figure(out / "relax.png", [(f"nb={p['nb']}, n={p['n']}, t_start={p['start']}", rs, mean, sd)],
-                           xlabel="r (relaxation steps)", ylabel="SSIM", k=p["k"], invert_x=False,
+                           xlabel="r (relaxation steps)", ylabel="SSIM", k=p["k"], invert_x=False, band_max=1.0,
                            title="Cut n steps, relax r steps, cut n steps again (Fig. 10)",
                            hlines=[(p["threshold"], f"{p['threshold']}")])
         return [(path.name, "Mean SSIM against the relaxation between two cuts (Fig. 10)")]

@@ -45,7 +45,7 @@ class SkipVsBlock(Experiment):
         for m, label in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):
             path = line_figure(out / f"skip_vs_block_{m}.png",
                                [(labels[k], ts, v[m][0], v[m][1]) for k, (ts, v) in c.items()],
-                               xlabel="t_start", ylabel=label, k=p["k"],
+                               xlabel="t_start", ylabel=label, k=p["k"], band_max=1.0 if m == "ssim" else None,
                                title=f"Top skips vs bottom blocks over n={p['n']} steps: {label} (Fig. 7)",
                                hlines=[(p["threshold"], f"{p['threshold']}")] if m == "ssim" else [])
             files.append((path.name, f"{label}: zeroing the top {p['ns']} skips vs dropping the bottom {p['nb']} blocks (Fig. 7)"))

@@ -38,7 +38,7 @@ class Trajectory(Experiment):
         files.append((path.name, "PSNR between x_t and the final x_0 at every step (Fig. 16)"))
         ts, est = c["x_est0"]
         path = line_figure(out / "trajectory_ssim_est0.png", [("SSIM(x_est0, x_0)", ts, est["ssim"][0], est["ssim"][1])],
-                           xlabel="t", ylabel="SSIM", k=p["k"], title="SSIM of x_est0 against x_0 (Fig. 17)",
+                           xlabel="t", ylabel="SSIM", k=p["k"], band_max=1.0, title="SSIM of x_est0 against x_0 (Fig. 17)",
                            hlines=[(p["threshold"], f"threshold {p['threshold']}")],
                            vlines=[(f["good_from"], f"t={f['good_from']}")] if f["good_from"] else [])
         files.append((path.name, "SSIM between each step's x_est0 and the final x_0 (Fig. 17)"))
