@@ -41,8 +41,8 @@ def main():
         print(f"{b:>7} {med[b] * 1e3:>9.1f} {med[b] / b * 1e3:>9.3f} {med[b] / b / (med[best] / best):>8.2f}")
     s = Sampler(model, steps=10, guidance=3.0 if model.has_null_branch else 1.0)
     per = auto_max_batch(s, 1)
-    print(f"sweep calls without --max-batch: {per} samples = {per * s.rows_per_sample} images per call"
-          + (" (guidance doubles each sample)" if s.rows_per_sample == 2 else ""))
+    print(f"sweep calls without --max-batch: {per} samples = {per * s.denoiser.rows_per_sample} images per call"
+          + (" (guidance doubles each sample)" if s.denoiser.rows_per_sample == 2 else ""))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Shortcuts against the alternatives a user would otherwise pick, at matched cost, on one model:
 fewer respaced steps, stopping early alone, DeepCache-style uniform caching (full evaluation every N
-steps, the deep part reused in between), the paper's preset (zeros and cache fill) and, given with
---schedule, a searched schedule. Prints mean SSIM, measured time and compute fractions, and writes
+steps, the deep part reused in between), Faster-Diffusion-style encoder propagation (full evaluation
+every N steps, the encoder's outputs reused in between: ``ReuseEncoder``), the paper's preset (zeros
+and cache fill) and, given with --schedule, a searched schedule. Prints mean SSIM, measured time and compute fractions, and writes
 the Pareto data (JSON) and figure (PNG).
 
     python benchmarks/shortcut_pareto.py [--model default] [--samples 16] [--steps 100] [--schedule FILE] [--out DIR]
@@ -14,18 +15,8 @@ from pathlib import Path
 
 import torch
 
-from unetscope import DropBlocks, Plan, Sampler, StopEarly, load_model, ssim
-from unetscope.shortcut import PRESETS, load_schedule, plan_flops
-
-
-def deepcache(S: int, K: int, every: int, nb: int) -> Plan:
-    """A full evaluation every ``every`` steps (S, S-every, ...); in between the bottom nb blocks are reused."""
-    cuts = []
-    for t in range(S, 0, -every):
-        n = min(every - 1, t - 1)
-        if n >= 1:
-            cuts.append(DropBlocks(nb, t - 1, n, "cache"))
-    return Plan(tuple(cuts))
+from unetscope import Plan, Sampler, StopEarly, load_model, ssim
+from unetscope.shortcut import PRESETS, load_schedule, plan_flops, uniform_cache_cuts, uniform_reuse_cuts
 
 
 def main():
@@ -71,7 +62,9 @@ def main():
         add("stop-early", f"StopEarly({round(at * S / 100)})", base_sampler, Plan([StopEarly(max(1, round(at * S / 100)))]))
     for every in (2, 3, 5):
         for nb in sorted({K // 2, (3 * K) // 4}):
-            add("deepcache", f"every {every}, nb={nb}", base_sampler, deepcache(S, K, every, nb))
+            add("deepcache", f"every {every}, nb={nb}", base_sampler, Plan(uniform_cache_cuts(S, every, nb)))
+    for every in (2, 3, 4, 5):
+        add("reuse-encoder", f"every {every}", base_sampler, Plan(uniform_reuse_cuts(S, every)))
     for name in PRESETS:
         add("paper-preset", name, base_sampler, PRESETS[name](S, K))
     for f in a.schedule:
@@ -90,7 +83,7 @@ def main():
     print(f"baseline {tb:.2f} s ({tb1:.2f}, {tb2:.2f}); wrote {out / 'pareto.json'} and {out / 'pareto.png'}")
     # where each shortcut stands against the best baseline at no more time
     for e in entries:
-        if e["method"] in ("paper-preset", "searched"):
+        if e["method"] in ("paper-preset", "searched", "reuse-encoder"):
             rivals = [r for r in entries if r["method"] in ("fewer-steps", "stop-early", "deepcache")
                       and r["time_fraction"] <= e["time_fraction"] + 1e-9]
             best = max(rivals, key=lambda r: r["ssim_mean"], default=None)
@@ -107,7 +100,8 @@ def _figure(path, entries, S):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    markers = {"fewer-steps": "o-", "stop-early": "s-", "deepcache": "^", "paper-preset": "D", "searched": "*"}
+    markers = {"fewer-steps": "o-", "stop-early": "s-", "deepcache": "^", "reuse-encoder": "v-", "paper-preset": "D",
+               "searched": "*"}
     for method in markers:
         es = sorted((e for e in entries if e["method"] == method), key=lambda e: e["time_fraction"])
         if es:

@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_cond_unet, tiny_unet
 from unetscope.adapters.base import AdapterError, UNetRunner
 from unetscope.adapters.diffusers_unet import DiffusersUNetUnits
+from unetscope.plan import StepAction
 
 
 def _inputs(unet, n=3, seed=1):
@@ -141,13 +142,52 @@ def test_cache_fill_is_used_and_shape_checked():
     unet = tiny_unet(attention=True, layers=1)
     runner = UNetRunner(DiffusersUNetUnits(unet))
     x, t, cond = _inputs(unet)
-    full = runner(x, t, cond, capture={1})
-    assert set(full.captured) == {1}
+    full = runner(x, t, cond, capture={"D[1]"})
+    assert set(full.captured) == {"D[1]"}
     # feeding D[1]'s own output back as the fill reproduces the full evaluation exactly
-    again = runner(x, t, cond, drop_blocks=2, fill=full.captured[1])
+    again = runner(x, t, cond, StepAction(drop_blocks=2, fill="cache"), fill=full.captured)
     assert torch.equal(again.out, full.out)
     with pytest.raises(AdapterError, match=r"fill for D\[1\] must have shape"):
-        runner(x, t, cond, drop_blocks=2, fill=full.captured[1][:1])
+        runner(x, t, cond, StepAction(drop_blocks=2, fill="cache"), fill={"D[1]": full.captured["D[1]"][:1]})
+    with pytest.raises(AdapterError, match=r"reads the cached output of D\[1\]"):
+        runner(x, t, cond, StepAction(drop_blocks=2, fill="cache"))
+
+
+@pytest.mark.parametrize("name", ["attn-2", "class-attn-1", "cross-1", "resnet-updown"])
+def test_reuse_encoder_skips_the_encoder_and_feeds_the_cached_skips(name):
+    """ReuseEncoder: E[..] and M are never called; every D[j] receives exactly the skip (and D[0]
+    the middle's output) cached from the full evaluation, checked by hooks on the model's modules."""
+    unet = CONFIGS[name]()
+    runner = UNetRunner(DiffusersUNetUnits(unet))
+    K = runner.num_blocks
+    x, t, cond = _inputs(unet)
+    sites = [f"E[{i}]" for i in range(K)] + ["M"]
+    full = runner(x, t, cond, capture=sites)
+    assert set(full.captured) == set(sites)
+    enc, dec = _unit_modules(unet)
+    calls, dec_in = {}, {}
+    mods = {f"E{i}": m for i, m in enumerate(enc)} | {f"D{j}": r for j, (r, _) in enumerate(dec)} | {"M": unet.mid_block}
+    hooks = [m.register_forward_hook(lambda m, i, o, k=k: calls.__setitem__(k, calls.get(k, 0) + 1)) for k, m in mods.items()]
+    hooks += [r.register_forward_pre_hook(lambda m, args, j=j: dec_in.__setitem__(j, args[0].clone()))
+              for j, (r, _) in enumerate(dec)]
+    try:
+        # the next step: other timesteps and inputs, the encoder's outputs read from the cache
+        x2, t2 = torch.randn_like(x), (t + 7) % 1000
+        out = runner(x2, t2, cond, StepAction(reuse_encoder=True), fill=full.captured)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    assert set(calls) == {f"D{j}" for j in range(K)}, sorted(calls)
+    assert out.units_run == K
+    # D[0]'s resnet reads cat([M's cached output, skip K]); each later D[j] reads the cached skip K-j
+    mid = full.captured["M"]
+    assert torch.equal(dec_in[0][:, :mid.shape[1]], mid)
+    for j in range(K):
+        skip = full.captured[f"E[{K - 1 - j}]"]
+        assert torch.equal(dec_in[j][:, -skip.shape[1]:], skip), j
+    # with the same inputs, reusing a step's own encoder outputs is the full evaluation
+    same = runner(x, t, cond, StepAction(reuse_encoder=True), fill=full.captured)
+    assert torch.equal(same.out, full.out)
 
 
 def test_unsupported_blocks_refused():

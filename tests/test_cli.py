@@ -47,6 +47,18 @@ def test_intervene_writes_side_by_side_and_metrics(tiny_model_dir, tmp_path, cap
     assert json.loads((out2 / "metrics.json").read_text())["samples"] == m["samples"]
 
 
+def test_intervene_reuse_encoder(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    code, text, _ = run(["intervene", "--model", tiny_model_dir, "--steps", 10, "--samples", 2,
+                         "--reuse-encoder", "--start", 8, "--n", 3, "--out", out, "--quiet"], capsys)
+    assert code == 0, text
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["plan"] == {"interventions": [{"type": "ReuseEncoder", "start": 8, "n": 3}]}
+    K = 4  # the tiny model: 3 steps run only the K decoder units, not the K encoder units and the middle
+    assert m["units_baseline"] - m["units_intervened"] == 3 * (K + 1)
+    assert all(0 < s["ssim"] < 1 for s in m["samples"])
+
+
 BAD = [
     (["sample", "--model", "/no/such/folder"], "not 'default' or a local folder"),
     (["sample", "--steps", 0], "steps must be an integer in 1..T"),
@@ -69,6 +81,9 @@ BAD = [
     (["intervene"], "nothing to intervene on"),
     (["intervene", "--plan", "[]"], "nothing to intervene on"),
     (["intervene", "--drop-blocks", 2, "--start", 20, "--steps", 20, "--fill", "cache"], "no earlier step computes D[1]"),
+    (["intervene", "--reuse-encoder", "--start", 20, "--steps", 20], "no earlier step computes E[0]"),
+    (["intervene", "--reuse-encoder", "--drop-blocks", 2, "--start", 5], "got --drop-blocks and --reuse-encoder"),
+    (["intervene", "--reuse-encoder"], "--start is needed with --reuse-encoder"),
 ]
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from unetscope import DropBlocks, Plan, PlanError, SkipSteps, StopEarly, ZeroSkips
+from unetscope import DropBlocks, Plan, PlanError, ReuseEncoder, SkipSteps, StopEarly, ZeroSkips
 from unetscope.plan import StepAction
 
 
@@ -77,3 +77,64 @@ def test_bad_json_messages():
         Plan.from_json('[{"type": "DropBlocks", "k": 1, "start": 3}]')
     with pytest.raises(PlanError, match="DropBlocks needs nb"):
         Plan.from_json('[{"type": "DropBlocks", "start": 3}]')
+
+
+def test_reuse_encoder_round_trips_and_folds_into_the_step_action():
+    plan = Plan([ReuseEncoder(70, 3), ZeroSkips(1, 69, 1), StopEarly(10)])
+    assert Plan.from_json(plan.to_json()) == plan
+    assert json.loads(plan.to_json())["interventions"][0] == {"type": "ReuseEncoder", "start": 70, "n": 3}
+    acts = plan.actions()
+    assert acts[70] == StepAction(reuse_encoder=True) and acts[69] == StepAction(reuse_encoder=True, zero_skips=1)
+    assert 67 not in acts
+    with pytest.raises(PlanError, match=r"ReuseEncoder\.n must be in 1\.\.3"):
+        ReuseEncoder(3, 4)
+    with pytest.raises(PlanError, match="both set ReuseEncoder at step 69"):
+        Plan([ReuseEncoder(70, 3), ReuseEncoder(69, 1)])
+
+
+def test_reuse_encoder_needs_an_earlier_full_evaluation():
+    with pytest.raises(PlanError, match=r"ReuseEncoder\(start=100, n=1\) at step 100: no earlier step computes E\[0\]"):
+        Plan([ReuseEncoder(100)]).check(100, 4)
+    # the step before dropped the bottom 2 blocks: E[2], E[3] and M were not computed since the first step...
+    with pytest.raises(PlanError, match=r"no earlier step computes E\[2\], E\[3\], M"):
+        Plan([DropBlocks(2, 100, 1), ReuseEncoder(99)]).check(100, 4)
+    # ...but an earlier full step computed them, so they are cached from there (per site: the last step that ran it)
+    Plan([DropBlocks(2, 99, 1), ReuseEncoder(98)]).check(100, 4)
+    # a jump passes over steps: what the landing step reads was computed before the jump
+    Plan([SkipSteps(90, 5), ReuseEncoder(84, 2)]).check(100, 4)
+
+
+def test_walk_is_the_plans_evaluations_with_their_landings():
+    plan = Plan([SkipSteps(9, 2), DropBlocks(1, 6, 1), StopEarly(3)])
+    walk = list(plan.walk(10))
+    assert [(s.t, s.land) for s in walk] == [(10, 9), (9, 6), (6, 5), (5, 4), (4, 3), (3, 2)]
+    assert walk[1].action.jump == 2 and walk[2].action.drop_blocks == 1 and walk[-1].action.stop
+    assert [s.t for s in Plan().walk(5, start=3)] == [3, 2, 1]
+
+
+def test_a_new_intervention_registers_itself():
+    """Adding an intervention is one class: plans, JSON and the actions know it with no list kept by hand."""
+    from dataclasses import dataclass, replace
+    from typing import ClassVar
+
+    from unetscope.plan import INTERVENTIONS, Intervention
+
+    @dataclass(frozen=True)
+    class ZeroTopSkipOnce(Intervention):
+        start: int
+        kind: ClassVar[str] = "zero_top_skip_once"
+
+        def evaluated_steps(self):
+            return range(self.start, self.start - 1, -1)
+
+        def apply(self, action, t):
+            return replace(action, zero_skips=1)
+
+    try:
+        plan = Plan.from_json('[{"type": "ZeroTopSkipOnce", "start": 5}, {"type": "StopEarly", "at": 2}]')
+        assert plan.actions()[5] == StepAction(zero_skips=1)
+        assert Plan.from_json(plan.to_json()) == plan
+    finally:
+        del INTERVENTIONS["ZeroTopSkipOnce"]
+    with pytest.raises(PlanError, match="type must be one of"):
+        Plan.from_json('[{"type": "ZeroTopSkipOnce", "start": 5}]')

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from conftest import tiny_unet
-from unetscope import DiffusionModel, DropBlocks, NoiseSchedule, Plan, Sampler, SkipSteps, StopEarly
+from unetscope import DiffusionModel, DropBlocks, NoiseSchedule, Plan, ReuseEncoder, Sampler, SkipSteps, StopEarly
 from unetscope.adapters.diffusers_unet import DiffusersUNetUnits
 from unetscope.noise import NoiseBank
 from unetscope.plan import StepAction
+from unetscope.sampler import SamplerError
+from unetscope.plan import PlanError
 from unetscope.schedule import make_betas, space_timesteps
 
 
@@ -162,8 +164,9 @@ def test_guidance_batches_both_halves_and_mixes_predictions():
     s = Sampler(model, steps=5, guidance=2.5)
     x = torch.randn(2, 1, 32, 32)
     labels = torch.tensor([3, 4])
-    out, _ = s._evaluate(x, 5, s._cond_batch({"class_labels": labels}, 2), StepAction(), None, set())
     tau = torch.full((2,), s.spacing.tau(5))
+    out = s.denoiser(x, tau, {"class_labels": labels}).out
+    assert s.denoiser.rows_per_sample == 2
     with torch.no_grad():
         ec = unet(x, tau, labels).sample
         eu = unet(x, tau, torch.full((2,), 10)).sample
@@ -195,3 +198,28 @@ def test_batch_size_does_not_change_results():
     a = Sampler(model, steps=8).sample(range(5), plan=Plan([DropBlocks(1, 6, 2)]))
     b = Sampler(model, steps=8, batch_size=2).sample(range(5), plan=Plan([DropBlocks(1, 6, 2)]))
     assert torch.allclose(a.x0, b.x0, atol=1e-6)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_public_step_drives_the_loop(guidance):
+    """``Sampler.step`` is the step contract: a loop over ``Plan.walk`` calling it (noise from the
+    bank, cached outputs carried by the caller) is bitwise the sampler's own run."""
+    unet = tiny_unet(classes=11)
+    model = DiffusionModel(DiffusersUNetUnits(unet), NoiseSchedule("linear", 40), (1, 32, 32),
+                           conditioning="class", num_classes=11, null_class=10)
+    s = Sampler(model, steps=10, guidance=guidance)
+    plan = Plan([SkipSteps(10, 1), ReuseEncoder(7, 2), DropBlocks(2, 5, 2, fill="cache"), StopEarly(2)])
+    seeds, labels = [3, 4], [1, 2]
+    bank = NoiseBank(seeds, model.sample_shape)
+    x, cache, K = bank.initial(), {}, model.num_blocks
+    keep = plan.cache_sites(K)
+    for st in plan.walk(s.steps):
+        out = s.step(x, st.t, labels, st.action, cache, z=bank.step(st.t) if st.land > 0 else None, capture=keep)
+        assert out.units_run == len(st.action.computes(K)) and out.land == st.land
+        cache.update(out.captured)
+        x = out.x_est0 if st.action.stop else out.x_next
+    assert torch.equal(x, s.sample(seeds, labels, plan).x0)
+    with pytest.raises(SamplerError, match="adds noise"):
+        s.step(bank.initial(), 10, labels)
+    with pytest.raises(PlanError, match=r"no earlier step computed E\[0\]"):
+        s.step(bank.initial(), 10, labels, StepAction(reuse_encoder=True), z=bank.step(10))

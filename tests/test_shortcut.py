@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from unetscope import DropBlocks, Plan, Sampler, StopEarly, load_model
+from unetscope import DropBlocks, Plan, ReuseEncoder, Sampler, SkipSteps, StepAction, StopEarly, load_model
 from unetscope.cli import main
-from unetscope.flops import count_flops
+from unetscope.flops import FlopTable, count_flops
 from unetscope.shortcut import PRESETS, load_schedule, paper_preset, run_shortcut, save_schedule, search, unit_flops
 
 
@@ -82,6 +82,16 @@ def test_flops_of_a_cut_step_are_the_units_it_ran(model):
         ran = per.get("prepare", 0) + per.get("head", 0) + sum(per[f"E[{i}]"] for i in range(K - nb)) \
             + sum(per[f"D[{j}]"] for j in range(nb, K))
         assert count_flops(r, x, t, cond, drop_blocks=nb) == ran
+    # ReuseEncoder runs the decoder only (plus the embeddings and the head)
+    dec = per.get("prepare", 0) + per.get("head", 0) + sum(per[f"D[{j}]"] for j in range(K))
+    assert count_flops(r, x, t, cond, StepAction(reuse_encoder=True)) == dec
+    assert count_flops(r, x, t, cond, StepAction(reuse_encoder=True, drop_blocks=2, fill="cache")) == \
+        dec - sum(per[f"D[{j}]"] for j in range(2))
+    # and a plan's FLOPs count what its walk runs (jumps included)
+    table = FlopTable(r, x[:1], t[:1], {k: v[:1] for k, v in cond.items()})
+    plan = Plan([SkipSteps(9, 2), ReuseEncoder(6, 2)])
+    # steps 10, 9 (jumps to 6), 6 and 5 reusing the encoder, 4..1: six full evaluations and two reusing
+    assert table.plan(plan, 10) == 6 * table(StepAction()) + 2 * table(StepAction(reuse_encoder=True))
 
 
 def test_search_meets_its_target_on_the_calibration_seeds(model):

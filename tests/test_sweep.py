@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from unetscope import DropBlocks, Plan, Sampler, SkipSteps, StopEarly, ZeroSkips, load_model
+from unetscope import DropBlocks, Plan, ReuseEncoder, Sampler, SkipSteps, StopEarly, ZeroSkips, load_model
 from unetscope.sweep import SweepEngine, count_evaluations
 
 
@@ -24,7 +24,11 @@ def model(tiny_model_dir):
 PLANS = [Plan([DropBlocks(2, 6, n)]) for n in (1, 2, 3)] + [
     Plan([SkipSteps(9, 2)]), Plan([ZeroSkips(2, 8, 3)]), Plan([DropBlocks(3, 7, 3, fill="cache")]),
     Plan([DropBlocks(3, 7, 3, fill="cache"), StopEarly(3)]), Plan([StopEarly(5)]),
-    Plan([SkipSteps(12, 1), DropBlocks(2, 10, 2, fill="cache")])]
+    Plan([SkipSteps(12, 1), DropBlocks(2, 10, 2, fill="cache")]),
+    # encoder propagation: alone, every 2nd step, after a jump, beside a cache cut and a zeroed skip
+    Plan([ReuseEncoder(9, 3)]), Plan([ReuseEncoder(t, 1) for t in (11, 9, 7, 5, 3)]),
+    Plan([SkipSteps(10, 2), ReuseEncoder(7, 2)]), Plan([ReuseEncoder(8, 2), DropBlocks(2, 6, 2, fill="cache")]),
+    Plan([ReuseEncoder(8, 2), ZeroSkips(1, 8, 1)]), Plan([ReuseEncoder(6, 3), DropBlocks(1, 5, 1, fill="cache")])]
 
 
 def test_prefix_sharing_is_bitwise_equal_to_running_each_plan(model):
@@ -51,6 +55,12 @@ def test_evaluations_spent_equal_the_minimum_counted_by_hand(model):
     # baseline 10; the jump from 8 lands on 5: 5 more evaluations; the stop costs none
     assert count_evaluations(plans, 10) == (15, 10 + 8 + 7)
     assert SweepEngine(s).run_chunk([0], [4], plans).evaluations == 15
+    # ReuseEncoder changes the U-Net: its plans diverge at their first step and share what they agree on
+    plans = [Plan([ReuseEncoder(6, 1)]), Plan([ReuseEncoder(6, 2)]), Plan([ReuseEncoder(6, 1), ReuseEncoder(4, 1)])]
+    # baseline 10; the three share step 6 (one evaluation), then 5 runs plain for the 1st and 3rd (shared)
+    # and reused for the 2nd; below: 1st 4..1 (4), 3rd reuses at 4 then 3..1 (4), 2nd 4..1 (4)
+    assert count_evaluations(plans, 10) == (10 + 1 + 2 + 4 + 4 + 4, 40)
+    assert SweepEngine(s).run_chunk([0], [4], plans).evaluations == 25
 
 
 def _sweep_cmd(model_dir, out, *extra):

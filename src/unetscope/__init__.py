@@ -5,16 +5,18 @@ steps, skip connections and bottom blocks over ranges of steps, and compare with
 """
 
 from .adapters.base import AdapterError, UNetUnits
+from .guidance import Denoiser
 from .metrics import psnr, ssim
-from .models import DiffusionModel, ModelError, load_model, wrap
-from .plan import DropBlocks, Plan, PlanError, SkipSteps, StopEarly, ZeroSkips
-from .sampler import Sampler, SamplerError, Trajectory
+from .models import Cond, DiffusionModel, ModelError, load_model, wrap
+from .plan import (DropBlocks, Intervention, Plan, PlanError, PlanStep, ReuseEncoder, SkipSteps, StepAction, StopEarly,
+                   ZeroSkips)
+from .sampler import Sampler, SamplerError, StepOutput, Trajectory
 from .schedule import NoiseSchedule
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_model", "wrap", "DiffusionModel", "Sampler", "Trajectory", "Plan", "SkipSteps", "ZeroSkips", "DropBlocks",
-    "StopEarly", "psnr", "ssim", "NoiseSchedule", "UNetUnits", "AdapterError", "ModelError", "PlanError",
-    "SamplerError",
+    "load_model", "wrap", "DiffusionModel", "Cond", "Sampler", "Trajectory", "StepOutput", "Denoiser", "Plan", "PlanStep",
+    "StepAction", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "psnr", "ssim",
+    "NoiseSchedule", "UNetUnits", "AdapterError", "ModelError", "PlanError", "SamplerError",
 ]

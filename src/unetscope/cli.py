@@ -79,8 +79,7 @@ def _model_and_sampler(args, progress: bool):
     import torch
 
     from . import load_model
-    from .models import ModelError
-    from .sampler import Sampler, SamplerError
+    from .sampler import Sampler
 
     prompts = parse_prompts(args.prompt, args.prompts)  # cheap checks first, before a model loads
     if prompts and args.samples is None and args.seeds is None:
@@ -93,17 +92,12 @@ def _model_and_sampler(args, progress: bool):
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     try:
         model = load_model(args.model, device=args.device, dtype=dtypes[args.dtype])
-    except ModelError as e:
-        raise UsageError(str(e)) from None
     except (RuntimeError, AssertionError) as e:  # an unknown device, or a dtype the device lacks
         raise UsageError(f"cannot load {args.model} on --device {args.device} as {args.dtype}: {str(e).splitlines()[0]}") from None
     if args.guidance is None:  # guidance 3 where the model has an unconditional branch, none otherwise
         args.guidance = 3.0 if model.has_null_branch else 1.0
-    try:
-        sampler = Sampler(model, steps=args.steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
-                          variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, progress=progress)
-    except SamplerError as e:
-        raise UsageError(str(e)) from None
+    sampler = Sampler(model, steps=args.steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
+                      variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, progress=progress)
     if prompts:
         if model.conditioning != "text":
             raise UsageError(f"--prompt/--prompts need a text-conditioned model; {args.model} is {model.conditioning}-conditioned")
@@ -117,10 +111,7 @@ def _model_and_sampler(args, progress: bool):
     if cond is None and model.conditioning == "class":
         cond = [s % model.num_classes_real for s in seeds]  # default: cycle through the classes
     if cond is not None:
-        try:
-            model.make_cond(cond, len(seeds))
-        except ModelError as e:
-            raise UsageError(str(e)) from None
+        model.make_cond(cond, len(seeds))  # a ModelError here is reported by main in one line
     return model, sampler, seeds, cond
 
 
@@ -159,42 +150,42 @@ def _cmd_sample(args) -> None:
 
 
 def plan_from_args(args):
-    from .plan import DropBlocks, Plan, PlanError, SkipSteps, StopEarly, ZeroSkips
+    """The plan of ``intervene``: ``--plan`` JSON (or a file), or one short flag with ``--start``
+    (and ``--stop-early``). A PlanError is reported by ``main`` in one line."""
+    from .plan import DropBlocks, Plan, ReuseEncoder, SkipSteps, StopEarly, ZeroSkips
 
-    short = [args.skip_steps, args.zero_skips, args.drop_blocks]
-    try:
-        if args.plan is not None:
-            if any(v is not None for v in short) or args.stop_early is not None:
-                raise UsageError("give either --plan or the short flags (--skip-steps/--zero-skips/--drop-blocks/--stop-early), not both")
-            text = args.plan
+    short = {"--skip-steps": args.skip_steps, "--zero-skips": args.zero_skips, "--drop-blocks": args.drop_blocks,
+             "--reuse-encoder": True if args.reuse_encoder else None}
+    given = [k for k, v in short.items() if v is not None]
+    if args.plan is not None:
+        if given or args.stop_early is not None:
+            raise UsageError(f"give either --plan or the short flags ({'/'.join(short)}/--stop-early), not both")
+        text = args.plan
+        if not text.lstrip().startswith(("{", "[")):
             p = Path(text)
-            if not text.lstrip().startswith(("{", "[")):
-                if not p.is_file():
-                    raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
-                text = p.read_text()
-            plan = Plan.from_json(text)
-            if not plan:
-                raise UsageError("--plan holds no interventions: nothing to intervene on")
-            return plan
-        items = []
-        if sum(v is not None for v in short) > 1:
-            raise UsageError("give one of --skip-steps, --zero-skips, --drop-blocks (use --plan to combine them)")
-        if any(v is not None for v in short):
-            if args.start is None:
-                raise UsageError("--start is needed with --skip-steps, --zero-skips or --drop-blocks")
-            if args.skip_steps is not None:
-                items.append(SkipSteps(start=args.start, n=args.skip_steps))
-            elif args.zero_skips is not None:
-                items.append(ZeroSkips(ns=args.zero_skips, start=args.start, n=args.n))
-            else:
-                items.append(DropBlocks(nb=args.drop_blocks, start=args.start, n=args.n, fill=args.fill))
-        if args.stop_early is not None:
-            items.append(StopEarly(at=args.stop_early))
-        if not items:
-            raise UsageError("nothing to intervene on: give --plan, or --skip-steps/--zero-skips/--drop-blocks with --start, or --stop-early")
-        return Plan(tuple(items))
-    except PlanError as e:
-        raise UsageError(str(e)) from None
+            if not p.is_file():
+                raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
+            text = p.read_text()
+        plan = Plan.from_json(text)
+        if not plan:
+            raise UsageError("--plan holds no interventions: nothing to intervene on")
+        return plan
+    if len(given) > 1:
+        raise UsageError(f"give one of {', '.join(short)} (use --plan to combine them); got {' and '.join(given)}")
+    items = []
+    if given:
+        if args.start is None:
+            raise UsageError(f"--start is needed with {given[0]}")
+        make = {"--skip-steps": lambda: SkipSteps(start=args.start, n=args.skip_steps),
+                "--zero-skips": lambda: ZeroSkips(ns=args.zero_skips, start=args.start, n=args.n),
+                "--drop-blocks": lambda: DropBlocks(nb=args.drop_blocks, start=args.start, n=args.n, fill=args.fill),
+                "--reuse-encoder": lambda: ReuseEncoder(start=args.start, n=args.n)}
+        items.append(make[given[0]]())
+    if args.stop_early is not None:
+        items.append(StopEarly(at=args.stop_early))
+    if not items:
+        raise UsageError(f"nothing to intervene on: give --plan, or one of {', '.join(short)} with --start, or --stop-early")
+    return Plan(tuple(items))
 
 
 def _cmd_intervene(args) -> None:
@@ -202,14 +193,10 @@ def _cmd_intervene(args) -> None:
 
     from .images import make_grid, save_png
     from .metrics import psnr, ssim
-    from .plan import PlanError
 
     plan = plan_from_args(args)
     model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)
-    try:
-        plan.check(sampler.steps, model.num_blocks)
-    except PlanError as e:
-        raise UsageError(str(e)) from None
+    plan.check(sampler.steps, model.num_blocks)
     out = _out_dir(args.out)
     base, inter = sampler.compare(seeds, cond, plan)
     a, b = base.images, inter.images
@@ -243,21 +230,15 @@ def _parse_params(items: list[str]) -> dict:
 
 
 def _run_experiments(names, args, overrides_for) -> list[dict]:
-    from .experiments import ExperimentError, run_experiment
-    from .plan import PlanError
-    from .store import StoreError
+    from .experiments import run_experiment
 
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     out = _out_dir(args.out)
     results = []
     for name in names:
-        try:
-            res = run_experiment(name, model, sampler, seeds, cond, out, overrides_for(name, model.num_blocks),
-                                 chunk_size=args.chunk_size,
-                                 max_batch=args.max_batch, image_seeds=args.images, progress=not args.quiet,
-                                 log=lambda m: print(m, file=sys.stderr))
-        except (ExperimentError, PlanError, StoreError) as e:
-            raise UsageError(str(e)) from None
+        res = run_experiment(name, model, sampler, seeds, cond, out, overrides_for(name, model.num_blocks),
+                             chunk_size=args.chunk_size, max_batch=args.max_batch, image_seeds=args.images,
+                             progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
         st = res["stats"]
         print(f"{name}: {res['findings'].get('text', '')}")
         took = f"{st['seconds']:.0f} s" + (f" ({st['seconds_total']:.0f} s over every call of this run)"
@@ -276,20 +257,17 @@ def _cmd_sweep(args) -> None:
 
 
 def _cmd_report(args) -> None:
-    from .report import ReportError, write_report
-    from .store import ResultStore, StoreError
+    from .report import write_report
+    from .store import ResultStore
 
     out = Path(args.dir)
-    try:
-        path = write_report(out)
-        if args.csv or args.parquet:
-            with ResultStore(out / "results.sqlite") as st:
-                if args.csv:
-                    print(f"wrote {st.export_csv(out / 'results.csv')}")
-                if args.parquet:
-                    print(f"wrote {st.export_parquet(out / 'results.parquet')}")
-    except (ReportError, StoreError) as e:
-        raise UsageError(str(e)) from None
+    path = write_report(out)
+    if args.csv or args.parquet:
+        with ResultStore(out / "results.sqlite") as st:
+            if args.csv:
+                print(f"wrote {st.export_csv(out / 'results.csv')}")
+            if args.parquet:
+                print(f"wrote {st.export_parquet(out / 'results.parquet')}")
     print(f"wrote {path}")
 
 
@@ -320,64 +298,57 @@ def _cmd_reproduce(args) -> None:
 
 
 def _cmd_shortcut(args) -> None:
-    from .plan import PlanError
-    from .shortcut import PRESETS, ShortcutError, load_schedule, run_shortcut, save_schedule, search
+    from .shortcut import PRESETS, load_schedule, run_shortcut, save_schedule, search
 
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     S, K = sampler.steps, model.num_blocks
-    try:
-        if args.action == "search":
-            if args.schedule or args.preset:
-                raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
-            n_cal = args.calibration
-            if n_cal < 1 or n_cal >= len(seeds):
-                raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples are held out), got {n_cal}")
-            cal, hold = seeds[:n_cal], seeds[n_cal:]
-            c_cal = None if cond is None else cond[:n_cal]
-            c_hold = None if cond is None else cond[n_cal:]
-            if args.rounds < 1:
-                raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
-            res = search(sampler, cal, c_cal, target_mean=args.target_ssim, target_min=args.target_min_ssim,
-                         max_rounds=args.rounds, log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
-            plan = res["plan"]
-            out = _out_dir(args.out)
-            write = Path(args.write) if args.write else out / "schedule.json"
-            save_schedule(plan, write, meta=dict(target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
-                                                 calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
-                                                 model=model.describe(), sampler=sampler.describe()))
-            print(f"searched schedule ({len(res['history'])} rounds, {res['evaluations']} evaluations): {plan!r}")
-            print(f"  calibration ({len(cal)} samples): mean SSIM {res['calibration_ssim_mean']:.3f}, "
-                  f"predicted compute {res['predicted_compute']:.3f} of the baseline -> {write}")
-            summ = run_shortcut(sampler, plan, hold, c_hold, out, repeats=args.repeats, name="search")
-            print(f"  held out ({len(hold)} samples): mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), "
-                  f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {out}/summary.json")
-            return
-        if bool(args.schedule) == bool(args.preset):
-            raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
-        if args.preset:
-            if args.preset not in PRESETS:
-                raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
-            plan = PRESETS[args.preset](S, K)
-        else:
-            plan = load_schedule(args.schedule)
-        plan.check(S, K)
+    if args.action == "search":
+        if args.schedule or args.preset:
+            raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
+        n_cal = args.calibration
+        if n_cal < 1 or n_cal >= len(seeds):
+            raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples are held out), got {n_cal}")
+        cal, hold = seeds[:n_cal], seeds[n_cal:]
+        c_cal = None if cond is None else cond[:n_cal]
+        c_hold = None if cond is None else cond[n_cal:]
+        if args.rounds < 1:
+            raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
+        res = search(sampler, cal, c_cal, target_mean=args.target_ssim, target_min=args.target_min_ssim,
+                     max_rounds=args.rounds, log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
+        plan = res["plan"]
         out = _out_dir(args.out)
-        summ = run_shortcut(sampler, plan, seeds, cond, out, repeats=args.repeats, name=args.preset or str(args.schedule))
-    except (ShortcutError, PlanError) as e:
-        raise UsageError(str(e)) from None
+        write = Path(args.write) if args.write else out / "schedule.json"
+        save_schedule(plan, write, meta=dict(target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
+                                             calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
+                                             model=model.describe(), sampler=sampler.describe()))
+        print(f"searched schedule ({len(res['history'])} rounds, {res['evaluations']} evaluations): {plan!r}")
+        print(f"  calibration ({len(cal)} samples): mean SSIM {res['calibration_ssim_mean']:.3f}, "
+              f"predicted compute {res['predicted_compute']:.3f} of the baseline -> {write}")
+        summ = run_shortcut(sampler, plan, hold, c_hold, out, repeats=args.repeats, name="search")
+        print(f"  held out ({len(hold)} samples): mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), "
+              f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {out}/summary.json")
+        return
+    if bool(args.schedule) == bool(args.preset):
+        raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
+        plan = PRESETS[args.preset](S, K)
+    else:
+        plan = load_schedule(args.schedule)
+    plan.check(S, K)
+    out = _out_dir(args.out)
+    summ = run_shortcut(sampler, plan, seeds, cond, out, repeats=args.repeats, name=args.preset or str(args.schedule))
     print(f"{plan!r}")
     print(f"{summ['samples']} samples: time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%}, "
           f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB -> {out}/summary.json")
 
 
 def _cmd_models(args) -> None:
-    from .models import ModelError, default_model_path, load_model
+    from .models import default_model_path, load_model
 
     if args.model:
-        try:
-            m = load_model(args.model)
-        except ModelError as e:
-            raise UsageError(str(e)) from None
+        m = load_model(args.model)
         print(json.dumps(m.describe(), indent=2))
         return
     print("Families unetscope runs on (the paper's method works the same on each):\n")
@@ -471,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-steps", type=int, default=None, metavar="N", help="SkipSteps(start, N)")
     g.add_argument("--zero-skips", type=int, default=None, metavar="NS", help="ZeroSkips(NS, start, n)")
     g.add_argument("--drop-blocks", type=int, default=None, metavar="NB", help="DropBlocks(NB, start, n, fill)")
+    g.add_argument("--reuse-encoder", action="store_true",
+                   help="ReuseEncoder(start, n): the encoder's outputs cached from the last full step (Faster Diffusion)")
     g.add_argument("--start", type=int, default=None, help="first intervened step (counts down from S)")
     g.add_argument("--n", type=int, default=1, help="evaluations intervened on (default 1)")
     g.add_argument("--fill", choices=("zeros", "cache"), default="zeros", help="DropBlocks fill")

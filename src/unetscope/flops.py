@@ -3,23 +3,50 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .adapters.base import UNetRunner
+from .plan import NO_ACTION, Plan, StepAction
 
-__all__ = ["count_flops", "flops_by_drop"]
+__all__ = ["count_flops", "flops_by_drop", "FlopTable"]
 
 
 @torch.no_grad()
-def count_flops(runner: UNetRunner, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None, **step) -> int:
-    """FLOPs of one evaluation of ``runner`` under one step's interventions (``drop_blocks=``, ...)."""
-    runner.decoder_shapes(x, timesteps, cond)  # a probe must not be counted
+def count_flops(runner: UNetRunner, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None,
+                action: StepAction | None = None, **action_fields) -> int:
+    """FLOPs of one evaluation of ``runner`` under one step's action (``drop_blocks=2``, a
+    ``StepAction``, ...). The cached outputs the action reads come from a full evaluation first,
+    which is not counted."""
+    a = replace(action or NO_ACTION, **action_fields)
+    full = runner(x, timesteps, cond, capture=a.needs(runner.num_blocks))  # also the shape probe
     with FlopCounterMode(display=False) as fc:
-        runner(x, timesteps, cond, **step)
+        runner(x, timesteps, cond, a, fill=full.captured)
     return int(fc.get_total_flops())
 
 
 def flops_by_drop(runner: UNetRunner, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None) -> list[int]:
     """FLOPs of one evaluation for ``drop_blocks = 0..K`` (index nb)."""
     return [count_flops(runner, x, timesteps, cond, drop_blocks=nb) for nb in range(runner.num_blocks + 1)]
+
+
+class FlopTable:
+    """FLOPs per sample of one evaluation under each U-Net action (counted once per action on one
+    input), and of whole plans: the sum over the evaluations ``Plan.walk`` makes."""
+
+    def __init__(self, runner: UNetRunner, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None,
+                 rows_per_sample: int = 1):
+        self.runner, self.x, self.timesteps, self.cond, self.rows = runner, x, timesteps, cond, rows_per_sample
+        self._known: dict[StepAction, int] = {}
+
+    def __call__(self, action: StepAction) -> int:
+        a = action.unet
+        if a not in self._known:
+            self._known[a] = self.rows * count_flops(self.runner, self.x, self.timesteps, self.cond, a)
+        return self._known[a]
+
+    def plan(self, plan: Plan, steps: int) -> int:
+        """FLOPs of one sample's run under ``plan`` (jumps and stops included)."""
+        return sum(self(st.action) for st in plan.walk(steps))

@@ -6,14 +6,19 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["to_pil", "make_grid", "save_png"]
+__all__ = ["to_uint8", "to_pil", "make_grid", "save_png"]
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> uint8 on the CPU (what the figure grids keep)."""
+    return (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
 def to_pil(img: torch.Tensor, scale: int = 1):
     """(C, H, W) in [0, 1] -> a PIL image, optionally enlarged by an integer factor (nearest)."""
     from PIL import Image
 
-    arr = (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    arr = to_uint8(img)
     arr = arr[0] if arr.shape[0] == 1 else arr.permute(1, 2, 0)
     im = Image.fromarray(arr.numpy())
     if scale > 1:

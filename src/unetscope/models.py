@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 
 from .adapters.base import AdapterError, UNetRunner, UNetUnits
 from .schedule import NoiseSchedule
 
-__all__ = ["ModelError", "DiffusionModel", "load_model", "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
+__all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 _VARIANCE_ALIASES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
+
+# The conditions a user gives for N samples: none (unconditional), one class label or prompt for all,
+# one per sample (a sequence), or the U-Net's own keyword tensors, batch-first (GLIDE tokens, your own)
+Cond = Union[None, int, str, Sequence[Any], Mapping[str, torch.Tensor]]
 
 
 class ModelError(ValueError):
@@ -87,7 +92,7 @@ class DiffusionModel:
         return self
 
     # conditioning --------------------------------------------------------------------------
-    def make_cond(self, cond, n: int) -> dict:
+    def make_cond(self, cond: Cond, n: int) -> dict:
         """User conditioning (class labels for class models) -> the U-Net's keyword tensors."""
         if self.conditioning == "none":
             if cond is not None:

@@ -1,23 +1,37 @@
-"""Interventions on a sampling run, as data: ``SkipSteps``, ``ZeroSkips``, ``DropBlocks``, ``StopEarly``.
+"""Interventions on a sampling run, as data: ``SkipSteps``, ``ZeroSkips``, ``DropBlocks``,
+``StopEarly`` and ``ReuseEncoder``.
 
-Steps count down like the paper (``t = S..1``; the evaluation at ``t`` makes ``x_{t-1}``). A ``Plan``
-is an ordered list of interventions, validated on construction (contradictions) and against a
-model and sampler (``check(steps, num_blocks)``: ranges), and round-trips through JSON.
+Steps count down like the paper (``t = S..1``; the evaluation at ``t`` makes ``x_{t-1}``). Each
+intervention folds its own effect into one step's ``StepAction`` (``apply``) and registers itself by
+its class name, so plans, JSON/YAML files and the CLI's ``--plan`` know every intervention without
+a list kept by hand. A ``Plan`` is an ordered list of interventions, validated on construction
+(contradictions) and against a model and sampler (``check(steps, num_blocks)``: ranges and cached
+activations), round-trips through JSON, and is walked step by step by ``Plan.walk`` only.
+
+Cached activations are named by their site: ``"E[i]"`` (encoder unit i's output, skip i+1 from the
+top), ``"M"`` (the middle's output) and ``"D[j]"`` (decoder unit j's output).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Union
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, NamedTuple
 
-__all__ = ["PlanError", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "Plan", "StepAction", "FILLS"]
+__all__ = ["PlanError", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "Plan",
+           "StepAction", "PlanStep", "FILLS", "NO_ACTION", "INTERVENTIONS", "site", "intervention_from_dict"]
 
 FILLS = ("zeros", "cache")
 
 
 class PlanError(ValueError):
     """An intervention or plan that is malformed, contradictory or out of range for the model."""
+
+
+def site(kind: str, index: int | None = None) -> str:
+    """The name of a cached activation: ``site("E", 0) == "E[0]"``, ``site("M") == "M"``."""
+    return kind if index is None else f"{kind}[{index}]"
 
 
 def _int_field(obj, name: str, low: int, high: int | None = None, what: str = "") -> None:
@@ -30,14 +44,101 @@ def _int_field(obj, name: str, low: int, high: int | None = None, what: str = ""
         raise PlanError(f"{cls}.{name} must be in {rng}{what}, got {value}")
 
 
-class _Intervention:
+# --- what one step does ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepAction:
+    """What the sampler does at one step: the U-Net's interventions, a jump, or a stop.
+
+    The runner, ``Sampler.step`` and the sweep engine read only this; ``unet`` is the part that
+    changes the U-Net evaluation (steps with equal ``unet`` are stacked into one batch)."""
+
+    zero_skips: int = 0  # ZeroSkips.ns: skips 1..ns from the top zeroed where consumed
+    drop_blocks: int = 0  # DropBlocks.nb: E[K-nb..], M and D[..nb-1] not computed
+    fill: str = "zeros"  # what D[nb] receives in place of D[nb-1]'s output
+    reuse_encoder: bool = False  # E[..] and M not computed: their cached outputs are read
+    jump: int = 0  # evaluations removed after this one (SkipSteps.n)
+    stop: bool = False  # StopEarly: return this step's x_est0
+
+    @property
+    def unet(self) -> "StepAction":
+        """The U-Net's part of the action (no jump, no stop; the fill only where blocks drop)."""
+        return StepAction(zero_skips=self.zero_skips, drop_blocks=self.drop_blocks,
+                          fill=self.fill if self.drop_blocks else "zeros", reuse_encoder=self.reuse_encoder)
+
+    @property
+    def changes_unet(self) -> bool:
+        return self.unet != NO_ACTION
+
+    def needs(self, K: int) -> list[str]:
+        """The cached activations this evaluation reads instead of computing (sites)."""
+        nb = self.drop_blocks
+        out = [site("D", nb - 1)] if nb and self.fill == "cache" else []
+        if self.reuse_encoder:
+            out += [site("E", i) for i in range(K - nb)] + ([] if nb else [site("M")])
+        return out
+
+    def computes(self, K: int) -> list[str]:
+        """The units this evaluation runs (sites), top encoder to top decoder."""
+        nb = self.drop_blocks
+        enc = [] if self.reuse_encoder else [site("E", i) for i in range(K - nb)]
+        mid = [] if nb or self.reuse_encoder else [site("M")]
+        return enc + mid + [site("D", j) for j in range(nb, K)]
+
+    def take(self, cache: Mapping[str, Any], K: int, t: int) -> dict[str, Any]:
+        """The cached activations this evaluation needs, from ``cache`` (site -> tensor); the one
+        place that says a fill is missing."""
+        missing = [s for s in self.needs(K) if s not in cache]
+        if missing:
+            raise PlanError(f"{self.describe()} at step {t}: no earlier step computed {', '.join(missing)} to reuse "
+                            "(the first step, or only cuts that skip it before); start it later")
+        return {s: cache[s] for s in self.needs(K)}
+
+    def describe(self) -> str:
+        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) != f.default]
+        return f"StepAction({', '.join(parts)})"
+
+
+NO_ACTION = StepAction()
+
+
+class PlanStep(NamedTuple):
+    """One evaluation of a plan's walk: its step, what it does, and the step it lands on."""
+
+    t: int
+    action: StepAction
+    land: int  # t - 1 - jump; 0 is the output; meaningless after a stop
+
+
+# --- interventions -----------------------------------------------------------------------------------
+INTERVENTIONS: dict[str, type] = {}  # class name -> class, filled as each intervention is defined
+
+
+class Intervention:
+    """Base of the interventions: each one folds its effect into a step's ``StepAction``.
+
+    A subclass registers itself by its class name (JSON's ``"type"``); it implements
+    ``evaluated_steps`` and ``apply``, and range checks that need S and K in ``check``."""
+
     kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if not cls.__name__.startswith("_"):
+            INTERVENTIONS[cls.__name__] = cls
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": type(self).__name__, **asdict(self)}
 
     def evaluated_steps(self) -> range:
-        """The steps whose U-Net evaluation this intervention changes (descending)."""
+        """The steps whose evaluation this intervention changes (descending)."""
+        raise NotImplementedError
+
+    def removed_steps(self) -> range:
+        """The steps whose evaluation this intervention removes (a jump passes over them)."""
+        return range(0)
+
+    def apply(self, action: StepAction, t: int) -> StepAction:
+        """This intervention's effect on the evaluation at step ``t`` (one of ``evaluated_steps``)."""
         raise NotImplementedError
 
     def check(self, steps: int, num_blocks: int) -> None:
@@ -48,8 +149,19 @@ class _Intervention:
             raise PlanError(f"{cls}.start must be in 1..{steps} (the sampler's steps), got {top}")
 
 
+class _Range(Intervention):
+    """An intervention on the ``n`` evaluations at steps ``start .. start-n+1`` (Eq. 5)."""
+
+    def _check_range(self) -> None:
+        _int_field(self, "start", 1)
+        _int_field(self, "n", 1, self.start, f" for start={self.start} (steps end at 1)")
+
+    def evaluated_steps(self) -> range:
+        return range(self.start, self.start - self.n, -1)
+
+
 @dataclass(frozen=True)
-class SkipSteps(_Intervention):
+class SkipSteps(Intervention):
     """Remove the ``n`` evaluations at steps ``start-1 .. start-n``: the one at ``start`` jumps to
     ``x_{start-n-1}`` by the paper's Eq. 4. (Our reading of the paper's ``n``; see docs.)"""
 
@@ -67,9 +179,12 @@ class SkipSteps(_Intervention):
     def removed_steps(self) -> range:
         return range(self.start - 1, self.start - self.n - 1, -1)
 
+    def apply(self, action: StepAction, t: int) -> StepAction:
+        return replace(action, jump=self.n)
+
 
 @dataclass(frozen=True)
-class ZeroSkips(_Intervention):
+class ZeroSkips(_Range):
     """Zero the top ``ns`` skip connections where they are consumed, at the ``n`` evaluations
     ``start .. start-n+1`` (the paper's Eq. 5, Fig. 2c)."""
 
@@ -80,11 +195,10 @@ class ZeroSkips(_Intervention):
 
     def __post_init__(self):
         _int_field(self, "ns", 1)
-        _int_field(self, "start", 1)
-        _int_field(self, "n", 1, self.start, f" for start={self.start} (steps end at 1)")
+        self._check_range()
 
-    def evaluated_steps(self) -> range:
-        return range(self.start, self.start - self.n, -1)
+    def apply(self, action: StepAction, t: int) -> StepAction:
+        return replace(action, zero_skips=self.ns)
 
     def check(self, steps: int, num_blocks: int) -> None:
         super().check(steps, num_blocks)
@@ -92,7 +206,7 @@ class ZeroSkips(_Intervention):
 
 
 @dataclass(frozen=True)
-class DropBlocks(_Intervention):
+class DropBlocks(_Range):
     """Skip the bottom ``nb`` blocks (encoder and decoder units and the middle) at the ``n``
     evaluations ``start .. start-n+1``; ``D[nb]`` gets zeros (the paper, Fig. 2b) or, with
     ``fill="cache"``, the activation cached at the last step that computed it (DeepCache)."""
@@ -105,13 +219,12 @@ class DropBlocks(_Intervention):
 
     def __post_init__(self):
         _int_field(self, "nb", 1)
-        _int_field(self, "start", 1)
-        _int_field(self, "n", 1, self.start, f" for start={self.start} (steps end at 1)")
+        self._check_range()
         if self.fill not in FILLS:
             raise PlanError(f"DropBlocks.fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
 
-    def evaluated_steps(self) -> range:
-        return range(self.start, self.start - self.n, -1)
+    def apply(self, action: StepAction, t: int) -> StepAction:
+        return replace(action, drop_blocks=self.nb, fill=self.fill)
 
     def check(self, steps: int, num_blocks: int) -> None:
         super().check(steps, num_blocks)
@@ -119,7 +232,25 @@ class DropBlocks(_Intervention):
 
 
 @dataclass(frozen=True)
-class StopEarly(_Intervention):
+class ReuseEncoder(_Range):
+    """Encoder propagation (Faster Diffusion, Li et al. 2023): at the ``n`` evaluations ``start ..
+    start-n+1`` the encoder units and the middle are not run; the decoder reads their outputs (the
+    skips, and ``M``'s output for ``D[0]``) cached at the last step that computed them, and runs
+    with the current step's time embedding. Needs an earlier full evaluation."""
+
+    start: int
+    n: int = 1
+    kind: ClassVar[str] = "reuse_encoder"
+
+    def __post_init__(self):
+        self._check_range()
+
+    def apply(self, action: StepAction, t: int) -> StepAction:
+        return replace(action, reuse_encoder=True)
+
+
+@dataclass(frozen=True)
+class StopEarly(Intervention):
     """Stop after the evaluation at step ``at`` and return its ``x_est0`` (the paper skips the
     final 17 steps, Fig. 11)."""
 
@@ -132,31 +263,15 @@ class StopEarly(_Intervention):
     def evaluated_steps(self) -> range:
         return range(self.at, self.at - 1, -1)
 
+    def apply(self, action: StepAction, t: int) -> StepAction:
+        return replace(action, stop=True)
+
     def check(self, steps: int, num_blocks: int) -> None:
         if self.at > steps:
             raise PlanError(f"StopEarly.at must be in 1..{steps} (the sampler's steps), got {self.at}")
 
 
-Intervention = Union[SkipSteps, ZeroSkips, DropBlocks, StopEarly]
-_TYPES = {c.__name__: c for c in (SkipSteps, ZeroSkips, DropBlocks, StopEarly)}
-
-
-@dataclass(frozen=True)
-class StepAction:
-    """What the sampler does at one step: the U-Net's interventions, a jump, or a stop."""
-
-    zero_skips: int = 0
-    drop_blocks: int = 0
-    fill: str = "zeros"
-    jump: int = 0  # evaluations removed after this one (SkipSteps.n)
-    stop: bool = False
-
-    @property
-    def unet_key(self) -> tuple:
-        """Steps with equal keys run the U-Net identically (batching across plans)."""
-        return (self.zero_skips, self.drop_blocks, self.fill if self.drop_blocks else "zeros")
-
-
+# --- plans -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
     """An ordered list of interventions; empty means the unintervened baseline."""
@@ -166,8 +281,8 @@ class Plan:
     def __post_init__(self):
         items = tuple(self.interventions)
         for it in items:
-            if not isinstance(it, tuple(_TYPES.values())):
-                raise PlanError(f"a Plan holds SkipSteps, ZeroSkips, DropBlocks or StopEarly; got {it!r}")
+            if not isinstance(it, Intervention):
+                raise PlanError(f"a Plan holds interventions ({', '.join(INTERVENTIONS)}); got {it!r}")
         object.__setattr__(self, "interventions", items)
         self._contradictions()
 
@@ -182,11 +297,7 @@ class Plan:
 
     def _contradictions(self) -> None:
         seen: dict[tuple[str, int], Intervention] = {}
-        removed: dict[int, SkipSteps] = {}
-        for it in self.interventions:
-            if isinstance(it, SkipSteps):
-                for t in it.removed_steps():
-                    removed[t] = it
+        removed = {t: it for it in self.interventions for t in it.removed_steps()}
         stops = [it for it in self.interventions if isinstance(it, StopEarly)]
         if len(stops) > 1:
             raise PlanError(f"a plan can stop early only once; got {', '.join(map(repr, stops))}")
@@ -203,51 +314,49 @@ class Plan:
             for it in self.interventions:
                 if it is stops[0]:
                     continue
-                low = min(it.evaluated_steps())
-                if isinstance(it, SkipSteps):
-                    low = it.start - it.n
-                    if at in removed or at == it.start:
-                        raise PlanError(f"StopEarly(at={at}) falls inside {it!r} (its jump starts at or passes step {at}); "
-                                        "stop above the jump or after it lands")
+                low = min(min(it.evaluated_steps()), min(it.removed_steps(), default=at))
+                if it.removed_steps() and (at in removed or at == max(it.evaluated_steps())):
+                    raise PlanError(f"StopEarly(at={at}) falls inside {it!r} (its jump starts at or passes step {at}); "
+                                    "stop above the jump or after it lands")
                 if low < at:
                     raise PlanError(f"{it!r} reaches step {low}, after StopEarly(at={at}) has stopped the run")
 
-    def check(self, steps: int, num_blocks: int) -> "Plan":
-        """Validate against a sampler's ``steps`` (S) and a model's ``num_blocks`` (K)."""
-        for it in self.interventions:
-            it.check(steps, num_blocks)
-        self._check_cache_fills(steps)
-        return self
-
-    def _check_cache_fills(self, steps: int) -> None:
-        """A ``fill="cache"`` needs ``D[nb-1]`` computed at an earlier evaluated step."""
-        acts, t = self.actions(), steps
-        low = None  # the lowest decoder index any earlier step has computed
-        while t >= 1:
-            a = acts.get(t, StepAction())
-            if a.drop_blocks and a.fill == "cache" and (low is None or low > a.drop_blocks - 1):
-                raise PlanError(f"DropBlocks(nb={a.drop_blocks}, fill='cache') at step {t}: no earlier step computes "
-                                f"D[{a.drop_blocks - 1}] to reuse (the first step, or only deeper cuts before it); start the cut later")
-            low = a.drop_blocks if low is None else min(low, a.drop_blocks)
-            if a.stop:
-                break
-            t -= 1 + a.jump
-
     def actions(self) -> dict[int, StepAction]:
-        """Per-step actions for the steps that differ from the baseline."""
-        acts: dict[int, dict] = {}
+        """Per-step actions for the steps that differ from the baseline (each intervention folds
+        its effect in, in the plan's order)."""
+        acts: dict[int, StepAction] = {}
         for it in self.interventions:
             for t in it.evaluated_steps():
-                a = acts.setdefault(t, {})
-                if isinstance(it, SkipSteps):
-                    a["jump"] = it.n
-                elif isinstance(it, ZeroSkips):
-                    a["zero_skips"] = it.ns
-                elif isinstance(it, DropBlocks):
-                    a["drop_blocks"], a["fill"] = it.nb, it.fill
-                else:
-                    a["stop"] = True
-        return {t: StepAction(**a) for t, a in acts.items()}
+                acts[t] = it.apply(acts.get(t, NO_ACTION), t)
+        return acts
+
+    def walk(self, steps: int, start: int | None = None) -> Iterator[PlanStep]:
+        """Every evaluation the plan makes, from ``x_S`` (or from step ``start``) down to the output:
+        the one walker over a plan's steps (jumps land past removed steps; a stop ends the walk)."""
+        acts, t = self.actions(), steps if start is None else int(start)
+        while t >= 1:
+            a = acts.get(t, NO_ACTION)
+            land = t - 1 - a.jump
+            yield PlanStep(t, a, land)
+            if a.stop:
+                return
+            t = land
+
+    def check(self, steps: int, num_blocks: int) -> "Plan":
+        """Validate against a sampler's ``steps`` (S) and a model's ``num_blocks`` (K): ranges, and
+        that every cached activation a step reads was computed at an earlier step."""
+        for it in self.interventions:
+            it.check(steps, num_blocks)
+        computed: set[str] = set()
+        for st in self.walk(steps):
+            missing = [s for s in st.action.needs(num_blocks) if s not in computed]
+            if missing:
+                its = [it for it in self.interventions if st.t in it.evaluated_steps()]
+                what = " and ".join(map(repr, its)) or st.action.describe()
+                raise PlanError(f"{what} at step {st.t}: no earlier step computes {', '.join(missing)} to reuse "
+                                "(the first step, or only cuts that skip it before); start it later")
+            computed.update(st.action.computes(num_blocks))
+        return self
 
     def first_step(self) -> int | None:
         """The highest step whose evaluation differs from the baseline (None: empty plan)."""
@@ -258,9 +367,12 @@ class Plan:
     def stop_at(self) -> int | None:
         return next((it.at for it in self.interventions if isinstance(it, StopEarly)), None)
 
-    def uses_cache(self) -> set[int]:
-        """The ``nb`` of every cache-filled DropBlocks: their ``D[nb-1]`` outputs must be kept."""
-        return {it.nb for it in self.interventions if isinstance(it, DropBlocks) and it.fill == "cache"}
+    def cache_sites(self, num_blocks: int) -> set[str]:
+        """Every cached activation a step of this plan reads: earlier steps must keep them."""
+        return {s for a in self.actions().values() for s in a.needs(num_blocks)}
+
+    def reads_cache(self) -> bool:
+        return any(a.needs(1) or a.reuse_encoder for a in self.actions().values())
 
     # serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -289,11 +401,12 @@ class Plan:
 
 
 def intervention_from_dict(d: Any) -> Intervention:
+    """One intervention from its JSON object (``{"type": "DropBlocks", "nb": 2, ...}``)."""
     if not isinstance(d, dict) or "type" not in d:
-        raise PlanError(f'each intervention is an object with a "type" ({", ".join(_TYPES)}); got {d!r}')
-    cls = _TYPES.get(d["type"])
+        raise PlanError(f'each intervention is an object with a "type" ({", ".join(INTERVENTIONS)}); got {d!r}')
+    cls = INTERVENTIONS.get(d["type"]) if isinstance(d["type"], str) else None
     if cls is None:
-        raise PlanError(f"intervention type must be one of {', '.join(_TYPES)}; got {d['type']!r}")
+        raise PlanError(f"intervention type must be one of {', '.join(INTERVENTIONS)}; got {d['type']!r}")
     names = {f.name for f in fields(cls)}
     extra = sorted(set(d) - names - {"type"})
     if extra:

@@ -14,27 +14,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from .models import DiffusionModel, ModelError
+from .guidance import Denoiser
+from .models import Cond, DiffusionModel, ModelError
 from .noise import NoiseBank
-from .plan import Plan, PlanError, StepAction
+from .plan import NO_ACTION, Plan, StepAction
 
-__all__ = ["Sampler", "Trajectory", "SamplerError", "METHODS", "cond_slice"]
+__all__ = ["Sampler", "Trajectory", "StepOutput", "SamplerError", "METHODS", "cond_slice"]
 
 METHODS = ("ddpm", "ddim")
 KEEP = ("x_t", "x_est0")
-_NO_ACTION = StepAction()
 
 
 class SamplerError(ValueError):
     """A sampler setting outside what is allowed."""
 
 
-def cond_slice(cond, idx, n: int):
+def cond_slice(cond: Cond, idx, n: int) -> Cond:
     """The conditions of samples ``idx`` out of ``n``: one value for all (a class, a prompt), one per
     sample (a list), or a dict of batch-first tensors (raw keyword conditioning)."""
     idx = list(idx)
@@ -48,6 +48,22 @@ def cond_slice(cond, idx, n: int):
     if len(items) != n:
         raise ModelError(f"give one condition per sample ({n}), got {len(items)}")
     return [items[i] for i in idx]
+
+
+@dataclass
+class StepOutput:
+    """What one ``Sampler.step`` made (tensors of the step's N samples)."""
+
+    t: int
+    land: int  # the step x_next belongs to (t - 1, or below for a jump; 0 is the output)
+    action: StepAction
+    x_t: torch.Tensor
+    x_est0: torch.Tensor  # (N, C, H, W), clipped if the sampler clips
+    eps: torch.Tensor
+    frac: torch.Tensor | None  # learned variance interpolation (learned_range), else None
+    x_next: torch.Tensor | None  # None after a stop
+    captured: dict[str, torch.Tensor]  # site -> output, as asked by ``capture`` (per-sample rows)
+    units_run: int
 
 
 @dataclass
@@ -108,6 +124,7 @@ class Sampler:
         self.model, self.steps, self.method, self.eta = model, steps, method, float(eta)
         self.guidance, self.variance, self.batch_size, self.progress = float(guidance), variance, batch_size, progress
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
+        self.denoiser = Denoiser(model, self.guidance)  # the runner, guided
         self.spacing = model.schedule.respace(steps)
         sp = self.spacing
         self._ab = [float(a) for a in sp.alpha_bar]
@@ -117,37 +134,45 @@ class Sampler:
         self._post = [float(v) for v in post]
         self._beta = [float(b) for b in sp.beta]
 
-    @property
-    def rows_per_sample(self) -> int:
-        """U-Net batch rows per sample: 2 under classifier-free guidance (both halves), else 1."""
-        return 2 if self.guidance != 1 and self.model.conditioning != "none" else 1
-
     def describe(self) -> dict:
         return dict(steps=self.steps, method=self.method, eta=self.eta, guidance=self.guidance,
                     variance=self.variance, clip_x0=self.clip_x0)
 
-    # --- one evaluation -------------------------------------------------------------------
-    def _cond_batch(self, cond: dict, n: int) -> dict:
-        if self.guidance == 1 or not cond:
-            return cond
-        null = self.model.null_cond(n)
-        return {k: torch.cat([v, null[k]]) for k, v in cond.items()}
+    def check_plan(self, plan: Plan | Sequence | None) -> Plan:
+        """``plan`` as a ``Plan`` checked against this sampler's S and the model's K (None: empty)."""
+        if plan is None:
+            return Plan()
+        if not isinstance(plan, Plan):
+            plan = Plan(tuple(plan))
+        return plan.check(self.steps, self.model.num_blocks)
 
-    def _evaluate(self, x: torch.Tensor, t: int, cond: dict, action: StepAction, fill, capture):
-        """Run the U-Net at step t; returns (model output with guidance applied, captured)."""
-        m = self.model
-        guided = self.guidance != 1 and bool(cond)
-        xin = torch.cat([x, x]) if guided else x
-        tau = torch.full((xin.shape[0],), self.spacing.tau(t), dtype=torch.long, device=x.device)
-        res = m.runner(xin.to(m.dtype), tau, cond, zero_skips=action.zero_skips, drop_blocks=action.drop_blocks,
-                       fill=fill, capture=capture)
-        out = res.out.to(x.dtype)
-        if guided:
-            oc, ou = out.chunk(2)
-            C = x.shape[1]
-            eps = ou[:, :C] + self.guidance * (oc[:, :C] - ou[:, :C])  # guidance on the prediction
-            out = torch.cat([eps, oc[:, C:]], dim=1)  # learned variance from the conditional half
-        return out, res
+    # --- one step -------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, x_t: torch.Tensor, t: int, cond: Cond, action: StepAction | None = None,
+             cache: Mapping[str, torch.Tensor] | None = None, z: torch.Tensor | None = None,
+             capture: Iterable[str] = ()) -> StepOutput:
+        """One sampling step at ``t`` under ``action`` (Eq. 3, Eq. 4 for a jump, Eq. 5 for the
+        U-Net's interventions): guidance, the fills the action reads from ``cache`` (site ->
+        tensor), the outputs ``capture`` names, the prediction and the update to ``x_{land}``.
+
+        ``cond`` is the user's conditions or the model's prepared dict (``model.make_cond``); ``z``
+        is the noise of step t (needed when the step lands above 0 and the sampler adds noise)."""
+        m, K = self.model, self.model.num_blocks
+        a = action or NO_ACTION
+        if not 1 <= t <= self.steps:
+            raise SamplerError(f"t must be in 1..{self.steps} (the sampler's steps), got {t}")
+        n = x_t.shape[0]
+        c = cond if isinstance(cond, dict) else m.make_cond(cond, n)
+        fill = a.take(cache or {}, K, t)  # the one place a missing fill is reported
+        tau = torch.full((n,), self.spacing.tau(t), dtype=torch.long, device=x_t.device)
+        res = self.denoiser(x_t, tau, c, a.unet, fill=fill, capture=capture)
+        x0, eps, frac = self.predict(res.out, x_t, t)
+        land = t - 1 - a.jump
+        if land < 0:
+            raise SamplerError(f"a jump of {a.jump} from step {t} lands below step 0")
+        x_next = None if a.stop else self.update(x0, eps, t, land, z, frac)
+        return StepOutput(t=t, land=land, action=a, x_t=x_t, x_est0=x0, eps=eps, frac=frac, x_next=x_next,
+                          captured=res.captured, units_run=res.units_run)
 
     def predict(self, out: torch.Tensor, x: torch.Tensor, t: int):
         """Model output at step t -> (x_est0, eps, var_frac or None), x_est0 clipped if asked."""
@@ -195,52 +220,37 @@ class Sampler:
         ab = self._ab[land]
         out = math.sqrt(ab) * x0 + math.sqrt(max(1 - ab - sd * sd, 0.0)) * eps
         if isinstance(sn, torch.Tensor) or sn > 0:
+            if z is None:
+                raise SamplerError(f"the step at t={t} adds noise: give its noise z (NoiseBank.step(t))")
             out = out + sn * z
         return out
 
     # --- the loop ---------------------------------------------------------------------------
-    def sample_progressive(self, seeds: Sequence[int], cond=None, plan: Plan | None = None,
+    def sample_progressive(self, seeds: Sequence[int], cond: Cond = None, plan: Plan | None = None,
                            start: tuple[int, torch.Tensor] | None = None, cache: dict | None = None,
-                           capture=()) -> Iterator[dict]:
-        """Yield one dict per evaluated step: t, land, x_t, x_est0, eps, x_next (iDDPM's
-        ``*_loop_progressive``). ``start=(t, x_t)`` resumes from a cached state at step t;
-        ``capture`` names more decoder outputs ``D[j]`` to keep in ``cache`` (prefix sharing)."""
-        plan = self._check_plan(plan)
+                           capture: Iterable[str] = ()) -> Iterator[dict]:
+        """Yield one dict per evaluated step: t, land, x_t, x_est0, eps, frac, x_next, stop,
+        units_run, cache (iDDPM's ``*_loop_progressive``): a loop over ``Plan.walk`` and ``step``.
+        ``start=(t, x_t)`` resumes from a cached state at step t; ``capture`` names more sites
+        (``"D[j]"``, ``"E[i]"``, ``"M"``) to keep in ``cache`` (prefix sharing)."""
+        plan = self.check_plan(plan)
         m = self.model
         seeds = [int(s) for s in seeds]
-        n = len(seeds)
-        device = m.device
         bank = NoiseBank(seeds, m.sample_shape)
-        cond_t = self._cond_batch(m.make_cond(cond, n), n)
-        actions = plan.actions()
-        cache_j = {nb - 1 for nb in plan.uses_cache()} | set(capture)
+        c = m.make_cond(cond, len(seeds))
+        keep = plan.cache_sites(m.num_blocks) | set(capture)
         cache = {} if cache is None else cache
         if start is None:
-            t, x = self.steps, bank.initial().to(device)
+            t, x = self.steps, bank.initial().to(m.device)
         else:
-            t, x = int(start[0]), start[1].to(device)
-        while t >= 1:
-            act = actions.get(t, _NO_ACTION)
-            fill = None
-            if act.drop_blocks and act.fill == "cache":
-                fill = cache.get(act.drop_blocks - 1)
-                if fill is None:
-                    raise PlanError(f"DropBlocks(nb={act.drop_blocks}, fill='cache') at step {t}: no earlier step "
-                                    f"computed D[{act.drop_blocks - 1}] to reuse; start the cut later")
-            capture = {j for j in cache_j if j >= act.drop_blocks}
-            out, res = self._evaluate(x, t, cond_t, act, fill, capture)
-            cache.update(res.captured)
-            x0, eps, frac = self.predict(out, x, t)
-            land = t - 1 - act.jump
-            x_next = None
-            if not act.stop:
-                z = bank.step(t).to(device) if land > 0 else None
-                x_next = self.update(x0, eps, t, land, z, frac)
-            yield dict(t=t, land=land, x_t=x, x_est0=x0, eps=eps, frac=frac, x_next=x_next, stop=act.stop,
-                       units_run=res.units_run, cache=cache)
-            if act.stop:
-                return
-            x, t = x_next, land
+            t, x = int(start[0]), start[1].to(m.device)
+        for st in plan.walk(self.steps, start=t):
+            z = bank.step(st.t).to(m.device) if st.land > 0 and not st.action.stop else None
+            out = self.step(x, st.t, c, st.action, cache, z=z, capture=keep)
+            cache.update(out.captured)
+            yield dict(t=out.t, land=out.land, x_t=out.x_t, x_est0=out.x_est0, eps=out.eps, frac=out.frac,
+                       x_next=out.x_next, stop=st.action.stop, units_run=out.units_run, cache=cache)
+            x = out.x_next
 
     @torch.no_grad()
     def sample(self, seeds: Sequence[int], cond=None, plan: Plan | None = None, keep: Sequence[str] = (),
@@ -253,7 +263,7 @@ class Sampler:
         seeds = list(seeds)
         if not seeds:
             raise SamplerError("give at least one seed")
-        plan = self._check_plan(plan)
+        plan = self.check_plan(plan)
         m = self.model
         chunks = [seeds] if not self.batch_size else [seeds[i:i + self.batch_size] for i in range(0, len(seeds), self.batch_size)]
         conds = self._split_cond(cond, len(seeds), [len(c) for c in chunks])
@@ -291,16 +301,16 @@ class Sampler:
                 keep: Sequence[str] = ()) -> tuple[Trajectory, Trajectory]:
         """The baseline and the intervened run from the same noise, in one call. The intervened
         run starts from the baseline's ``x_t`` at the plan's first intervened step (prefix sharing)."""
-        plan = self._check_plan(plan)
+        plan = self.check_plan(plan)
         first = plan.first_step()
-        share = first is not None and first < self.steps and not plan.uses_cache()
+        share = first is not None and first < self.steps and not plan.reads_cache()
         base = self.sample(seeds, cond, None, keep=tuple(set(keep) | ({"x_t"} if share else set())))
         if not share:
             return base, self.sample(seeds, cond, plan, keep=keep)
         inter = self.sample(seeds, cond, plan, keep=keep, start=(first, base.x_t[first]))
         above = [t for t in base.steps_run if t > first]
         inter.steps_run = above + inter.steps_run
-        inter.units_run += len(above) * (2 * self.model.num_blocks + 1)
+        inter.units_run += len(above) * len(NO_ACTION.computes(self.model.num_blocks))
         for k in ("x_t", "x_est0"):
             if k in keep:
                 getattr(inter, k).update({t: getattr(base, k)[t] for t in above})
@@ -316,10 +326,3 @@ class Sampler:
             out.append(cond_slice(cond, range(i, i + s), n))
             i += s
         return out
-
-    def _check_plan(self, plan) -> Plan:
-        if plan is None:
-            return Plan()
-        if not isinstance(plan, Plan):
-            plan = Plan(tuple(plan))
-        return plan.check(self.steps, self.model.num_blocks)

@@ -11,20 +11,22 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .metrics import psnr, ssim
-from .plan import DropBlocks, Plan, PlanError, StepAction, StopEarly
+from .models import Cond
+from .plan import FILLS, DropBlocks, Plan, PlanError, ReuseEncoder, StepAction, StopEarly
 from .sampler import Sampler, cond_slice
 from .sweep import per_sample_cond
 
-__all__ = ["load_schedule", "save_schedule", "paper_preset", "PRESETS", "measure", "plan_flops", "search",
-           "run_shortcut", "ShortcutError", "unit_flops"]
+__all__ = ["load_schedule", "save_schedule", "paper_preset", "PRESETS", "measure", "plan_flops", "search", "SearchConfig",
+           "uniform_cache_cuts", "uniform_reuse_cuts", "run_shortcut", "ShortcutError", "unit_flops"]
 
 
 class ShortcutError(ValueError):
@@ -134,7 +136,7 @@ def _mad(x: np.ndarray) -> float:
 def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond=None, repeats: int = 1, baseline=None) -> dict:
     """Baseline vs shortcut on the same seeds: per-sample SSIM/PSNR, wall times side by side
     (alternating runs, ``repeats`` each, median), and FLOPs executed."""
-    plan = sampler._check_plan(plan)
+    plan = sampler.check_plan(plan)
     t_base, t_short = [], []
     base = short = None
     for r in range(max(1, repeats)):
@@ -166,72 +168,109 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond=None, repeats: 
 
 
 # --- search --------------------------------------------------------------------------------------
+Cut = Union[DropBlocks, ReuseEncoder]  # the moves that cut compute over a range of steps
+
+
 @dataclass(frozen=True)
 class _Sched:
-    cuts: tuple  # ((nb, start, n, fill), ...) sorted by start descending
+    cuts: tuple  # DropBlocks / ReuseEncoder, sorted by start descending
     stop: int | None
 
     def plan(self) -> Plan:
-        items = [DropBlocks(nb, st, n, fill) for nb, st, n, fill in self.cuts]
-        if self.stop:
-            items.append(StopEarly(self.stop))
-        return Plan(tuple(items))
+        return Plan(tuple(self.cuts) + ((StopEarly(self.stop),) if self.stop else ()))
 
     def busy(self) -> set[int]:
-        return {t for nb, st, n, _ in self.cuts for t in range(st - n + 1, st + 1)}
+        return {t for c in self.cuts for t in c.evaluated_steps()}
+
+    def with_cuts(self, cuts) -> "_Sched":
+        return _Sched(tuple(sorted(cuts, key=lambda c: (-c.start, repr(c)))), self.stop)
 
 
 def uniform_cache_cuts(S: int, every: int, nb: int) -> tuple:
     """DeepCache-style: a full evaluation every ``every`` steps (S, S-every, ..), the bottom nb
     blocks reused from it in between."""
-    return tuple((nb, t - 1, min(every - 1, t - 1), "cache") for t in range(S, 1, -every) if every > 1)
+    return tuple(DropBlocks(nb, t - 1, min(every - 1, t - 1), "cache") for t in range(S, 1, -every) if every > 1)
 
 
-def _cost(s: _Sched, S: int, flops: list[int]) -> int:
-    acts = s.plan().actions()
-    total, t = 0, S
-    while t >= 1:
-        a = acts.get(t, StepAction())
-        total += flops[a.drop_blocks]
-        if a.stop:
-            break
-        t -= 1
-    return total
+def uniform_reuse_cuts(S: int, every: int) -> tuple:
+    """Faster-Diffusion-style: a full evaluation every ``every`` steps, the encoder's outputs
+    reused from it in between (``ReuseEncoder``)."""
+    return tuple(ReuseEncoder(t - 1, min(every - 1, t - 1)) for t in range(S, 1, -every) if every > 1)
 
 
-def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float | None = 0.8, target_min: float | None = None,
-           nbs: list[int] | None = None, fills=("zeros", "cache"), lengths: list[int] | None = None, grid: int | None = None,
-           min_relax: int = 0, per_round: int = 12, max_rounds: int = 40, progress=None, log=None) -> dict:
+def _grown(c: Cut, n: int | None = None, nb: int | None = None) -> Cut:
+    if isinstance(c, DropBlocks):
+        return DropBlocks(nb or c.nb, c.start, n or c.n, c.fill)
+    return ReuseEncoder(c.start, n or c.n)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The settings of ``search``: the quality target and the move set."""
+
+    target_mean: float | None = 0.8  # mean SSIM to keep on the calibration seeds
+    target_min: float | None = None  # minimum per-sample SSIM to keep
+    nbs: tuple | None = None  # block counts a DropBlocks move may cut (None: K/4, K/2, 3K/4, K)
+    fills: tuple = ("zeros", "cache")  # DropBlocks fills
+    reuse_encoder: bool = True  # ReuseEncoder moves and uniform starts
+    lengths: tuple | None = None  # step counts of a new cut (None: 2, 4, 7, 10 % of S)
+    grid: int | None = None  # stride of the start steps tried (None: S/25)
+    min_relax: int = 0  # steps left uncut between two cuts
+    per_round: int = 12  # candidates evaluated together (one sweep)
+    max_rounds: int = 40
+
+    def __post_init__(self):
+        if self.target_mean is None and self.target_min is None:
+            raise ShortcutError("give a quality target: a mean SSIM and/or a minimum per-sample SSIM")
+        for name, v in (("target mean SSIM", self.target_mean), ("target minimum SSIM", self.target_min)):
+            if v is not None and not (isinstance(v, (int, float)) and 0 < v <= 1):
+                raise ShortcutError(f"{name} must be in (0, 1], got {v}")
+        for name in ("per_round", "max_rounds"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ShortcutError(f"search {name} must be an integer >= 1, got {v!r}")
+        bad = [f for f in self.fills if f not in FILLS]
+        if bad:
+            raise ShortcutError(f"search fills must be among {', '.join(FILLS)}, got {bad[0]!r}")
+
+
+def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: SearchConfig | None = None, *,
+           progress=None, log=None, **settings) -> dict:
     """Greedy cut-relax-cut search for little compute at the quality target on ``seeds``.
 
-    It starts from the cheapest DeepCache-style uniform-cache schedule that meets the target (or
-    from nothing). Each round proposes moves on the current schedule (a new cut of nb blocks over n
-    steps with a fill, a longer or deeper cut, a later stop), ranks them by FLOPs saved (executed
-    FLOPs per nb, counted once), evaluates the best ``per_round`` together with the sweep engine
-    (shared prefixes) and keeps, among those that meet the target, the one that saves the most
-    compute per SSIM lost. Stops when no proposal meets the target."""
-    from .flops import flops_by_drop
+    It starts from the cheapest uniform schedule (DeepCache-style cache cuts, or reusing the
+    encoder every few steps) that meets the target, or from nothing. Each round proposes moves on
+    the current schedule (a new ``DropBlocks`` of nb blocks over n steps with a fill, a new
+    ``ReuseEncoder`` range, a longer or deeper cut, a later stop), ranks them by FLOPs saved
+    (executed FLOPs per U-Net action, counted once), evaluates the best ``per_round`` together
+    with the sweep engine (shared prefixes) and keeps, among those that meet the target, the one
+    that saves the most compute per SSIM lost. Stops when no proposal meets the target.
+    ``settings`` are ``SearchConfig``'s fields, as keywords."""
+    from .flops import FlopTable
     from .sweep import SweepEngine
 
-    if target_mean is None and target_min is None:
-        raise ShortcutError("give a quality target: a mean SSIM and/or a minimum per-sample SSIM")
-    for name, v in (("target mean SSIM", target_mean), ("target minimum SSIM", target_min)):
-        if v is not None and not 0 < v <= 1:
-            raise ShortcutError(f"{name} must be in (0, 1], got {v}")
+    cfg = replace(config or SearchConfig(), **settings) if settings else (config or SearchConfig())
     m, S, K = sampler.model, sampler.steps, sampler.model.num_blocks
-    nbs = nbs or sorted({max(1, K // 4), K // 2, (3 * K) // 4, K})
-    lengths = lengths or sorted({max(1, round(v * S / 100)) for v in (2, 4, 7, 10)})
-    grid = grid or max(1, round(S / 25))
+    nbs = list(cfg.nbs or sorted({max(1, K // 4), K // 2, (3 * K) // 4, K}))
+    lengths = list(cfg.lengths or sorted({max(1, round(v * S / 100)) for v in (2, 4, 7, 10)}))
+    grid = cfg.grid or max(1, round(S / 25))
     x1 = torch.zeros(1, *m.sample_shape, device=m.device, dtype=m.dtype)
     t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
     c1 = m.make_cond(cond_slice(cond, [0], len(seeds)), 1)
-    flops = [f * sampler.rows_per_sample for f in flops_by_drop(m.runner, x1, t1, c1)]
+    flops = FlopTable(m.runner, x1, t1, c1, sampler.denoiser.rows_per_sample)
     base_cost = _cost(_Sched((), None), S, flops)
     engine = SweepEngine(sampler, on_evaluation=progress)
     base_x0 = None
 
     def ok(ss: np.ndarray) -> bool:
-        return (target_mean is None or ss.mean() >= target_mean) and (target_min is None or ss.min() >= target_min)
+        return (cfg.target_mean is None or ss.mean() >= cfg.target_mean) and (cfg.target_min is None or ss.min() >= cfg.target_min)
+
+    def new_cuts():  # (make(start, n), whether it reads an earlier step's activations)
+        for nb in nbs:
+            for fill in cfg.fills:
+                yield (lambda st, n, nb=nb, fill=fill: DropBlocks(nb, st, n, fill)), fill == "cache"
+        if cfg.reuse_encoder:
+            yield (lambda st, n: ReuseEncoder(st, n)), True
 
     def proposals(cur: _Sched):
         busy = cur.busy()
@@ -240,27 +279,28 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
             at = (cur.stop or 0) + step * grid if cur.stop else step * grid
             if at < min(busy, default=S + 1) and at <= S:
                 out.append(_Sched(cur.cuts, at))
-        for nb in nbs:  # a new cut
-            for fill in fills:
-                for n in lengths:
-                    for st in range(S - (0 if fill == "zeros" else 1), 0, -grid):
-                        span = set(range(st - n + 1, st + 1))
-                        if st - n + 1 < 1 or (cur.stop and st - n + 1 <= cur.stop):
-                            continue
-                        near = {t for t in busy for d in range(-min_relax, min_relax + 1) if t + d in span}
-                        if span & busy or near:
-                            continue
-                        out.append(_Sched(tuple(sorted(cur.cuts + ((nb, st, n, fill),), key=lambda c: -c[1])), cur.stop))
-        for i, (nb, st, n, fill) in enumerate(cur.cuts):  # grow a cut
-            for nb2, n2 in ((nb, n + max(1, grid // 2)), (min(K, nb + max(1, K // 6)), n)):
-                if (nb2, n2) == (nb, n) or st - n2 + 1 < 1 or (cur.stop and st - n2 + 1 <= cur.stop):
+        for make, reads in new_cuts():  # a new cut (one that reads a cache starts below the first step)
+            for n in lengths:
+                for st in range(S - reads, 0, -grid):
+                    if st - n + 1 < 1 or (cur.stop and st - n + 1 <= cur.stop):
+                        continue
+                    cut = make(st, n)
+                    span = set(cut.evaluated_steps())
+                    near = {t for t in busy for d in range(-cfg.min_relax, cfg.min_relax + 1) if t + d in span}
+                    if span & busy or near:
+                        continue
+                    out.append(cur.with_cuts(cur.cuts + (cut,)))
+        for i, c in enumerate(cur.cuts):  # grow a cut: longer, or deeper
+            grows = [(c.n + max(1, grid // 2), None)]
+            if isinstance(c, DropBlocks) and c.nb < K:
+                grows.append((c.n, min(K, c.nb + max(1, K // 6))))
+            for n2, nb2 in grows:
+                if c.start - n2 + 1 < 1 or (cur.stop and c.start - n2 + 1 <= cur.stop):
                     continue
-                span = set(range(st - n2 + 1, st + 1))
-                if span & (busy - set(range(st - n + 1, st + 1))):
+                g = _grown(c, n=n2, nb=nb2)
+                if set(g.evaluated_steps()) & (busy - set(c.evaluated_steps())):
                     continue
-                cuts = list(cur.cuts)
-                cuts[i] = (nb2, st, n2, fill)
-                out.append(_Sched(tuple(cuts), cur.stop))
+                out.append(cur.with_cuts(cur.cuts[:i] + (g,) + cur.cuts[i + 1:]))
         return out
 
     history, evaluated = [], 0
@@ -273,25 +313,30 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
             base_x0 = m.decode(res.baseline_x0)
         return [ssim(m.decode(x0), base_x0).numpy() for x0 in res.finals]
 
-    # 1. start from the cheapest uniform-cache schedule (DeepCache-style) that meets the target
-    starts = [_Sched(uniform_cache_cuts(S, every, nb), None) for every in (2, 3, 4, 6) for nb in nbs if "cache" in fills]
+    def key(c: _Sched):  # cheapest first; ties broken by the schedule itself (deterministic)
+        return (_cost(c, S, flops), repr(c.plan()))
+
+    # 1. start from the cheapest uniform schedule that meets the target
+    starts = [_Sched(uniform_cache_cuts(S, every, nb), None) for every in (2, 3, 4, 6) for nb in nbs if "cache" in cfg.fills]
+    if cfg.reuse_encoder:
+        starts += [_Sched(uniform_reuse_cuts(S, every), None) for every in (2, 3, 4, 6)]
+    starts = [c for c in starts if c.cuts]
     cur, cur_ss = _Sched((), None), None
     if starts:
-        for c, ss in sorted(zip(starts, evaluate(starts)), key=lambda p: (_cost(p[0], S, flops), p[0].cuts)):
+        for c, ss in sorted(zip(starts, evaluate(starts)), key=lambda p: key(p[0])):
             if ok(ss):
                 cur, cur_ss = c, ss
                 break
     if log and cur.cuts:
-        log(f"start: {len(cur.cuts)} uniform cache cuts, compute {_cost(cur, S, flops) / base_cost:.3f}, mean SSIM {cur_ss.mean():.3f}")
+        log(f"start: {len(cur.cuts)} uniform cuts, compute {_cost(cur, S, flops) / base_cost:.3f}, mean SSIM {cur_ss.mean():.3f}")
     # 2. greedy moves: the best compute saved per SSIM lost among the proposals that hold the target
-    for rnd in range(max_rounds):
+    for rnd in range(cfg.max_rounds):
         cost_now = _cost(cur, S, flops)
         q_now = 1.0 if cur_ss is None else float(cur_ss.mean())
-        props = sorted({p for p in proposals(cur) if _cost(p, S, flops) < cost_now},
-                       key=lambda p: (_cost(p, S, flops), p.cuts, p.stop or 0))  # ties broken by the schedule itself
+        props = sorted({p for p in proposals(cur) if _cost(p, S, flops) < cost_now}, key=key)
         accepted, best = None, -1.0
-        for b in range(0, min(len(props), 3 * per_round), per_round):
-            batch = props[b:b + per_round]
+        for b in range(0, min(len(props), 3 * cfg.per_round), cfg.per_round):
+            batch = props[b:b + cfg.per_round]
             try:
                 scores = evaluate(batch)
             except PlanError:
@@ -314,14 +359,19 @@ def search(sampler: Sampler, seeds: list[int], cond=None, *, target_mean: float 
     return dict(plan=cur.plan(), predicted_compute=_cost(cur, S, flops) / base_cost, history=history,
                 calibration_ssim_mean=float(cur_ss.mean()) if cur_ss is not None else 1.0,
                 calibration_ssim_min=float(cur_ss.min()) if cur_ss is not None else 1.0, evaluations=evaluated,
-                flops_per_nb=flops)
+                flops_per_nb=[flops(StepAction(drop_blocks=nb)) for nb in range(K + 1)])
+
+
+def _cost(s: _Sched, S: int, flops) -> int:
+    return flops.plan(s.plan(), S)
 
 
 # --- a shortcut run: measure, store, figures -----------------------------------------------------
 def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, *, repeats: int = 1, name: str = "") -> dict:
     """Baseline and shortcut on the same seeds; writes ``summary.json``, the rows into
     ``results.sqlite``, the SSIM histogram (Fig. 13) and the best/worst grid (Fig. 22)."""
-    from .experiments.common import image_grid_figure
+    from .figures import histogram_figure, image_grid_figure
+    from .images import to_uint8
     from .store import ResultStore
 
     out_dir = Path(out_dir)
@@ -340,14 +390,17 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
             store.set_stat(run, k, res[k])
     fig_dir = out_dir / "figures" / run
     fig_dir.mkdir(parents=True, exist_ok=True)
-    files = [_histogram(fig_dir / "ssim_histogram.png", np.asarray(res["ssim"]), res["ssim_mean"], res["ssim_mad"])]
+    ss = np.asarray(res["ssim"])
+    files = [histogram_figure(fig_dir / "ssim_histogram.png", ss, xlabel="SSIM(shortcut, baseline)", ylabel="samples",
+                              mark=res["ssim_mean"], low=min(0.5, float(ss.min())),
+                              title=f"SSIM of the shortcut (mean = {res['ssim_mean']:.3f}, mad = {res['ssim_mad']:.3f}; Fig. 13)")]
     order = np.argsort(res["ssim"])
     k = min(5, len(seeds))
     picks = [("worst", order[:k]), ("best", order[::-1][:k])]
     tiles, labels = [], []
     for label, idx in picks:
-        tiles.append([_u8(res["images_baseline"][i]) for i in idx])
-        tiles.append([_u8(res["images_shortcut"][i]) for i in idx])
+        tiles.append([to_uint8(res["images_baseline"][i]) for i in idx])
+        tiles.append([to_uint8(res["images_shortcut"][i]) for i in idx])
         labels += [f"{label}: x0", f"{label}: shortcut"]
     width = max(len(r) for r in tiles)
     tiles = [r + [None] * (width - len(r)) for r in tiles]
@@ -370,23 +423,3 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
     (out_dir / "findings" / f"{run}.json").write_text(text)  # every run, for the report
     summary["images_shortcut"] = res["images_shortcut"]
     return summary
-
-
-def _u8(img):
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def _histogram(path: Path, ss: np.ndarray, mean: float, mad: float) -> Path:
-    from .experiments.common import _plt
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=110)
-    ax.hist(ss, bins=min(20, max(5, len(ss) // 3)), range=(min(0.5, float(ss.min())), 1.0), color="#4a78b5", edgecolor="white")
-    ax.axvline(mean, color="k", ls="--", lw=1)
-    ax.set_xlabel("SSIM(shortcut, baseline)")
-    ax.set_ylabel("samples")
-    ax.set_title(f"SSIM of the shortcut (mean = {mean:.3f}, mad = {mad:.3f}; Fig. 13)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

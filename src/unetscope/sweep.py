@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from .images import to_uint8
+from .models import Cond
 from .noise import NoiseBank
-from .plan import Plan, PlanError, StepAction
-from .sampler import Sampler, cond_slice
+from .plan import NO_ACTION, Plan, PlanError
+from .sampler import Sampler, StepOutput, cond_slice
 from .store import variant_id
 
-__all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "load_images", "auto_max_batch"]
-
-_NONE = StepAction()
+__all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "GridConfig", "load_images", "auto_max_batch"]
 
 # pixels per U-Net call when max_batch is not set (images x height x width, guidance's doubling included):
 # on the CPU the batch that fits the caches (benchmarks/batch_size.py), elsewhere a size that keeps a
@@ -42,22 +43,7 @@ def auto_max_batch(sampler: Sampler, chunk: int) -> int:
     shape = tuple(m.sample_shape)
     pixels = shape[-1] * shape[-2] if len(shape) >= 2 else 1
     budget = AUTO_PIXELS.get(torch.device(m.device).type, AUTO_PIXELS["default"])
-    return max(chunk, budget // (pixels * sampler.rows_per_sample))
-
-
-def _walk(plan: Plan, steps: int):
-    """(t, action) of every evaluation a plan makes, from x_S."""
-    acts, t = plan.actions(), steps
-    while t >= 1:
-        a = acts.get(t, _NONE)
-        yield t, a
-        if a.stop:
-            return
-        t = t - 1 - a.jump
-
-
-def _full_key(a: StepAction) -> tuple:
-    return (*a.unet_key, a.jump, a.stop)
+    return max(chunk, budget // (pixels * sampler.denoiser.rows_per_sample))
 
 
 def count_evaluations(plans: list[Plan], steps: int) -> tuple[int, int]:
@@ -66,9 +52,9 @@ def count_evaluations(plans: list[Plan], steps: int) -> tuple[int, int]:
     nodes, naive = set(), 0
     for plan in [Plan(), *plans]:
         hist: tuple = ()
-        for t, a in _walk(plan, steps):
-            nodes.add((hist, t, a.unet_key))
-            hist = hist + ((t, _full_key(a)),)
+        for st in plan.walk(steps):
+            nodes.add((hist, st.t, st.action.unet))
+            hist = hist + ((st.t, st.action),)
             naive += 1
     return len(nodes), naive
 
@@ -77,7 +63,7 @@ def count_evaluations(plans: list[Plan], steps: int) -> tuple[int, int]:
 class _Group:
     plans: list[int]  # indices into the plan list: plans whose history so far is identical
     x: torch.Tensor  # (n, C, H, W) x_t of the group
-    cache: dict = field(default_factory=dict)  # decoder index -> D[j] output (guided layout)
+    cache: dict = field(default_factory=dict)  # site -> cached output (rows of the group's samples)
 
 
 @dataclass
@@ -89,18 +75,46 @@ class ChunkResult:
     evaluations: int  # U-Net evaluations spent (each on this chunk's samples)
 
 
-def _stack(ts: list[torch.Tensor], doubled: bool) -> torch.Tensor:
-    if not doubled:
-        return torch.cat(ts)
-    halves = [t.chunk(2) for t in ts]  # guided layout: [cond rows; uncond rows]
-    return torch.cat([h[0] for h in halves] + [h[1] for h in halves])
+@dataclass
+class _Walk:
+    """The state of one chunk's walk down the steps: the plans' actions, where each group of
+    plans goes next, and the plans' outputs."""
+
+    actions: list[dict]  # per plan: step -> StepAction
+    bank: NoiseBank
+    finals: list
+    pending: dict = field(default_factory=lambda: defaultdict(list))  # step -> [_Group]
+
+    def advance(self, s: Sampler, out: StepOutput, idx: list[int], cache: dict) -> None:
+        """Land the plans ``idx``, whose action at ``out.t`` shares ``out``'s U-Net evaluation
+        (they may differ in their jump or stop)."""
+        a = self.actions[idx[0]].get(out.t, NO_ACTION)
+        if a.stop:
+            x_next = None
+        elif a.jump == out.action.jump:
+            x_next = out.x_next
+        else:
+            land = out.t - 1 - a.jump
+            z = self.bank.step(out.t).to(out.x_t.device) if land > 0 else None
+            x_next = s.update(out.x_est0, out.eps, out.t, land, z, out.frac)
+        land = out.t - 1 - a.jump
+        if a.stop or land == 0:
+            for i in idx:
+                self.finals[i] = out.x_est0 if a.stop else x_next
+            return
+        self.pending[land].append(_Group(idx, x_next, cache))
 
 
-def _unstack(t: torch.Tensor, n: int, doubled: bool) -> list[torch.Tensor]:
-    if not doubled:
-        return list(t.split(n))
-    c, u = t.chunk(2)
-    return [torch.cat([a, b]) for a, b in zip(c.split(n), u.split(n))]
+def _split(out: StepOutput, parts: int) -> list[StepOutput]:
+    """A stacked step's output, cut back into its ``parts`` groups of equal size."""
+    def cut(v):
+        return [None] * parts if v is None else list(v.chunk(parts))
+
+    caps = {k: cut(v) for k, v in out.captured.items()}
+    return [StepOutput(t=out.t, land=out.land, action=out.action, x_t=xt, x_est0=x0, eps=e, frac=f, x_next=xn,
+                       captured={k: v[i] for k, v in caps.items()}, units_run=out.units_run)
+            for i, (xt, x0, e, f, xn) in enumerate(zip(cut(out.x_t), cut(out.x_est0), cut(out.eps), cut(out.frac),
+                                                       cut(out.x_next)))]
 
 
 class SweepEngine:
@@ -111,106 +125,81 @@ class SweepEngine:
         self.max_batch = max_batch
         self.on_evaluation = on_evaluation  # called once per U-Net evaluation (progress bars)
 
+    def _spent(self, k: int = 1) -> None:
+        if self.on_evaluation:
+            for _ in range(k):
+                self.on_evaluation()
+
     @torch.no_grad()
-    def run_chunk(self, seeds: list[int], cond, plans: list[Plan], keep_x_t=(), keep_x_est0=()) -> ChunkResult:
+    def run_chunk(self, seeds: list[int], cond: Cond, plans: list[Plan], keep_x_t=(), keep_x_est0=()) -> ChunkResult:
         s, m = self.sampler, self.sampler.model
-        S, n = s.steps, len(seeds)
-        plans = [s._check_plan(p) for p in plans]
+        K, n = m.num_blocks, len(seeds)
+        plans = [s.check_plan(p) for p in plans]
         starts = defaultdict(list)
         for i, p in enumerate(plans):
             if p.first_step() is None:
                 raise PlanError("an empty plan is the baseline; it is always run")
             starts[p.first_step()].append(i)
-        cache_js = sorted({nb - 1 for p in plans for nb in p.uses_cache()})
-        guided = s.rows_per_sample == 2
+        keep = set().union(*(p.cache_sites(K) for p in plans)) if plans else set()
         step_groups = max(1, (self.max_batch or auto_max_batch(s, n)) // n)  # chunks per stacked U-Net call
-        cond_n = m.make_cond(cond, n)
-        bank = NoiseBank(seeds, m.sample_shape)
+        cond_n = m.make_cond(cond, n)  # (n, ...) tensors of the chunk's samples
+        walk = _Walk([p.actions() for p in plans], NoiseBank(seeds, m.sample_shape), [None] * len(plans))
         evals = 0
 
-        # 1. the baseline, keeping x_t where plans start and the D[j] caches they inherit
-        x_t, x_est0, snap, pending = {}, {}, {}, defaultdict(list)
-        finals: list[torch.Tensor | None] = [None] * len(plans)
-        actions = [p.actions() for p in plans]
-        for d in s.sample_progressive(seeds, cond, capture=cache_js):
+        # 1. the baseline, keeping x_t where plans start and the cached outputs they inherit
+        x_t, x_est0, snap = {}, {}, {}
+        for d in s.sample_progressive(seeds, cond, capture=keep):
             evals += 1
-            if self.on_evaluation:
-                self.on_evaluation()
+            self._spent()
             t = d["t"]
             if t in keep_x_t:
                 x_t[t] = d["x_t"].float().cpu()
             if t in keep_x_est0:
                 x_est0[t] = d["x_est0"].float().cpu()
-            before = snap
-            if cache_js:
-                snap = {j: d["cache"][j] for j in cache_js if j in d["cache"]}
+            before, snap = snap, {k: d["cache"][k] for k in keep if k in d["cache"]}
             if t in starts:
                 parts = defaultdict(list)
                 for i in starts[t]:
-                    parts[actions[i][t]].append(i)
-                own = [i for a, idx in parts.items() if a.unet_key != _NONE.unet_key for i in idx]
+                    parts[walk.actions[i][t]].append(i)
+                own = [i for a, idx in parts.items() if a.changes_unet for i in idx]
                 if own:  # these change the U-Net at t: they evaluate it themselves
-                    pending[t].append(_Group(own, d["x_t"], dict(before)))
+                    walk.pending[t].append(_Group(own, d["x_t"], dict(before)))
+                base = StepOutput(t=t, land=d["land"], action=NO_ACTION, x_t=d["x_t"], x_est0=d["x_est0"], eps=d["eps"],
+                                  frac=d["frac"], x_next=d["x_next"], captured={}, units_run=d["units_run"])
                 for a, idx in parts.items():  # a jump or a stop only: reuse the baseline's evaluation
-                    if a.unet_key == _NONE.unet_key:
-                        self._advance(a, idx, t, d["x_t"], d["x_est0"], d["eps"], d["frac"], bank, snap, finals, pending)
+                    if not a.changes_unet:
+                        walk.advance(s, base, idx, snap)
             baseline_x0 = d["x_next"]
 
-        # 2. all plans down the steps together, as a tree of shared histories
-        for t in range(S, 0, -1):
-            groups = pending.pop(t, [])
-            if not groups:
-                continue
-            requests = defaultdict(list)  # unet_key -> [(group, partitions)]
-            for g in groups:
+        # 2. all plans down the steps together, as a tree of shared histories; groups whose plans
+        # run the U-Net alike at t are stacked into one call of up to step_groups chunks
+        for t in range(s.steps, 0, -1):
+            requests = defaultdict(list)  # U-Net action -> [(group, [(plans with one action at t)])]
+            for g in walk.pending.pop(t, []):
                 parts = defaultdict(list)
                 for i in g.plans:
-                    parts[actions[i].get(t, _NONE)].append(i)
+                    parts[walk.actions[i].get(t, NO_ACTION)].append(i)
                 by_unet = defaultdict(list)
                 for a, idx in parts.items():
-                    by_unet[a.unet_key].append((a, idx))
-                for key, items in by_unet.items():
-                    requests[key].append((g, items))
-            for key, reqs in requests.items():
-                zero_skips, drop_blocks, fill_kind = key
+                    by_unet[a.unet].append(idx)
+                for ua, items in by_unet.items():
+                    requests[ua].append((g, items))
+            for ua, reqs in requests.items():
                 for b in range(0, len(reqs), step_groups):
                     batch = reqs[b:b + step_groups]
-                    act = StepAction(zero_skips=zero_skips, drop_blocks=drop_blocks, fill=fill_kind)
-                    fill = None
-                    if drop_blocks and fill_kind == "cache":
-                        missing = [g for g, _ in batch if (drop_blocks - 1) not in g.cache]
-                        if missing:
-                            raise PlanError(f"DropBlocks(nb={drop_blocks}, fill='cache') at step {t}: no earlier step "
-                                            f"computed D[{drop_blocks - 1}] to reuse; start the cut later")
-                        fill = _stack([g.cache[drop_blocks - 1] for g, _ in batch], guided)
-                    capture = {j for j in cache_js if j >= drop_blocks}
-                    X = torch.cat([g.x for g, _ in batch])
-                    C = {k: v.repeat(len(batch), *([1] * (v.dim() - 1))) for k, v in cond_n.items()}
-                    out, res = s._evaluate(X, t, s._cond_batch(C, len(batch) * n), act, fill, capture)
-                    evals += len(batch)
-                    if self.on_evaluation:
-                        for _ in batch:
-                            self.on_evaluation()
-                    outs = out.split(n)
-                    caps = {j: _unstack(v, n, guided) for j, v in res.captured.items()}
-                    for gi, (g, items) in enumerate(batch):
-                        cache = dict(g.cache)
-                        cache.update({j: v[gi] for j, v in caps.items()})
-                        x0, eps, frac = s.predict(outs[gi], g.x, t)
-                        for a, idx in items:
-                            self._advance(a, idx, t, g.x, x0, eps, frac, bank, cache, finals, pending)
-        return ChunkResult(baseline_x0.float().cpu(), [f.float().cpu() for f in finals], x_t, x_est0, evals)
-
-    def _advance(self, a: StepAction, idx: list[int], t: int, x, x0, eps, frac, bank, cache, finals, pending) -> None:
-        """Apply one step's update for the plans ``idx`` (all with action ``a`` at t)."""
-        s = self.sampler
-        land = t - 1 - a.jump
-        if a.stop or land == 0:
-            for i in idx:
-                finals[i] = x0 if a.stop else s.update(x0, eps, t, 0, None, frac)
-            return
-        z = bank.step(t).to(x.device)
-        pending[land].append(_Group(idx, s.update(x0, eps, t, land, z, frac), cache))
+                    B = len(batch)
+                    fill = {k: torch.cat([g.cache[k] for g, _ in batch]) for k in ua.needs(K)
+                            if all(k in g.cache for g, _ in batch)}  # a missing one is reported by step
+                    z = walk.bank.step(t).to(m.device).repeat(B, *([1] * len(m.sample_shape))) if t > 1 else None
+                    C = {k: v.repeat(B, *([1] * (v.dim() - 1))) for k, v in cond_n.items()}
+                    out = s.step(torch.cat([g.x for g, _ in batch]), t, C, ua, cache=fill, z=z, capture=keep)
+                    evals += B
+                    self._spent(B)
+                    for (g, items), part in zip(batch, _split(out, B)):
+                        cache = {**g.cache, **part.captured}
+                        for idx in items:
+                            walk.advance(s, part, idx, cache)
+        return ChunkResult(baseline_x0.float().cpu(), [f.float().cpu() for f in walk.finals], x_t, x_est0, evals)
 
 
 # --- running a grid into a results database, resumably ---------------------------------------------
@@ -220,19 +209,38 @@ def _images_file(out_dir, run: str, seed: int):
     return Path(out_dir) / "images" / run / f"{seed:05d}.pt"
 
 
-def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: list[Plan], *, out_dir,
-             trajectory_steps=(), chunk_size: int = 16, max_batch: int | None = None, image_seeds=(),
-             progress: bool = True) -> dict:
-    """Run ``plans`` (plus, for ``trajectory_steps``, per-step measurements) on ``seeds`` into
-    ``store`` under ``run``. Chunks of samples are written in one transaction each; rows already in
-    the store are not recomputed. Returns the evaluation counts (spent, minimum, naive)."""
+@dataclass(frozen=True)
+class GridConfig:
+    """How ``run_grid`` runs a grid: where images go, the per-step measurements, the chunking."""
+
+    out_dir: Any  # the run folder: images/RUN/SEED.pt are written under it
+    trajectory_steps: tuple = ()  # steps whose baseline x_t and x_est0 are measured against x_0
+    chunk_size: int = 16  # samples per chunk: one transaction each, the unit of resume
+    max_batch: int | None = None  # samples per stacked U-Net call (None: sized for the device)
+    image_seeds: frozenset = frozenset()  # seeds whose images are kept for the figure grids
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise PlanError(f"chunk_size must be at least 1, got {self.chunk_size!r}")
+        if self.max_batch is not None and (not isinstance(self.max_batch, int) or self.max_batch < 1):
+            raise PlanError(f"max_batch must be at least 1, got {self.max_batch!r}")
+        object.__setattr__(self, "trajectory_steps", tuple(int(t) for t in self.trajectory_steps))
+        object.__setattr__(self, "image_seeds", frozenset(self.image_seeds))
+
+
+def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, plans: list[Plan], config: GridConfig) -> dict:
+    """Run ``plans`` (plus, for ``config.trajectory_steps``, per-step measurements) on ``seeds``
+    into ``store`` under ``run``. Chunks of samples are written in one transaction each; rows
+    already in the store are not recomputed. Returns the evaluation counts (spent, minimum, naive)."""
     import os
     import time
 
     from .metrics import psnr, ssim
 
-    if chunk_size < 1:
-        raise PlanError(f"chunk_size must be at least 1, got {chunk_size}")
+    c = config
+    out_dir, trajectory_steps, chunk_size, max_batch, image_seeds = (c.out_dir, c.trajectory_steps, c.chunk_size,
+                                                                      c.max_batch, c.image_seeds)
     if max_batch is not None and max_batch < min(chunk_size, len(seeds)):
         raise PlanError(f"max_batch ({max_batch}) must be at least the chunk size ({min(chunk_size, len(seeds))}): "
                         "a U-Net call holds at least one chunk")
@@ -257,7 +265,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
     spent_before, seconds_before = stats.get("evaluations_spent", 0), stats.get("seconds", 0)
     bar = None
     total = sum(count_evaluations([plans[j] for j in need], sampler.steps)[0] for _, need in todo)
-    if progress and total:
+    if c.progress and total:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=run, unit="eval")
@@ -271,7 +279,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
         spent += res.evaluations
         base_img = m.decode(res.baseline_x0)
         rows = [dict(seed=s, variant={"type": "baseline"}, cond=c, extra={}) for s, c in zip(ch_seeds, ch_stored)]
-        keep_imgs = {s: {base_vid: _u8(base_img[k])} for k, s in enumerate(ch_seeds) if s in image_seeds}
+        keep_imgs = {s: {base_vid: to_uint8(base_img[k])} for k, s in enumerate(ch_seeds) if s in image_seeds}
         for j, x0 in zip(need, res.finals):
             img = m.decode(x0)
             ss, pp = ssim(img, base_img), psnr(img, base_img)
@@ -279,7 +287,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
                 rows.append(dict(seed=s, variant=variants[j], cond=ch_stored[k],
                                  ssim=float(ss[k]), psnr=float(pp[k])))
                 if s in keep_imgs:
-                    keep_imgs[s][vids[j]] = _u8(img[k])
+                    keep_imgs[s][vids[j]] = to_uint8(img[k])
         for t in trajectory_steps:
             for kind, store_ in (("x_t", res.x_t), ("x_est0", res.x_est0)):
                 img = m.decode(store_[t])
@@ -288,7 +296,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond, plans: l
                     rows.append(dict(seed=s, variant={"type": kind, "t": int(t)}, cond=ch_stored[k],
                                      ssim=float(ss[k]), psnr=float(pp[k])))
                     if s in keep_imgs:
-                        keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = _u8(img[k])
+                        keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = to_uint8(img[k])
         for s, imgs in keep_imgs.items():  # images first: rows in the store imply their images exist
             f = _images_file(out_dir, run, s)
             f.parent.mkdir(parents=True, exist_ok=True)
@@ -317,10 +325,6 @@ def per_sample_cond(cond, n: int) -> list:
         return [cond] * n
     items = [c.item() if torch.is_tensor(c) else c for c in cond]
     return items * n if len(items) == 1 else items
-
-
-def _u8(img: torch.Tensor) -> torch.Tensor:
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
 def load_images(out_dir, run: str, seed: int) -> dict:

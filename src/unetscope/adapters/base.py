@@ -2,17 +2,21 @@
 
 A U-Net is ``K`` encoder units ``E[0..K-1]`` (top to bottom), a middle unit ``M`` and ``K`` decoder
 units ``D[0..K-1]`` (bottom to top). Each encoder unit pushes one skip; ``D[j]`` consumes the skip
-pushed by ``E[K-1-j]`` (LIFO, like ``hs.pop()`` in guided-diffusion). The runner applies a step's
-interventions: ``ZeroSkips(ns)`` zeroes skips 1..ns from the top where consumed; ``DropBlocks(nb)``
-never calls ``E[K-nb..]``, ``M`` or ``D[..nb-1]`` and hands ``D[nb]`` a fill instead.
+pushed by ``E[K-1-j]`` (LIFO, like ``hs.pop()`` in guided-diffusion). The runner applies one step's
+``StepAction``: ``zero_skips=ns`` zeroes skips 1..ns from the top where consumed; ``drop_blocks=nb``
+never calls ``E[K-nb..]``, ``M`` or ``D[..nb-1]`` and hands ``D[nb]`` a fill instead;
+``reuse_encoder`` never calls ``E[..]`` or ``M`` and reads their cached outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from ..plan import NO_ACTION, StepAction, site
 
 __all__ = ["AdapterError", "UNetUnits", "Context", "UNetRunner", "RunOutput"]
 
@@ -56,49 +60,70 @@ class UNetUnits(Protocol):
 @dataclass
 class RunOutput:
     out: torch.Tensor
-    captured: dict[int, torch.Tensor]  # decoder index j -> D[j]'s output (for fill="cache")
-    units_run: int  # encoder + decoder units computed (middle counted as one more when run)
+    captured: dict[str, torch.Tensor]  # site ("E[i]", "M", "D[j]") -> that unit's output, as asked by ``capture``
+    units_run: int  # encoder, middle and decoder units computed
 
 
 class UNetRunner:
-    """Runs one U-Net evaluation unit by unit under one step's interventions."""
+    """Runs one U-Net evaluation unit by unit under one step's ``StepAction``.
+
+    ``fill`` maps the sites the action reads instead of computing (``StepAction.needs``) to their
+    cached outputs; ``capture`` names the sites whose outputs to return, for later fills."""
 
     def __init__(self, units: UNetUnits):
         K = getattr(units, "num_blocks", None)
-        if not isinstance(K, int) or K < 1:
+        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
             raise AdapterError(f"{type(units).__name__}.num_blocks must be a positive int (K), got {K!r}")
         self.units = units
         self.num_blocks = K
         self._out_shapes: dict[tuple, list[torch.Size]] = {}  # input shape -> per-sample D[j] shapes
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None, *, zero_skips: int = 0,
-                 drop_blocks: int = 0, fill: torch.Tensor | None = None, capture=()) -> RunOutput:
+    def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None, action: StepAction | None = None,
+                 *, fill: Mapping[str, torch.Tensor] | None = None, capture=(), **action_fields) -> RunOutput:
+        """One evaluation under ``action`` (``runner(x, t, cond, drop_blocks=2)`` is short for
+        ``runner(x, t, cond, StepAction(drop_blocks=2))``)."""
         K, u = self.num_blocks, self.units
         cond = cond or {}
-        nb, ns = int(drop_blocks), int(zero_skips)
+        try:
+            a = replace(action or NO_ACTION, **action_fields)
+        except TypeError as e:
+            raise AdapterError(f"unknown step action field: {e}") from None
+        nb, ns = a.drop_blocks, a.zero_skips
         if not 0 <= nb <= K or not 0 <= ns <= K:
             raise AdapterError(f"drop_blocks and zero_skips must be in 0..{K}, got {nb} and {ns}")
+        fill = dict(fill or {})
+        for s in a.needs(K):
+            if s not in fill:
+                raise AdapterError(f"{a.describe()} reads the cached output of {s}: pass it in fill={{{s!r}: tensor}}")
+        capture = set(capture)
+        captured: dict[str, torch.Tensor] = {}
         key = tuple(x.shape[1:])
-        if nb and key not in self._out_shapes:
+        if (nb or a.reuse_encoder) and key not in self._out_shapes:
             self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in cond.items()})
         ctx = self._unit("prepare", None, u.prepare, x, timesteps, cond)
         skips = ctx.skips
         h = x
-        for i in range(K - nb):  # E[0..K-nb-1]
-            h = self._unit("E", i, u.encoder, i, h, ctx)
+        for i in range(K - nb):  # E[0..K-nb-1]: run, or their cached outputs read (ReuseEncoder)
+            s = site("E", i)
+            h = self._filled(fill, s, x.shape[0], self._out_shapes[key][K + i]) if a.reuse_encoder \
+                else self._unit("E", i, u.encoder, i, h, ctx)
             skips.append(h)
-        captured, shapes = {}, []
-        if nb == 0:
+            if s in capture and not a.reuse_encoder:
+                captured[s] = h
+        shapes = [h.shape[1:] for h in skips]
+        if nb == 0 and not a.reuse_encoder:
             h = self._unit("M", None, u.middle, h, ctx)
+            if "M" in capture:
+                captured["M"] = h
+        elif nb == 0:
+            h = self._filled(fill, "M", x.shape[0], self._out_shapes[key][2 * K])
+        elif a.fill == "cache":
+            h = self._filled(fill, site("D", nb - 1), x.shape[0], self._out_shapes[key][nb - 1])
         else:
-            want = self._out_shapes[key][nb - 1]
-            if fill is None:
-                h = torch.zeros((x.shape[0], *want), dtype=h.dtype, device=h.device)
-            else:
-                if tuple(fill.shape) != (x.shape[0], *want):
-                    raise AdapterError(f"fill for D[{nb - 1}] must have shape {(x.shape[0], *want)}, got {tuple(fill.shape)}")
-                h = fill
+            h = torch.zeros((x.shape[0], *self._out_shapes[key][nb - 1]), dtype=x.dtype, device=x.device)
+        mid_shape = h.shape[1:]
+        dec_shapes = []
         for j in range(nb, K):  # D[nb..K-1]
             skip = skips[K - 1 - j]
             if h.shape[2:] != skip.shape[2:]:
@@ -108,13 +133,20 @@ class UNetRunner:
             if K - 1 - j < ns:  # skip (K-j) from the top, zeroed where consumed
                 skip = torch.zeros_like(skip)
             h = self._unit("D", j, u.decoder, j, h, skip, ctx)
-            if j in capture:
-                captured[j] = h
-            shapes.append(h.shape[1:])
-        if nb == 0:
-            self._out_shapes[key] = shapes
+            if site("D", j) in capture:
+                captured[site("D", j)] = h
+            dec_shapes.append(h.shape[1:])
+        if nb == 0 and not a.reuse_encoder:  # per-sample shapes: D[0..K-1], E[0..K-1], M
+            self._out_shapes[key] = dec_shapes + shapes + [mid_shape]
         out = self._unit("head", None, u.head, h, ctx)
-        return RunOutput(out, captured, 2 * (K - nb) + (nb == 0))
+        return RunOutput(out, captured, len(a.computes(K)))
+
+    def _filled(self, fill: dict, s: str, n: int, want) -> torch.Tensor:
+        """A cached output read in place of computing unit ``s``, checked against its shape."""
+        f = fill[s]
+        if tuple(f.shape) != (n, *want):
+            raise AdapterError(f"fill for {s} must have shape {(n, *want)}, got {tuple(f.shape)}")
+        return f
 
     def _unit(self, kind, index, fn, *args):
         """Call one unit; a failure names the unit (a user's protocol that does not fit)."""
@@ -128,11 +160,11 @@ class UNetRunner:
                                f"{type(e).__name__}: {e}") from e
 
     def _probe(self, x, timesteps, cond) -> None:
-        self(x, timesteps, cond)  # a full evaluation of one sample records D[j]'s output shapes
+        self(x, timesteps, cond)  # a full evaluation of one sample records every unit's output shape
 
     def decoder_shapes(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None) -> list[torch.Size]:
         """Per-sample output shapes of ``D[0..K-1]`` for inputs shaped like ``x``."""
         key = tuple(x.shape[1:])
         if key not in self._out_shapes:
             self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in (cond or {}).items()})
-        return list(self._out_shapes[key])
+        return list(self._out_shapes[key][:self.num_blocks])

@@ -48,9 +48,6 @@ class DiffusersUNetUnits:
             raise AdapterError(f"expected a diffusers UNet2DModel or UNet2DConditionModel, got {type(unet).__name__}")
         self.unet = unet
         self.conditional = isinstance(unet, UNet2DConditionModel)
-        cfg = unet.config
-        if getattr(cfg, "time_embedding_type", "positional") == "fourier" and not self.conditional:
-            pass  # handled in head (division by the timesteps)
         for b in unet.down_blocks:
             if type(b).__name__ not in SUPPORTED_DOWN:
                 raise AdapterError(f"down block {type(b).__name__} is not supported (supported: {', '.join(SUPPORTED_DOWN)}); "
@@ -68,7 +65,6 @@ class DiffusersUNetUnits:
             for ds in b.downsamplers or []:
                 enc.append(partial(self._down_unit, ds))
         dec = []
-        self._up_last = []  # decoder indices whose unit ends with an upsampler
         for b in unet.up_blocks:
             attns = getattr(b, "attentions", None) or [None] * len(b.resnets)
             for k, (r, a) in enumerate(zip(b.resnets, attns)):

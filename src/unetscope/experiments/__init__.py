@@ -16,11 +16,11 @@ from .consecutive_limit import ConsecutiveLimit
 from .phases import Phases
 from .relax import Relax
 from .skip_vs_block import SkipVsBlock
-from .trajectory import Trajectory
+from .trajectory import TrajectoryExperiment
 
 __all__ = ["EXPERIMENTS", "ORDER", "Experiment", "ExperimentError", "run_experiment", "render"]
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (Trajectory(), Phases(), SkipVsBlock(), BlockUtility(),
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (TrajectoryExperiment(), Phases(), SkipVsBlock(), BlockUtility(),
                                                           ConsecutiveLimit(), Relax())}
 ORDER = ["trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax"]
 
@@ -43,7 +43,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
                    log=print) -> dict:
     """Run (or resume) one experiment; dependencies run first if their results are missing."""
     from ..store import ResultStore
-    from ..sweep import run_grid
+    from ..sweep import GridConfig, run_grid
 
     if name not in EXPERIMENTS:
         raise ExperimentError(f"experiment must be one of {', '.join(ORDER)}; got {name!r}")
@@ -68,9 +68,9 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
             plan.check(S, K)
         settings = dict(experiment=name, params=p, **ident)
         run = store.register_run(name, settings)
-        stats = run_grid(store, run, sampler, list(seeds), cond, plans, out_dir=out_dir,
-                         trajectory_steps=exp.trajectory_steps(p, S), chunk_size=chunk_size, max_batch=max_batch,
-                         image_seeds=set(list(seeds)[:image_seeds]), progress=progress)
+        grid = GridConfig(out_dir=out_dir, trajectory_steps=exp.trajectory_steps(p, S), chunk_size=chunk_size,
+                          max_batch=max_batch, image_seeds=list(seeds)[:image_seeds], progress=progress)
+        stats = run_grid(store, run, sampler, list(seeds), cond, plans, grid)
         store.set_stat(run, "complete", True)
     summary = render(out_dir, run)
     summary["stats"] = stats

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plan import Plan, SkipSteps
-from .common import Experiment, curves, image_grid_figure, line_figure, scale_steps, t_grid
+from .common import Experiment, curves, image_grid_figure, line_figure, scale_steps, t_grid, variant_grid
 
 
 def _smooth(y: np.ndarray, w: int) -> np.ndarray:
@@ -104,31 +104,10 @@ class Phases(Experiment):
         n_big = max(p["n_values"])
         ts = curves[n_big][0]
         pick = [ts[round(i * (len(ts) - 1) / 5)] for i in range(6)] if len(ts) >= 6 else ts
-        g = _grid(images, lambda t: {"interventions": [{"type": "SkipSteps", "start": t, "n": n_big}]}, pick)
+        g = variant_grid(images, lambda t: {"interventions": [{"type": "SkipSteps", "start": t, "n": n_big}]}, pick)
         if g:
             path = image_grid_figure(out / "phases_grid.png", g[0], g[1], ["x0"] + [f"t={t}" for t in pick],
                                      f"w'_0 after removing n={n_big} steps from t_start (Fig. 3)")
             if path:
                 files.append((path.name, f"Outputs after removing {n_big} steps at several t_start (Fig. 3)"))
         return files
-
-
-def _grid(images: dict, variant_of, columns):
-    """Rows = kept seeds, columns = the baseline then one variant per column."""
-    from ..store import variant_id
-
-    if not images:
-        return None
-    base = variant_id({"type": "baseline"})
-    tiles, labels = [], []
-    for seed, imgs in sorted(images.items()):
-        tiles.append([imgs.get(base)] + [imgs.get(variant_id(_plan_dict(variant_of(c)))) for c in columns])
-        labels.append(f"seed {seed}")
-    return tiles, labels
-
-
-def _plan_dict(v: dict) -> dict:
-    """Complete a short variant with the defaults a Plan writes (so its id matches the stored one)."""
-    if "interventions" not in v:
-        return v
-    return Plan.from_dict(v).to_dict()

@@ -4,8 +4,7 @@ start t (ZeroSkips(2, t, 5) vs DropBlocks(2, t, 5); Figs. 5-7)."""
 from __future__ import annotations
 
 from ..plan import DropBlocks, Plan, ZeroSkips
-from .common import Experiment, curves, image_grid_figure, line_figure, redundancy_start, scale_blocks, scale_steps, t_grid
-from .phases import _grid
+from .common import Experiment, curves, image_grid_figure, line_figure, redundancy_start, scale_blocks, scale_steps, t_grid, variant_grid
 
 
 class SkipVsBlock(Experiment):
@@ -52,7 +51,7 @@ class SkipVsBlock(Experiment):
         ts = c["DropBlocks"][0]
         pick = [ts[round(i * (len(ts) - 1) / 5)] for i in range(6)] if len(ts) >= 6 else ts
         for kind, fig, field, name in (("ZeroSkips", "Fig. 5", "ns", "skips"), ("DropBlocks", "Fig. 6", "nb", "blocks")):
-            g = _grid(images, lambda t, kind=kind, field=field: {"interventions": [{"type": kind, field: p[field], "start": t, "n": p["n"]}]}, pick)
+            g = variant_grid(images, lambda t, kind=kind, field=field: {"interventions": [{"type": kind, field: p[field], "start": t, "n": p["n"]}]}, pick)
             if g:
                 path = image_grid_figure(out / f"skip_vs_block_{name}_grid.png", g[0], g[1], ["x0"] + [f"t={t}" for t in pick],
                                          f"{labels[kind]} for n={p['n']} steps from t_start ({fig})")

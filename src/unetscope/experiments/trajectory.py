@@ -6,7 +6,7 @@ from __future__ import annotations
 from .common import Experiment, curves, image_grid_figure, line_figure, redundancy_start, t_grid
 
 
-class Trajectory(Experiment):
+class TrajectoryExperiment(Experiment):
     def __init__(self):
         super().__init__("trajectory", "The trajectory: x_t and x_est0 against x_0", "Figs. 16, 17")
 

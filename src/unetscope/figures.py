@@ -1,0 +1,123 @@
+"""Figures written as PNG with matplotlib (headless): mean curves with bands, heatmaps, labelled
+image grids and histograms, shared by the experiments, the shortcut runs and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["pyplot", "band", "line_figure", "heatmap_figure", "image_grid_figure", "histogram_figure"]
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def band(mean, std, k: float, band_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The band mean ± k sd, its top capped at ``band_max`` when given."""
+    mean, std = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+    hi = mean + k * std
+    return mean - k * std, hi if band_max is None else np.minimum(hi, band_max)
+
+
+def line_figure(path: Path, curves: list[tuple[str, list, np.ndarray, np.ndarray]], *, xlabel: str, ylabel: str,
+                title: str, k: float = 1.0, hlines=(), vlines=(), invert_x: bool = True,
+                band_max: float | None = None) -> Path:
+    """Mean curves with a band of k standard deviations; x is the step (descending, like the paper).
+    ``band_max`` caps the band at a metric's largest possible value (1 for SSIM), so that a band of
+    mean + k sd does not draw values the metric cannot take."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    for label, xs, mean, std in curves:
+        line, = ax.plot(xs, mean, label=label, lw=1.6)
+        if std is not None:
+            ax.fill_between(xs, *band(mean, std, k, band_max), color=line.get_color(), alpha=0.18, lw=0)
+    for y, lab in hlines:
+        ax.axhline(y, color="gray", ls="--", lw=1)
+        ax.text(ax.get_xlim()[0], y, f" {lab}", va="bottom", fontsize=8, color="gray")
+    for x, lab in vlines:
+        ax.axvline(x, color="k", ls=":", lw=1)
+        ax.text(x, ax.get_ylim()[1], f" {lab}", va="top", fontsize=8)
+    if invert_x:
+        ax.invert_xaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def heatmap_figure(path: Path, grid: np.ndarray, rows: list, cols: list, *, xlabel: str, ylabel: str, title: str,
+                   marks=()) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.6), dpi=110)
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    step = max(1, len(cols) // 12)
+    ax.set_xticks(range(0, len(cols), step), [str(c) for c in cols[::step]])
+    for r, c in marks:
+        ax.scatter([c], [r], marker="|", color="red", s=200)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="mean SSIM")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def image_grid_figure(path: Path, tiles: list[list], row_labels: list[str], col_labels: list[str], title: str) -> Path | None:
+    """Rows x columns of (C, H, W) uint8 images (None: blank), labelled."""
+    if not tiles or not any(t is not None for row in tiles for t in row):
+        return None
+    plt = pyplot()
+    R, C = len(tiles), len(tiles[0])
+    fig, axes = plt.subplots(R, C, figsize=(1.1 * C + 0.9, 1.1 * R + 0.6), dpi=110, squeeze=False)
+    for r in range(R):
+        for c in range(C):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = tiles[r][c]
+            if img is not None:
+                arr = img.numpy()
+                ax.imshow(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def histogram_figure(path: Path, values: np.ndarray, *, xlabel: str, ylabel: str, title: str, mark: float | None = None,
+                     low: float | None = None, high: float = 1.0) -> Path:
+    """A histogram of per-sample values (``mark``: a dashed line, e.g. the mean)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=110)
+    low = float(np.min(values)) if low is None else low
+    ax.hist(values, bins=min(20, max(5, len(values) // 3)), range=(low, high), color="#4a78b5", edgecolor="white")
+    if mark is not None:
+        ax.axvline(mark, color="k", ls="--", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
