@@ -60,7 +60,7 @@ def test_intervene_reuse_encoder(tiny_model_dir, tmp_path, capsys):
 
 
 BAD = [
-    (["sample", "--model", "/no/such/folder"], "not 'default' or a local folder"),
+    (["sample", "--model", "/no/such/folder"], "is not 'default', a local folder"),
     (["sample", "--steps", 0], "steps must be an integer in 1..T"),
     (["sample", "--steps", 5000], "steps must be an integer in 1..1000"),
     (["sample", "--class", 10], "class labels must be in 0..9"),

@@ -34,7 +34,7 @@ def test_schedule_and_types_come_from_the_scheduler_config(tmp_path):
 
 
 def test_bad_folders(tmp_path):
-    with pytest.raises(ModelError, match="not 'default' or a local folder"):
+    with pytest.raises(ModelError, match="is not 'default', a local folder"):
         load_model(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no config.json"):

@@ -5,6 +5,8 @@ steps, skip connections and bottom blocks over ranges of steps, and compare with
 """
 
 from .adapters.base import AdapterError, UNetUnits
+from .adapters.weights import load_weights
+from .api import SettingsError, experiment, measure_shortcut, reproduce, search_shortcut, setup, write_report
 from .guidance import Denoiser
 from .metrics import psnr, ssim
 from .models import Cond, DiffusionModel, ModelError, load_model, wrap
@@ -18,5 +20,6 @@ __version__ = "0.1.0"
 __all__ = [
     "load_model", "wrap", "DiffusionModel", "Cond", "Sampler", "Trajectory", "StepOutput", "Denoiser", "Plan", "PlanStep",
     "StepAction", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "psnr", "ssim",
-    "NoiseSchedule", "UNetUnits", "AdapterError", "ModelError", "PlanError", "SamplerError",
+    "NoiseSchedule", "UNetUnits", "load_weights", "AdapterError", "ModelError", "PlanError", "SamplerError",
+    "SettingsError", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut", "write_report",
 ]

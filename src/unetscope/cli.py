@@ -75,44 +75,35 @@ def parse_classes(text: str | None, n: int):
     return labels
 
 
-def _model_and_sampler(args, progress: bool):
-    import torch
-
-    from . import load_model
-    from .sampler import Sampler
-
+def _sampling(args) -> dict:
+    """The sampling settings of the command line as ``api.setup``'s keywords (strings parsed)."""
     prompts = parse_prompts(args.prompt, args.prompts)  # cheap checks first, before a model loads
     if prompts and args.samples is None and args.seeds is None:
         args.samples = len(prompts)
     seeds = parse_seeds(args.seeds, args.samples)
-    if args.steps is None:
-        args.steps = 100
-    if args.steps < 1:  # the upper bound (the model's T) is checked once the model is loaded
-        raise UsageError(f"steps must be an integer in 1..T (the model's training timesteps), got {args.steps}")
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    try:
-        model = load_model(args.model, device=args.device, dtype=dtypes[args.dtype])
-    except (RuntimeError, AssertionError) as e:  # an unknown device, or a dtype the device lacks
-        raise UsageError(f"cannot load {args.model} on --device {args.device} as {args.dtype}: {str(e).splitlines()[0]}") from None
-    if args.guidance is None:  # guidance 3 where the model has an unconditional branch, none otherwise
-        args.guidance = 3.0 if model.has_null_branch else 1.0
-    sampler = Sampler(model, steps=args.steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
-                      variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, progress=progress)
-    if prompts:
-        if model.conditioning != "text":
-            raise UsageError(f"--prompt/--prompts need a text-conditioned model; {args.model} is {model.conditioning}-conditioned")
-        if len(prompts) not in (1, len(seeds)):
-            raise UsageError(f"{len(prompts)} prompts for {len(seeds)} samples: give one prompt, or one per sample")
-        cond = prompts * len(seeds) if len(prompts) == 1 else prompts
-    elif model.conditioning == "text":
+    steps = 100 if args.steps is None else args.steps
+    if steps < 1:  # the upper bound (the model's T) is checked once the model is loaded
+        raise UsageError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps}")
+    if prompts and len(prompts) not in (1, len(seeds)):
+        raise UsageError(f"{len(prompts)} prompts for {len(seeds)} samples: give one prompt, or one per sample")
+    cond = (prompts * len(seeds) if len(prompts) == 1 else prompts) if prompts else parse_classes(args.class_, len(seeds))
+    return dict(seeds=seeds, cond=cond, steps=steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
+                variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+
+
+def _model_and_sampler(args, progress: bool):
+    """(model, sampler, seeds, cond) from the command line, through ``api.setup``."""
+    from .api import load, setup
+
+    kw = _sampling(args)
+    model = load(args.model, device=kw.pop("device"), dtype=kw.pop("dtype"))
+    prompts = bool(args.prompt or args.prompts)
+    if prompts and model.conditioning != "text":
+        raise UsageError(f"--prompt/--prompts need a text-conditioned model; {args.model} is {model.conditioning}-conditioned")
+    if not prompts and model.conditioning == "text":
         raise UsageError(f"{args.model} is text-conditioned: give --prompt TEXT (repeatable) or --prompts FILE")
-    else:
-        cond = parse_classes(args.class_, len(seeds))
-    if cond is None and model.conditioning == "class":
-        cond = [s % model.num_classes_real for s in seeds]  # default: cycle through the classes
-    if cond is not None:
-        model.make_cond(cond, len(seeds))  # a ModelError here is reported by main in one line
-    return model, sampler, seeds, cond
+    run = setup(model, progress=progress, **kw)
+    return run.model, run.sampler, run.seeds, run.cond
 
 
 def _out_dir(path: str) -> Path:
@@ -229,119 +220,102 @@ def _parse_params(items: list[str]) -> dict:
     return out
 
 
-def _run_experiments(names, args, overrides_for) -> list[dict]:
-    from .experiments import run_experiment
+def _print_experiment(res: dict, samples: int, out) -> None:
+    st = res["stats"]
+    print(f"{res['experiment']}: {res['findings'].get('text', '')}")
+    took = f"{st['seconds']:.0f} s" + (f" ({st['seconds_total']:.0f} s over every call of this run)"
+                                       if st["seconds_total"] > st["seconds"] + 0.5 else "")
+    print(f"  {samples} samples; U-Net evaluations spent {st['spent']} (this call {st['spent_now']}), minimum "
+          f"{st['minimum']}, naive {st['naive']}; {took}; figures in {out}/figures/{res['run']}/")
 
-    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
-    out = _out_dir(args.out)
-    results = []
-    for name in names:
-        res = run_experiment(name, model, sampler, seeds, cond, out, overrides_for(name, model.num_blocks),
-                             chunk_size=args.chunk_size, max_batch=args.max_batch, image_seeds=args.images,
-                             progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
-        st = res["stats"]
-        print(f"{name}: {res['findings'].get('text', '')}")
-        took = f"{st['seconds']:.0f} s" + (f" ({st['seconds_total']:.0f} s over every call of this run)"
-                                           if st["seconds_total"] > st["seconds"] + 0.5 else "")
-        print(f"  {len(seeds)} samples; U-Net evaluations spent {st['spent']} (this call {st['spent_now']}), minimum "
-              f"{st['minimum']}, naive {st['naive']}; {took}; figures in {out}/figures/{res['run']}/")
-        results.append(res)
-    return results
+
+def _grid_kw(args) -> dict:
+    return dict(chunk_size=args.chunk_size, max_batch=args.max_batch, images=args.images, progress=not args.quiet,
+                log=lambda m: print(m, file=sys.stderr))
 
 
 def _cmd_sweep(args) -> None:
-    params = _parse_params(args.param)
-    if args.t_step is not None:
-        params["t_step"] = args.t_step
-    _run_experiments([args.experiment], args, lambda name, K: params)
+    from .api import experiment
+
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
+    res = experiment(args.experiment, model, _out_dir(args.out), params=_parse_params(args.param), t_step=args.t_step,
+                     seeds=seeds, cond=cond, steps=sampler.steps, **_sampler_kw(sampler), **_grid_kw(args))
+    _print_experiment(res, len(seeds), args.out)
+
+
+def _sampler_kw(sampler) -> dict:
+    """A built sampler's settings as ``api.setup`` keywords (so the API twin builds the same one)."""
+    return dict(method=sampler.method, eta=sampler.eta, guidance=sampler.guidance, variance=sampler.variance,
+                clip_x0=sampler.clip_x0, batch_size=sampler.batch_size)
 
 
 def _cmd_report(args) -> None:
-    from .report import write_report
-    from .store import ResultStore
+    from .api import write_report
 
-    out = Path(args.dir)
-    path = write_report(out)
-    if args.csv or args.parquet:
-        with ResultStore(out / "results.sqlite") as st:
-            if args.csv:
-                print(f"wrote {st.export_csv(out / 'results.csv')}")
-            if args.parquet:
-                print(f"wrote {st.export_parquet(out / 'results.parquet')}")
-    print(f"wrote {path}")
+    paths = write_report(args.dir, csv=args.csv, parquet=args.parquet)
+    for k in ("csv", "parquet"):
+        if k in paths:
+            print(f"wrote {paths[k]}")
+    print(f"wrote {paths['report']}")
 
 
 def _cmd_reproduce(args) -> None:
     import time
 
-    from .experiments import ORDER
-    from .report import write_report
+    from .api import QUICK, reproduce
 
     if args.samples is None and args.seeds is None:
-        args.samples = 16 if args.quick else 100
+        args.samples = QUICK["samples"] if args.quick else 100
     if args.steps is None and args.quick:
-        args.steps = 50  # quick: half the paper's steps (every parameter scales with S)
-    t_step = args.t_step or (5 if args.quick else 1)
-
-    def params(name, K):
-        p = {"t_step": t_step} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {}
-        if args.quick and name == "block-utility":
-            p["nbs"] = sorted(set(range(2, K + 1, 4)) | {K})  # every 4th block count: 2, 6, 10, .. and K
-        return p
-
+        args.steps = QUICK["steps"]  # quick: half the paper's steps (every parameter scales with S)
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     t0 = time.perf_counter()
-    results = _run_experiments(ORDER, args, params)
-    path = write_report(args.out)
-    total = sum(r["stats"]["seconds_total"] for r in results)
-    print(f"reproduced {len(ORDER)} experiments in {(time.perf_counter() - t0) / 60:.1f} min "
-          f"(sampling, summed over every call that worked on this folder: {total / 60:.1f} min); report: {path}")
+    res = reproduce(model, _out_dir(args.out), quick=args.quick, t_step=args.t_step, seeds=seeds, cond=cond,
+                    steps=sampler.steps, **_sampler_kw(sampler), **_grid_kw(args))
+    for r in res["results"]:
+        _print_experiment(r, len(seeds), args.out)
+    print(f"reproduced {len(res['results'])} experiments in {(time.perf_counter() - t0) / 60:.1f} min "
+          f"(sampling, summed over every call that worked on this folder: {res['seconds_total'] / 60:.1f} min); "
+          f"report: {res['report']}")
 
 
 def _cmd_shortcut(args) -> None:
-    from .shortcut import PRESETS, load_schedule, run_shortcut, save_schedule, search
+    from .api import measure_shortcut, search_shortcut
 
-    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
-    S, K = sampler.steps, model.num_blocks
     if args.action == "search":
         if args.schedule or args.preset:
             raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
-        n_cal = args.calibration
-        if n_cal < 1 or n_cal >= len(seeds):
-            raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples are held out), got {n_cal}")
-        cal, hold = seeds[:n_cal], seeds[n_cal:]
-        c_cal = None if cond is None else cond[:n_cal]
-        c_hold = None if cond is None else cond[n_cal:]
+        if args.write and not Path(args.write).parent.is_dir():  # before any work
+            raise UsageError(f"--write {args.write!r}: its folder does not exist")
+    elif bool(args.schedule) == bool(args.preset):
+        from .shortcut import PRESETS
+
+        raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
+    kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
+    if args.action == "search":
+        n = args.calibration
+        if n < 1 or n >= len(seeds):
+            raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples are held out), got {n}")
         if args.rounds < 1:
             raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
-        res = search(sampler, cal, c_cal, target_mean=args.target_ssim, target_min=args.target_min_ssim,
-                     max_rounds=args.rounds, log=None if args.quiet else (lambda m: print(m, file=sys.stderr)))
-        plan = res["plan"]
-        out = _out_dir(args.out)
-        write = Path(args.write) if args.write else out / "schedule.json"
-        save_schedule(plan, write, meta=dict(target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
-                                             calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
-                                             model=model.describe(), sampler=sampler.describe()))
-        print(f"searched schedule ({len(res['history'])} rounds, {res['evaluations']} evaluations): {plan!r}")
-        print(f"  calibration ({len(cal)} samples): mean SSIM {res['calibration_ssim_mean']:.3f}, "
-              f"predicted compute {res['predicted_compute']:.3f} of the baseline -> {write}")
-        summ = run_shortcut(sampler, plan, hold, c_hold, out, repeats=args.repeats, name="search")
-        print(f"  held out ({len(hold)} samples): mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), "
-              f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {out}/summary.json")
+        res = search_shortcut(model, _out_dir(args.out), target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
+                              calibration=n, rounds=args.rounds, write=args.write,
+                              log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), **kw)
+        found, summ = res["search"], res["held_out"]
+        print(f"searched schedule ({len(found['history'])} rounds, {found['evaluations']} evaluations): {found['plan']!r}")
+        print(f"  calibration ({n} samples): mean SSIM {found['calibration_ssim_mean']:.3f}, "
+              f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
+        print(f"  held out ({len(seeds) - n} samples): mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), "
+              f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
         return
-    if bool(args.schedule) == bool(args.preset):
-        raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
-    if args.preset:
-        if args.preset not in PRESETS:
-            raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
-        plan = PRESETS[args.preset](S, K)
-    else:
-        plan = load_schedule(args.schedule)
-    plan.check(S, K)
-    out = _out_dir(args.out)
-    summ = run_shortcut(sampler, plan, seeds, cond, out, repeats=args.repeats, name=args.preset or str(args.schedule))
-    print(f"{plan!r}")
+    summ = measure_shortcut(model, _out_dir(args.out), schedule=args.schedule, preset=args.preset, **kw)
+    from .plan import Plan
+
+    print(f"{Plan.from_dict(summ['schedule'])!r}")
     print(f"{summ['samples']} samples: time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%}, "
-          f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB -> {out}/summary.json")
+          f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB "
+          f"-> {args.out}/summary.json")
 
 
 def _cmd_models(args) -> None:
@@ -396,7 +370,8 @@ def _cmd_train(args) -> None:
 # --- parser ------------------------------------------------------------------------------------
 def _sampling_args(p) -> None:
     g = p.add_argument_group("model and sampler")
-    g.add_argument("--model", default="default", help="'default' or a local diffusers folder")
+    g.add_argument("--model", default="default",
+                   help="'default', a local diffusers folder, or a factory of your code: FILE.py:FACTORY or package.module:FACTORY")
     g.add_argument("--steps", type=int, default=None, help="sampling steps S (default 100, as in the paper)")
     g.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
@@ -514,6 +489,7 @@ def _typed_errors() -> tuple:
     from .adapters.base import AdapterError
     from .experiments.common import ExperimentError
     from .metrics import MetricError
+    from .api import SettingsError
     from .models import ModelError
     from .plan import PlanError
     from .report import ReportError
@@ -521,7 +497,7 @@ def _typed_errors() -> tuple:
     from .shortcut import ShortcutError
     from .store import StoreError
 
-    return (UsageError, AdapterError, ExperimentError, MetricError, ModelError, PlanError, ReportError, SamplerError,
+    return (UsageError, SettingsError, AdapterError, ExperimentError, MetricError, ModelError, PlanError, ReportError, SamplerError,
             ShortcutError, StoreError)
 
 

@@ -1,4 +1,5 @@
-"""Loading models: ``"default"`` (the bundled MNIST model), or a local diffusers folder.
+"""Loading models: ``"default"`` (the bundled MNIST model), a local diffusers folder, or a factory in
+your own code (``FILE.py:FACTORY`` or ``package.module:FACTORY``) that returns a wrapped model.
 
 A ``DiffusionModel`` bundles what the sampler needs: the U-Net seen as units (a ``UNetRunner``),
 the training noise schedule, the prediction and variance types, the sample shape and the
@@ -19,7 +20,8 @@ import torch
 from .adapters.base import AdapterError, UNetRunner, UNetUnits
 from .schedule import NoiseSchedule
 
-__all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
+__all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "load_factory", "is_factory_reference", "fingerprint",
+           "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
@@ -73,7 +75,14 @@ class DiffusionModel:
 
     @property
     def module(self) -> torch.nn.Module | None:
-        return getattr(self.units, "unet", None) or (self.units if isinstance(self.units, torch.nn.Module) else None)
+        """The network behind the units: ``units.unet``, the units themselves, or the first module
+        an own ``UNetUnits`` class holds (``self.net = net``)."""
+        u = self.units
+        if isinstance(getattr(u, "unet", None), torch.nn.Module):
+            return u.unet
+        if isinstance(u, torch.nn.Module):
+            return u
+        return next((v for v in vars(u).values() if isinstance(v, torch.nn.Module)), None) if hasattr(u, "__dict__") else None
 
     @property
     def device(self) -> torch.device:
@@ -166,10 +175,13 @@ class DiffusionModel:
         return ((torch.cat(out) + 1) / 2).clamp(0, 1)
 
     def describe(self) -> dict:
-        return dict(name=self.name, K=self.num_blocks, sample_shape=list(self.sample_shape),
-                    schedule=self.schedule.beta_schedule, T=self.schedule.num_train_timesteps,
-                    prediction_type=self.prediction_type, variance_type=self.variance_type,
-                    conditioning=self.conditioning, num_classes=self.num_classes_real or None, latent=self.latent)
+        d = dict(name=self.name, K=self.num_blocks, sample_shape=list(self.sample_shape),
+                 schedule=self.schedule.beta_schedule, T=self.schedule.num_train_timesteps,
+                 prediction_type=self.prediction_type, variance_type=self.variance_type,
+                 conditioning=self.conditioning, num_classes=self.num_classes_real or None, latent=self.latent)
+        if "factory" in self.meta:  # a model built by the user's code: the reference and its weights' hash
+            d.update(factory=self.meta["factory"], fingerprint=self.meta["fingerprint"])
+        return d
 
 
 def _read_json(p: Path) -> dict:
@@ -189,16 +201,96 @@ def _schedule_from(cfg: dict) -> NoiseSchedule:
         raise ModelError(f"scheduler config: {e}") from None
 
 
+def is_factory_reference(name: str) -> bool:
+    """``FILE.py:FACTORY`` or ``package.module:FACTORY`` (and not an existing folder)."""
+    target, sep, attr = str(name).rpartition(":")
+    return bool(sep and target and attr) and not Path(str(name)).expanduser().is_dir() and \
+        (target.endswith(".py") or all(p.isidentifier() for p in target.split(".")))
+
+
+def fingerprint(model: "DiffusionModel") -> str:
+    """A hash of the model's parameters and buffers (names, shapes, dtypes and values)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    m = model.module
+    for k, v in sorted((m.state_dict() if m is not None else {}).items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def load_factory(ref: str) -> DiffusionModel:
+    """Call the factory ``FILE.py:FACTORY`` or ``package.module:FACTORY`` (no arguments); it returns
+    a wrapped model (``unetscope.wrap(...)``) or ``(module_or_units, settings for wrap)``. The file's
+    folder is importable while it loads and runs, so it may import its neighbours."""
+    import importlib
+    import importlib.util
+    import sys
+
+    target, _, attr = str(ref).rpartition(":")
+    if not attr.isidentifier():
+        raise ModelError(f"model {ref!r}: {attr!r} is not a Python name (FILE.py:FACTORY or package.module:FACTORY)")
+    added = None
+    try:
+        if target.endswith(".py"):
+            path = Path(target).expanduser().resolve()
+            if not path.is_file():
+                raise ModelError(f"model {ref!r}: the file {target!r} does not exist")
+            added = str(path.parent)
+            sys.path.insert(0, added)
+            name = "unetscope_factory_" + path.stem + "_" + format(abs(hash(str(path))), "x")
+            spec = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(mod)
+            except Exception as e:
+                raise ModelError(f"model {ref!r}: importing {target} failed: {type(e).__name__}: {e}") from None
+        else:
+            try:
+                mod = importlib.import_module(target)
+            except Exception as e:
+                raise ModelError(f"model {ref!r}: cannot import {target}: {type(e).__name__}: {e}") from None
+        fn = getattr(mod, attr, None)
+        if fn is None or not callable(fn):
+            raise ModelError(f"model {ref!r}: {target} has no callable {attr!r}")
+        try:
+            obj = fn()
+        except ModelError as e:
+            raise ModelError(f"model {ref!r}: {e}") from None
+        except Exception as e:
+            raise ModelError(f"model {ref!r}: the factory raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    finally:
+        if added is not None and added in sys.path:
+            sys.path.remove(added)
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict):
+        obj = wrap(obj[0], **obj[1])
+    if not isinstance(obj, DiffusionModel):
+        raise ModelError(f"model {ref!r}: the factory returned {type(obj).__name__}; it must return a wrapped model "
+                         "(unetscope.wrap(...)) or (module_or_units, settings for wrap)")
+    obj.name = str(ref)
+    obj.meta = {**obj.meta, "factory": str(ref), "fingerprint": fingerprint(obj)}
+    return obj
+
+
 def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> DiffusionModel:
-    """Load ``"default"`` or a local diffusers folder: a U-Net folder with ``scheduler_config.json``,
-    or a pipeline folder with ``unet/`` and ``scheduler/``. Never touches the network."""
+    """Load ``"default"``, a local diffusers folder (a U-Net folder with ``scheduler_config.json``,
+    or a pipeline folder with ``unet/`` and ``scheduler/``), or a factory of your own code,
+    ``FILE.py:FACTORY`` / ``package.module:FACTORY``. Never touches the network."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     name = str(name_or_path)
+    if name != "default" and is_factory_reference(name):
+        m = load_factory(name)
+        if device is not None or dtype is not None:
+            m.to(device, dtype)
+        return m
     path = default_model_path() if name == "default" else Path(name).expanduser()
     if not path.is_dir():
         hint = " (the bundled weights are missing from this install)" if name == "default" else ""
-        raise ModelError(f"model {name!r} is not 'default' or a local folder{hint}; models are loaded from disk only")
+        raise ModelError(f"model {name!r} is not 'default', a local folder or FILE.py:FACTORY / package.module:FACTORY{hint}; "
+                         "models are loaded from disk only")
     if (path / "model_index.json").exists() or (path / "unet").is_dir():
         unet_dir, sched_dir = path / "unet", path / "scheduler"
         if not (unet_dir / "config.json").exists():

@@ -69,6 +69,10 @@ def paper_preset(S: int, K: int, fill: str = "zeros") -> Plan:
     GLIDE: nb=6 for 5 steps from t=65; nb=8 for 2 steps (60, 59); relax 58..48; nb=8 for 7 steps
     (47..41); relax 40..32; nb=8 for 7 steps (31..25); stop early at t=18 (the last 17 steps skipped).
     Block counts scale by K/16 and step numbers by S/100 (rounded, at least 1)."""
+    if K < 2 or S < 2:
+        raise ShortcutError(f"the paper's schedule cuts part of the U-Net over several steps: it needs K >= 2 and S >= 2, "
+                            f"got K = {K}, S = {S}")
+
     def b(v):
         return max(1, min(K, round(v * K / 16)))
 

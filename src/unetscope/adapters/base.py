@@ -25,6 +25,11 @@ class AdapterError(ValueError):
     """A U-Net that cannot be seen as units, or units that do not fit together."""
 
 
+_K_HINT = ("is num_blocks (K) the number of skips the module's forward pushes, with every module that pushes "
+           "none folded into a neighbouring unit and each upsample at the end of the unit before the concat? "
+           "(docs/adapters.md)")
+
+
 @dataclass
 class Context:
     """What ``prepare`` computes once per evaluation (embeddings, conditioning), shared by all
@@ -128,8 +133,8 @@ class UNetRunner:
             skip = skips[K - 1 - j]
             if h.shape[2:] != skip.shape[2:]:
                 raise AdapterError(
-                    f"D[{j}] receives h of shape {tuple(h.shape)} and the skip of E[{K - 1 - j}] of shape "
-                    f"{tuple(skip.shape)}: their spatial sizes must match")
+                    f"{type(u).__name__} (num_blocks K={K}): D[{j}] receives h of shape {tuple(h.shape)} and the skip of "
+                    f"E[{K - 1 - j}] of shape {tuple(skip.shape)}, but their spatial sizes must match; {_K_HINT}")
             if K - 1 - j < ns:  # skip (K-j) from the top, zeroed where consumed
                 skip = torch.zeros_like(skip)
             h = self._unit("D", j, u.decoder, j, h, skip, ctx)
@@ -156,8 +161,11 @@ class UNetRunner:
             raise
         except Exception as e:
             name = kind if index is None else f"{kind}[{index}]"
+            msg = str(e).splitlines()[0] if str(e) else ""
+            hint = f"; {_K_HINT}" if isinstance(e, (IndexError, KeyError)) or any(
+                w in msg for w in ("size", "shape", "channels")) else ""
             raise AdapterError(f"{type(self.units).__name__} unit {name} (K={self.num_blocks}) failed: "
-                               f"{type(e).__name__}: {e}") from e
+                               f"{type(e).__name__}: {msg}{hint}") from e
 
     def _probe(self, x, timesteps, cond) -> None:
         self(x, timesteps, cond)  # a full evaluation of one sample records every unit's output shape

@@ -38,6 +38,18 @@ def _latest(store, name: str, ident: dict, complete: bool = True):
     return None
 
 
+def _same_model_or_refuse(store, model: dict) -> None:
+    """A model from a factory is known by its reference and the hash of its weights: a folder whose
+    runs hold the same reference with other weights is not resumed with these (or mixed with them)."""
+    if "factory" not in model:
+        return
+    for r in store.runs():
+        m = r["settings"].get("model", {})
+        if m.get("factory") == model["factory"] and m.get("fingerprint") != model["fingerprint"]:
+            raise ExperimentError(f"this folder holds runs of {model['factory']} with other weights (fingerprint "
+                                  f"{m.get('fingerprint')}, now {model['fingerprint']}): use a new --out")
+
+
 def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, overrides: dict | None = None, *,
                    chunk_size: int = 16, max_batch: int | None = None, image_seeds: int = 4, progress: bool = True,
                    log=print) -> dict:
@@ -62,6 +74,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
                 run_experiment(d, model, sampler, seeds, cond, out_dir, partial["settings"]["params"] if partial else None,
                                chunk_size=chunk_size, max_batch=max_batch, image_seeds=image_seeds, progress=progress, log=log)
             deps[d] = store.rows(_latest(store, d, ident)["run"])
+        _same_model_or_refuse(store, ident["model"])
         p = exp.resolve(S, K, overrides or {}, deps)
         plans = exp.plans(p, S, K)
         for plan in plans:

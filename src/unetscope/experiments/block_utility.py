@@ -10,8 +10,9 @@ from .common import Experiment, aggregate, heatmap_figure, image_grid_figure, li
 
 
 def block_counts(K: int) -> list[int]:
-    """nb = 2, 4, .. up to K (the paper's 2, 4, .., 16 for K = 16); K itself is always included."""
-    return sorted(set(range(2, K + 1, 2)) | {K})
+    """nb = 2, 4, .. up to K (the paper's 2, 4, .., 16 for K = 16), K itself always included; a
+    small U-Net (K <= 8) gets every count 1..K, so that no depth goes unmeasured."""
+    return list(range(1, K + 1)) if K <= 8 else sorted(set(range(2, K + 1, 2)) | {K})
 
 
 def redundancy_starts(rows, threshold: float) -> dict[int, int | None]:

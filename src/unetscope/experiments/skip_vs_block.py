@@ -4,7 +4,7 @@ start t (ZeroSkips(2, t, 5) vs DropBlocks(2, t, 5); Figs. 5-7)."""
 from __future__ import annotations
 
 from ..plan import DropBlocks, Plan, ZeroSkips
-from .common import Experiment, curves, image_grid_figure, line_figure, redundancy_start, scale_blocks, scale_steps, t_grid, variant_grid
+from .common import Experiment, ExperimentError, curves, image_grid_figure, line_figure, redundancy_start, scale_blocks, scale_steps, t_grid, variant_grid
 
 
 class SkipVsBlock(Experiment):
@@ -12,6 +12,8 @@ class SkipVsBlock(Experiment):
         super().__init__("skip-vs-block", "Skip connections vs bottom blocks", "Figs. 5, 6, 7")
 
     def defaults(self, S, K, deps=None, threshold=None):
+        if K < 2:
+            raise ExperimentError(f"skip-vs-block compares the top skips with the bottom blocks: it needs K >= 2, the model has K = {K}")
         return dict(ns=scale_blocks(2, K), nb=scale_blocks(2, K), n=scale_steps(5, S), t_step=1, threshold=threshold or 0.8, k=1.0)
 
     def plans(self, p, S, K):

@@ -1,0 +1,216 @@
+"""The Python twins of the command line: one function per command, with the same parameters.
+
+``model`` is anything ``--model`` takes (``"default"``, a local diffusers folder, ``FILE.py:FACTORY``,
+``package.module:FACTORY``) or a model already loaded or wrapped (``unetscope.wrap(...)``). The
+sampling settings are the CLI's: ``steps``, ``method`` (``--sampler``), ``eta``, ``guidance``,
+``variance``, ``clip_x0``, ``batch_size``, ``samples`` / ``seeds``, ``cond`` (``--class`` or the
+prompts), ``device``, ``dtype``.
+
+    import unetscope as us
+    res = us.experiment("phases", "examples/mnist_unet.py:make_model", "runs/phases", samples=8, steps=20)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .models import Cond, DiffusionModel, ModelError, load_model
+from .sampler import Sampler
+
+__all__ = ["SettingsError", "Setup", "load", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut",
+           "write_report", "QUICK"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# reproduce --quick: 16 samples, S = 50, every 5th start step, every 4th block count
+QUICK = dict(samples=16, steps=50, t_step=5, nb_stride=4)
+
+
+class SettingsError(ValueError):
+    """Settings of a run that do not fit together (reported by the CLI in one line, exit 2)."""
+
+
+@dataclass
+class Setup:
+    """A loaded model, its sampler, the seeds and their conditions: what every command starts from."""
+
+    model: DiffusionModel
+    sampler: Sampler
+    seeds: list[int]
+    cond: Cond
+
+
+def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: str | torch.dtype = "float32") -> DiffusionModel:
+    """``model`` loaded (a reference) or as given (a ``DiffusionModel``)."""
+    if isinstance(model, DiffusionModel):
+        return model
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SettingsError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if not isinstance(model, (str, Path)):
+        raise SettingsError(f"model must be a name, a folder, FILE.py:FACTORY or a wrapped model; got {type(model).__name__}")
+    try:
+        return load_model(model, device=device, dtype=dtype)
+    except (RuntimeError, AssertionError) as e:  # an unknown device, or a dtype the device lacks
+        raise SettingsError(f"cannot load {model} on --device {device} as {dtype}: {str(e).splitlines()[0]}") from None
+
+
+def setup(model: str | DiffusionModel = "default", *, samples: int | None = None, seeds: Sequence[int] | None = None,
+          cond: Cond = None, steps: int = 100, method: str = "ddpm", eta: float = 0.0, guidance: float | None = None,
+          variance: str | None = None, clip_x0: bool | None = None, batch_size: int | None = None,
+          device: str = "cpu", dtype: str | torch.dtype = "float32", progress: bool = False) -> Setup:
+    """Load ``model`` and build its sampler. Seeds default to ``0..samples-1`` (16); a class model's
+    conditions default to cycling through its classes; guidance to 3 where the model has an
+    unconditional branch, else 1."""
+    if seeds is None:
+        n = 16 if samples is None else samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SettingsError(f"samples must be an integer >= 1, got {n!r}")
+        seeds = list(range(n))
+    else:
+        seeds = list(seeds)
+        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise SettingsError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+        if samples is not None and samples != len(seeds):
+            raise SettingsError(f"samples={samples} disagrees with {len(seeds)} seeds; give one of them")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise SettingsError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps!r}")
+    m = load(model, device=device, dtype=dtype)
+    if guidance is None:
+        guidance = 3.0 if m.has_null_branch else 1.0
+    sampler = Sampler(m, steps=steps, method=method, eta=eta, guidance=guidance, variance=variance, clip_x0=clip_x0,
+                      batch_size=batch_size, progress=progress)
+    if cond is None and m.conditioning == "class":
+        cond = [s % m.num_classes_real for s in seeds]  # default: cycle through the classes
+    elif cond is None and m.conditioning == "text":
+        raise ModelError(f"{m.name} is text-conditioned: give prompts (one, or one per sample)")
+    elif isinstance(cond, (list, tuple)) and len(cond) == 1 and len(seeds) > 1:
+        cond = list(cond) * len(seeds)
+    if cond is not None:
+        m.make_cond(cond, len(seeds))  # checks the labels or prompts before any work
+    return Setup(m, sampler, seeds, cond)
+
+
+def _out(path) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise SettingsError(f"out {str(path)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _quiet(*a, **k) -> None:
+    return None
+
+
+def experiment(name: str, model: str | DiffusionModel = "default", out: str | Path = "runs/experiment", *,
+               params: dict | None = None, t_step: int | None = None, chunk_size: int = 16, max_batch: int | None = None,
+               images: int = 4, progress: bool = True, log: Callable[[str], Any] | None = None, **sampling) -> dict:
+    """``unetscope sweep NAME``: run (or resume) one of the paper's experiments into ``out`` (its
+    rows in ``out/results.sqlite``, findings and figures); returns its summary with ``stats``."""
+    from .experiments import run_experiment
+
+    run = setup(model, **sampling)
+    p = dict(params or {})
+    if t_step is not None:
+        p["t_step"] = t_step
+    return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, _out(out), p, chunk_size=chunk_size,
+                          max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet)
+
+
+def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/reproduce", *, quick: bool = False,
+              t_step: int | None = None, chunk_size: int = 16, max_batch: int | None = None, images: int = 4,
+              progress: bool = True, log: Callable[[str], Any] | None = None, **sampling) -> dict:
+    """``unetscope reproduce``: every experiment of the paper, then the report. ``quick``: 16
+    samples, S = 50, every 5th start step, every 4th block count (minutes, not hours)."""
+    from .experiments import ORDER, run_experiment
+    from .report import write_report as _write
+
+    if sampling.get("samples") is None and sampling.get("seeds") is None:
+        sampling["samples"] = QUICK["samples"] if quick else 100
+    if quick and sampling.get("steps") is None:
+        sampling["steps"] = QUICK["steps"]
+    sampling = {k: v for k, v in sampling.items() if v is not None or k not in ("steps",)}
+    run = setup(model, **sampling)
+    stride = t_step or (QUICK["t_step"] if quick else 1)
+    K = run.model.num_blocks
+    out = _out(out)
+    results = []
+    for name in ORDER:
+        p = {"t_step": stride} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {}
+        if quick and name == "block-utility":
+            p["nbs"] = sorted(set(range(min(2, K), K + 1, QUICK["nb_stride"])) | {K})
+        results.append(run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
+                                      max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet))
+    return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results))
+
+
+def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,
+                     schedule: str | Path | None = None, preset: str | None = None, repeats: int = 1, **sampling) -> dict:
+    """``unetscope shortcut``: a schedule (a file or a preset) against the baseline on the same
+    seeds; writes ``out/summary.json``, the rows and the figures; returns the summary."""
+    from .shortcut import PRESETS, load_schedule, run_shortcut
+
+    if (schedule is None) == (preset is None):
+        raise SettingsError("give one of schedule (a file) or preset (" + ", ".join(PRESETS) + ")")
+    if preset is not None and preset not in PRESETS:
+        raise SettingsError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    plan = load_schedule(schedule) if schedule is not None else None  # a bad file fails before a model loads
+    run = setup(model, **sampling)
+    S, K = run.sampler.steps, run.model.num_blocks
+    plan = PRESETS[preset](S, K) if preset is not None else plan
+    plan.check(S, K)
+    return run_shortcut(run.sampler, plan, run.seeds, run.cond, _out(out), repeats=repeats, name=preset or str(schedule))
+
+
+def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/search", *, target_ssim: float = 0.8,
+                    target_min_ssim: float | None = None, calibration: int = 8, rounds: int = 40,
+                    write: str | Path | None = None, repeats: int = 1, log: Callable[[str], Any] | None = None,
+                    **sampling) -> dict:
+    """``unetscope shortcut search``: search a schedule on the first ``calibration`` seeds, write it
+    (``write``, default ``out/schedule.json``) and measure it on the rest; returns
+    ``{"search": ..., "schedule": path, "held_out": summary}``."""
+    from .shortcut import SearchConfig, run_shortcut, save_schedule, search
+
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise SettingsError(f"rounds must be at least 1, got {rounds!r}")
+    cfg = SearchConfig(target_mean=target_ssim, target_min=target_min_ssim, max_rounds=rounds)
+    run = setup(model, **sampling)
+    seeds, cond = run.seeds, run.cond
+    if isinstance(calibration, bool) or not isinstance(calibration, int) or not 1 <= calibration < len(seeds):
+        raise SettingsError(f"calibration must be in 1..{len(seeds) - 1} (the rest of the samples are held out), "
+                            f"got {calibration!r}")
+    out = _out(out)
+    target = Path(write) if write else out / "schedule.json"
+    if not target.parent.is_dir():
+        raise SettingsError(f"cannot write the schedule to {str(target)!r}: its folder does not exist")
+    cal, hold = seeds[:calibration], seeds[calibration:]
+    c_cal = None if cond is None else cond[:calibration]
+    c_hold = None if cond is None else cond[calibration:]
+    res = search(run.sampler, cal, c_cal, cfg, log=log)
+    save_schedule(res["plan"], target, meta=dict(target_ssim=target_ssim, target_min_ssim=target_min_ssim,
+                                                 calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
+                                                 model=run.model.describe(), sampler=run.sampler.describe()))
+    held = run_shortcut(run.sampler, res["plan"], hold, c_hold, out, repeats=repeats, name="search")
+    return dict(search=res, schedule=target, held_out=held, calibration_seeds=cal, held_out_seeds=hold)
+
+
+def write_report(dir: str | Path, *, csv: bool = False, parquet: bool = False) -> dict:
+    """``unetscope report DIR``: ``DIR/report.html`` (and the CSV / Parquet exports); returns the paths."""
+    from .report import write_report as _write
+    from .store import ResultStore
+
+    dir = Path(dir)
+    paths = dict(report=_write(dir))
+    if csv or parquet:
+        with ResultStore(dir / "results.sqlite") as st:
+            if csv:
+                paths["csv"] = st.export_csv(dir / "results.csv")
+            if parquet:
+                paths["parquet"] = st.export_parquet(dir / "results.parquet")
+    return paths
