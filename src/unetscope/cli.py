@@ -119,9 +119,9 @@ def _scale(images) -> int:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    from .store import strict_json, write_atomic
+
+    write_atomic(path, strict_json(obj))
 
 
 # --- commands ----------------------------------------------------------------------------------

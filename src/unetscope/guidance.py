@@ -34,20 +34,20 @@ class Denoiser:
         return 2 if self.scale != 1 and self.model.conditioning != "none" else 1
 
     def __call__(self, x: torch.Tensor, tau: torch.Tensor, cond: dict, action: StepAction | None = None, *,
-                 fill: Mapping[str, torch.Tensor] | None = None, capture=()) -> RunOutput:
+                 fill: Mapping[str, torch.Tensor] | None = None, capture=(), check_finite: bool = False) -> RunOutput:
         """One evaluation of ``x`` (N, C, H, W) at training timesteps ``tau`` (N,) with the prepared
         conditions ``cond`` (batch-first tensors of N rows) under ``action``."""
         m = self.model
         guided = self.rows_per_sample == 2 and bool(cond)
         if not guided:
-            res = m.runner(x.to(m.dtype), tau, cond, action, fill=fill, capture=capture)
+            res = m.runner(x.to(m.dtype), tau, cond, action, fill=fill, capture=capture, check_finite=check_finite)
             res.out = res.out.to(x.dtype)
             return res
         n = x.shape[0]
         null = m.null_cond(n)
         pairs = {k: torch.stack([v, null[k].to(v.dtype)], dim=1).flatten(0, 1) for k, v in cond.items()}  # (2N, ...)
         res = m.runner(x.to(m.dtype).repeat_interleave(2, dim=0), tau.repeat_interleave(2, dim=0), pairs, action,
-                       fill=fill, capture=capture)
+                       fill=fill, capture=capture, check_finite=check_finite)
         out = res.out.to(x.dtype).unflatten(0, (n, 2))  # (N, 2, C', H, W): [cond, uncond] per sample
         oc, ou = out[:, 0], out[:, 1]
         C = x.shape[1]

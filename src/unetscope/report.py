@@ -37,7 +37,7 @@ def _table(d: dict) -> str:
 def write_report(out_dir) -> Path:
     """Render findings and figures of every run in ``out_dir`` and write ``out_dir/report.html``."""
     from .experiments import EXPERIMENTS, ORDER, render
-    from .store import ResultStore
+    from .store import ResultStore, safe_run_name
 
     out_dir = Path(out_dir)
     db = out_dir / "results.sqlite"
@@ -45,6 +45,8 @@ def write_report(out_dir) -> Path:
         raise ReportError(f"{out_dir} holds no results.sqlite: run `unetscope sweep` or `unetscope reproduce` into it first")
     with ResultStore(db) as store:
         runs = store.runs()
+    for r in runs:
+        safe_run_name(r["run"])  # names from the database become paths: refuse unsafe ones before writing
     shortcuts = [json.loads((out_dir / "findings" / f"{r['run']}.json").read_text()) for r in runs
                  if r["experiment"] == "shortcut" and (out_dir / "findings" / f"{r['run']}.json").exists()]
     runs = [r for r in runs if r["experiment"] in EXPERIMENTS]
@@ -91,5 +93,7 @@ def write_report(out_dir) -> Path:
         parts.append(f"<details><summary>Schedule</summary><pre>{html.escape(json.dumps(x['schedule'], indent=1))}</pre></details>")
     parts.append("</body></html>")
     path = out_dir / "report.html"
-    path.write_text("\n".join(parts))
+    tmp = out_dir / "report.html.tmp"  # written last and atomically: a killed report leaves the old one whole
+    tmp.write_text("\n".join(parts))
+    tmp.replace(path)
     return path

@@ -24,7 +24,7 @@ from .models import Cond, DiffusionModel, ModelError
 from .noise import NoiseBank
 from .plan import NO_ACTION, Plan, StepAction
 
-__all__ = ["Sampler", "Trajectory", "StepOutput", "SamplerError", "METHODS", "cond_slice"]
+__all__ = ["Sampler", "Trajectory", "StepOutput", "SamplerError", "NonFiniteSampleError", "METHODS", "cond_slice"]
 
 METHODS = ("ddpm", "ddim")
 KEEP = ("x_t", "x_est0")
@@ -32,6 +32,10 @@ KEEP = ("x_t", "x_est0")
 
 class SamplerError(ValueError):
     """A sampler setting outside what is allowed."""
+
+
+class NonFiniteSampleError(SamplerError):
+    """The model produced NaN or inf: sampling stops at the first step where it happens."""
 
 
 def cond_slice(cond: Cond, idx, n: int) -> Cond:
@@ -166,6 +170,8 @@ class Sampler:
         fill = a.take(cache or {}, K, t)  # the one place a missing fill is reported
         tau = torch.full((n,), self.spacing.tau(t), dtype=torch.long, device=x_t.device)
         res = self.denoiser(x_t, tau, c, a.unet, fill=fill, capture=capture)
+        if not torch.isfinite(res.out).all():  # stop at the first NaN/inf, naming the step and the unit
+            self._non_finite(x_t, tau, c, a, fill, t)
         x0, eps, frac = self.predict(res.out, x_t, t)
         land = t - 1 - a.jump
         if land < 0:
@@ -173,6 +179,20 @@ class Sampler:
         x_next = None if a.stop else self.update(x0, eps, t, land, z, frac)
         return StepOutput(t=t, land=land, action=a, x_t=x_t, x_est0=x0, eps=eps, frac=frac, x_next=x_next,
                           captured=res.captured, units_run=res.units_run)
+
+    def _non_finite(self, x_t, tau, c, a, fill, t: int):
+        from .adapters.base import AdapterError
+
+        where = "its output"
+        if not torch.isfinite(x_t).all():
+            where = "its input x_t"
+        else:
+            try:
+                self.denoiser(x_t, tau, c, a.unet, fill=fill, check_finite=True)  # again, unit by unit
+            except AdapterError as e:
+                where = str(e).split(" outputs")[0]
+        raise NonFiniteSampleError(f"the model produced NaN or inf at step t={t} (timestep {int(tau[0])}): {where}; "
+                                   "nothing was stored")
 
     def predict(self, out: torch.Tensor, x: torch.Tensor, t: int):
         """Model output at step t -> (x_est0, eps, var_frac or None), x_est0 clipped if asked."""

@@ -24,9 +24,13 @@ class ScheduleError(ValueError):
 
 def make_betas(name: str, num_train_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """The betas of a named schedule, exactly as diffusers' schedulers build them (float64)."""
-    T = int(num_train_timesteps)
-    if T < 1:
-        raise ScheduleError(f"num_train_timesteps must be at least 1, got {T}")
+    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
+        raise ScheduleError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps!r}")
+    T = num_train_timesteps
+    if name in ("linear", "scaled_linear"):
+        for what, v in (("beta_start", beta_start), ("beta_end", beta_end)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v < 1):
+                raise ScheduleError(f"{what} must be a number in (0, 1), got {v!r}")
     if name == "linear":
         return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
     if name == "scaled_linear":  # Stable Diffusion's schedule

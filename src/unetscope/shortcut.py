@@ -376,7 +376,7 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
     ``results.sqlite``, the SSIM histogram (Fig. 13) and the best/worst grid (Fig. 22)."""
     from .figures import histogram_figure, image_grid_figure
     from .images import to_uint8
-    from .store import ResultStore
+    from .store import ResultStore, run_dir, strict_json, write_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +392,7 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
                           for i, (s, c) in enumerate(zip(seeds, conds))])
         for k in ("time_saving", "compute_saving", "seconds_baseline", "seconds_shortcut", "flops_baseline", "flops_shortcut"):
             store.set_stat(run, k, res[k])
-    fig_dir = out_dir / "figures" / run
+    fig_dir = run_dir(out_dir, "figures", run)
     fig_dir.mkdir(parents=True, exist_ok=True)
     ss = np.asarray(res["ssim"])
     files = [histogram_figure(fig_dir / "ssim_histogram.png", ss, xlabel="SSIM(shortcut, baseline)", ylabel="samples",
@@ -421,9 +421,9 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         per_sample=[dict(seed=s, ssim=res["ssim"][i], psnr=res["psnr"][i]) for i, s in enumerate(seeds)],
         figures=[str(Path(f).relative_to(out_dir)) for f in files], run=run,
     )
-    text = json.dumps(summary, indent=2, default=float) + "\n"
-    (out_dir / "summary.json").write_text(text)  # the latest shortcut run of the folder
+    text = strict_json(summary)
+    write_atomic(out_dir / "summary.json", text)  # the latest shortcut run of the folder
     (out_dir / "findings").mkdir(exist_ok=True)
-    (out_dir / "findings" / f"{run}.json").write_text(text)  # every run, for the report
+    write_atomic(out_dir / "findings" / f"{run}.json", text)  # every run, for the report
     summary["images_shortcut"] = res["images_shortcut"]
     return summary

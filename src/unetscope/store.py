@@ -14,7 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["ResultStore", "variant_id", "StoreError"]
+__all__ = ["ResultStore", "variant_id", "StoreError", "safe_run_name", "run_dir", "strict_json", "write_atomic"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -42,6 +42,52 @@ CREATE TABLE IF NOT EXISTS stats (
 
 class StoreError(RuntimeError):
     """A results database that cannot be used as asked."""
+
+
+_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def safe_run_name(run) -> str:
+    """A run name used in file paths: letters, digits, ``-``, ``_`` and ``.``, not starting with a
+    dot (so never ``..``), at most 128 characters, whatever the database says."""
+    if not isinstance(run, str) or not run or len(run) > 128 or run.startswith(".") or not set(run) <= _SAFE:
+        raise StoreError(f"results.sqlite holds a run named {str(run)[:80]!r}, which is not a safe folder name "
+                         "(letters, digits, - _ .): the database was edited or is corrupt")
+    return run
+
+
+def run_dir(out_dir, kind: str, run: str) -> Path:
+    """``out_dir/kind/run``, checked to lie inside ``out_dir``."""
+    base = Path(out_dir).resolve()
+    path = (base / kind / safe_run_name(run)).resolve()
+    if base not in path.parents:
+        raise StoreError(f"run {run!r} would write outside {out_dir}")
+    return path
+
+
+def strict_json(obj) -> str:
+    """JSON that strict readers accept: non-finite numbers (an identical image's PSNR) become null."""
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # numpy / torch scalars
+            return clean(v.item())
+        return v
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False, default=float) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a temporary file, then a rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def canonical(obj) -> str:

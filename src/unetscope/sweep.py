@@ -204,9 +204,9 @@ class SweepEngine:
 
 # --- running a grid into a results database, resumably ---------------------------------------------
 def _images_file(out_dir, run: str, seed: int):
-    from pathlib import Path
+    from .store import run_dir
 
-    return Path(out_dir) / "images" / run / f"{seed:05d}.pt"
+    return run_dir(out_dir, "images", run) / f"{int(seed):05d}.pt"
 
 
 @dataclass(frozen=True)
@@ -300,7 +300,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
         for s, imgs in keep_imgs.items():  # images first: rows in the store imply their images exist
             f = _images_file(out_dir, run, s)
             f.parent.mkdir(parents=True, exist_ok=True)
-            old = torch.load(f) if f.exists() else {}
+            old = _read_images(f)
             old.update(imgs)
             torch.save(old, f.with_suffix(".tmp"))
             os.replace(f.with_suffix(".tmp"), f)
@@ -330,4 +330,19 @@ def per_sample_cond(cond, n: int) -> list:
 def load_images(out_dir, run: str, seed: int) -> dict:
     """The images kept for a seed: variant id -> (C, H, W) uint8."""
     f = _images_file(out_dir, run, seed)
-    return torch.load(f) if f.exists() else {}
+    return _read_images(f)
+
+
+def _read_images(f) -> dict:
+    """A seed's kept images (weights-only: reading a crafted file runs no code)."""
+    from .store import StoreError
+
+    if not f.exists():
+        return {}
+    try:
+        obj = torch.load(f, weights_only=True)
+    except Exception as e:
+        raise StoreError(f"{f} is not a readable images file of unetscope ({type(e).__name__}); remove it to rebuild it") from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        raise StoreError(f"{f} is not an images file of unetscope (a dict of variant id -> image); remove it to rebuild it")
+    return obj

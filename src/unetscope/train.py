@@ -145,7 +145,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progres
     st = _State(0, model, ema, opt, gen)
     seconds = 0.0
     if resume and ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
+        try:  # weights-only: a crafted checkpoint cannot run code when it is read
+            saved = torch.load(ckpt, weights_only=True)
+            saved["config"], saved["model"]  # noqa: B018 (the keys a checkpoint of ours holds)
+        except Exception as e:
+            raise ValueError(f"{ckpt} is not a readable checkpoint of unetscope train ({type(e).__name__}); "
+                             "remove it, or pass --restart") from None
         diff = sorted(k for k in saved["config"] if k not in _EXTENDABLE and saved["config"][k] != asdict(cfg).get(k))
         if diff:
             raise ValueError(f"checkpoint {ckpt} was made with other settings ({', '.join(diff)}); use another --out")

@@ -18,11 +18,15 @@ import torch
 
 from ..plan import NO_ACTION, StepAction, site
 
-__all__ = ["AdapterError", "UNetUnits", "Context", "UNetRunner", "RunOutput"]
+__all__ = ["AdapterError", "NonFiniteError", "UNetUnits", "Context", "UNetRunner", "RunOutput"]
 
 
 class AdapterError(ValueError):
     """A U-Net that cannot be seen as units, or units that do not fit together."""
+
+
+class NonFiniteError(AdapterError):
+    """A unit whose output holds NaN or inf."""
 
 
 _K_HINT = ("is num_blocks (K) the number of skips the module's forward pushes, with every module that pushes "
@@ -85,7 +89,8 @@ class UNetRunner:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None, action: StepAction | None = None,
-                 *, fill: Mapping[str, torch.Tensor] | None = None, capture=(), **action_fields) -> RunOutput:
+                 *, fill: Mapping[str, torch.Tensor] | None = None, capture=(), check_finite: bool = False,
+                 **action_fields) -> RunOutput:
         """One evaluation under ``action`` (``runner(x, t, cond, drop_blocks=2)`` is short for
         ``runner(x, t, cond, StepAction(drop_blocks=2))``)."""
         K, u = self.num_blocks, self.units
@@ -106,6 +111,7 @@ class UNetRunner:
         key = tuple(x.shape[1:])
         if (nb or a.reuse_encoder) and key not in self._out_shapes:
             self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in cond.items()})
+        self._check_finite = check_finite  # each unit's output checked (a diagnosis after a NaN)
         ctx = self._unit("prepare", None, u.prepare, x, timesteps, cond)
         skips = ctx.skips
         h = x
@@ -156,7 +162,7 @@ class UNetRunner:
     def _unit(self, kind, index, fn, *args):
         """Call one unit; a failure names the unit (a user's protocol that does not fit)."""
         try:
-            return fn(*args)
+            out = fn(*args)
         except AdapterError:
             raise
         except Exception as e:
@@ -166,6 +172,10 @@ class UNetRunner:
                 w in msg for w in ("size", "shape", "channels")) else ""
             raise AdapterError(f"{type(self.units).__name__} unit {name} (K={self.num_blocks}) failed: "
                                f"{type(e).__name__}: {msg}{hint}") from e
+        if getattr(self, "_check_finite", False) and torch.is_tensor(out) and not torch.isfinite(out).all():
+            name = kind if index is None else f"{kind}[{index}]"
+            raise NonFiniteError(f"unit {name} of {type(self.units).__name__} outputs NaN or inf")
+        return out
 
     def _probe(self, x, timesteps, cond) -> None:
         self(x, timesteps, cond)  # a full evaluation of one sample records every unit's output shape

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .block_utility import BlockUtility
@@ -92,7 +91,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
 
 def render(out_dir, run: str) -> dict:
     """Findings and figures of a stored run (also used by ``unetscope report``)."""
-    from ..store import ResultStore
+    from ..store import ResultStore, run_dir, safe_run_name, strict_json, write_atomic
     from ..sweep import load_images
 
     out_dir = Path(out_dir)
@@ -106,12 +105,12 @@ def render(out_dir, run: str) -> dict:
     findings = exp.analyze(rows, p, S, K)
     images = {seed: load_images(out_dir, run, seed) for seed in s["seeds"][:8]}
     images = {k: v for k, v in images.items() if v}
-    fig_dir = out_dir / "figures" / run
+    fig_dir = run_dir(out_dir, "figures", run)
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = exp.figures(rows, p, S, K, fig_dir, images)
     summary = dict(run=run, experiment=exp.name, title=exp.title, paper=exp.figure_refs, params=p,
                    model=s["model"], sampler=s["sampler"], samples=len(s["seeds"]), findings=findings,
                    figures=[dict(file=f"figures/{run}/{f}", caption=c) for f, c in figures], evaluations=stats)
     (out_dir / "findings").mkdir(exist_ok=True)
-    (out_dir / "findings" / f"{run}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_atomic(out_dir / "findings" / f"{safe_run_name(run)}.json", strict_json(summary))
     return summary

@@ -1,0 +1,128 @@
+"""Hostile inputs: crafted pickles run no code, names from the database never escape the folder,
+NaN models stop with a typed error naming the step and nothing is stored, JSON outputs are strict."""
+
+import json
+import pickle
+import sqlite3
+
+import pytest
+import torch
+
+import unetscope as us
+from unetscope.adapters.base import Context
+from unetscope.cli import main
+
+
+def run(argv, capsys):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # creates the marker file if the pickle is ever executed
+
+
+def test_a_crafted_training_checkpoint_runs_no_code(tmp_path, capsys):
+    out = tmp_path / "train"
+    out.mkdir()
+    marker = tmp_path / "pwned"
+    (out / "checkpoint.pt").write_bytes(pickle.dumps({"config": _Evil(marker)}))
+    code, _, err = run(["train", "--arch", "tiny", "--steps", 2, "--limit-images", 8, "--out", out, "--quiet"], capsys)
+    assert code == 2 and "not a readable checkpoint" in err and err.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_a_crafted_images_file_runs_no_code(tmp_path):
+    from unetscope.store import StoreError
+    from unetscope.sweep import load_images
+
+    marker = tmp_path / "pwned"
+    f = tmp_path / "images" / "phases-abc" / "00000.pt"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(StoreError, match="not a readable images file"):
+        load_images(tmp_path, "phases-abc", 0)
+    assert not marker.exists()
+
+
+def test_a_run_name_from_the_database_never_escapes_the_folder(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "runs" / "r"
+    code, _, err = run(["sweep", "phases", "--model", tiny_model_dir, "--steps", 6, "--samples", 2, "--t-step", 3,
+                        "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    with sqlite3.connect(out / "results.sqlite") as db:
+        for table in ("runs", "results", "stats"):
+            db.execute(f"UPDATE {table} SET run = '../../x'")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, _, err = run(["report", out], capsys)
+    assert code == 2 and "not a safe folder name" in err and err.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+class NaNUnits:
+    """K = 1; the decoder outputs NaN below training timestep 300 (a model that blows up late)."""
+
+    num_blocks = 1
+
+    def __init__(self):
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+    def prepare(self, x, timesteps, cond):
+        return Context(extra={"t": timesteps})
+
+    def encoder(self, i, h, ctx):
+        return self.conv(h)
+
+    def middle(self, h, ctx):
+        return h
+
+    def decoder(self, j, h, skip, ctx):
+        bad = (ctx.extra["t"] < 300).view(-1, 1, 1, 1)
+        return torch.where(bad, torch.full_like(h, float("nan")), h + skip)
+
+    def head(self, h, ctx):
+        return h
+
+
+def test_a_nan_model_stops_at_the_step_naming_the_unit_and_stores_nothing(tmp_path):
+    model = us.wrap(NaNUnits(), sample_shape=(1, 16, 16))
+    s = us.Sampler(model, steps=10)
+    with pytest.raises(us.SamplerError, match=r"NaN or inf at step t=3 .*unit D\[0\]"):
+        s.sample([0, 1])
+    with pytest.raises(us.SamplerError, match="at step t=3"):
+        us.experiment("phases", model, tmp_path / "e", steps=10, samples=2, t_step=3, progress=False)
+    with sqlite3.connect(tmp_path / "e" / "results.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(beta_end=float("nan")), "beta_end must be a number in \\(0, 1\\)"),
+    (dict(beta_start=0.0), "beta_start must be a number in \\(0, 1\\)"),
+    (dict(beta_end=1.5), "beta_end must be a number in \\(0, 1\\)"),
+    (dict(num_train_timesteps=10.5), "num_train_timesteps must be an integer"),
+])
+def test_wrap_refuses_schedules_outside_0_1(kw, message):
+    with pytest.raises(us.ModelError, match=message):
+        us.wrap(NaNUnits(), sample_shape=(1, 16, 16), **kw)
+
+
+def test_json_outputs_are_strict(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "i"
+    # stopping at step 1 returns the output itself: identical images, PSNR inf
+    code, _, err = run(["intervene", "--model", tiny_model_dir, "--steps", 4, "--samples", 2, "--stop-early", 1,
+                        "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    m = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
+    assert m["samples"][0]["psnr"] is None and m["samples"][0]["ssim"] == pytest.approx(1.0)
