@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
 
@@ -37,14 +34,9 @@ def model_inputs(model, batch: int, seed: int = 0):
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median seconds of each function, run in turn so that drifts in machine load hit all alike."""
-    times = {k: [] for k in fns}
-    for _ in range(warmup):
-        for f in fns.values():
-            f()
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median seconds of each function by unetscope's timing protocol (warm-up, then interleaved
+    runs, so that drifts in machine load hit all alike)."""
+    from unetscope.timing import interleave
+
+    timings, _ = interleave(fns, repeats, warmup)
+    return {k: t.median for k, t in timings.items()}

@@ -10,7 +10,6 @@ the Pareto data (JSON) and figure (PNG).
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ def main():
     p.add_argument("--schedule", action="append", default=[], help="searched schedule file(s) to include")
     p.add_argument("--out", default="runs/pareto")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="timed runs of each entry and the baseline, interleaved")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -38,23 +38,23 @@ def main():
     base_sampler = Sampler(model, steps=S, guidance=a.guidance)
     f_base = plan_flops(base_sampler, Plan(), seeds[0], None if cond is None else cond[:1])
 
-    def timed(sampler, plan=None):
-        t0 = time.perf_counter()
-        tr = sampler.sample(seeds, cond, plan)
-        return tr, time.perf_counter() - t0
-
-    base, tb1 = timed(base_sampler)
-    ref = base.images
-    entries = []
+    from unetscope.timing import interleave
 
     def add(method, label, sampler, plan=None):
-        tr, sec = timed(sampler, plan)
+        # the timing protocol: a warm-up of each, then the entry and the baseline interleaved
+        t, first = interleave({"entry": lambda: sampler.sample(seeds, cond, plan),
+                               "baseline": lambda: base_sampler.sample(seeds, cond)}, a.repeats, warmup=1)
+        tr, sec, tb = first["entry"], t["entry"].median, t["baseline"].median
         f = plan_flops(sampler, plan or Plan(), seeds[0], None if cond is None else cond[:1])
         ss = ssim(tr.images, ref).numpy()
-        entries.append(dict(method=method, label=label, seconds=sec, flops=f, ssim_mean=float(ss.mean()),
+        entries.append(dict(method=method, label=label, seconds=sec, seconds_baseline=tb, time_fraction=sec / tb,
+                            spread=max(t["entry"].spread, t["baseline"].spread), flops=f, ssim_mean=float(ss.mean()),
                             ssim_min=float(ss.min()), plan=(plan or Plan()).to_dict(), steps=sampler.steps))
-        print(f"{method:<12} {label:<28} SSIM {ss.mean():.3f} (min {ss.min():.3f})  time {sec:7.2f} s  "
-              f"compute {f / f_base:.3f}", flush=True)
+        print(f"{method:<13} {label:<26} SSIM {ss.mean():.3f} (min {ss.min():.3f})  time {sec / tb:.3f} of the baseline "
+              f"(spread {entries[-1]['spread']:.0%})  compute {f / f_base:.3f}", flush=True)
+
+    ref = base_sampler.sample(seeds, cond).images
+    entries = []
 
     for s2 in (30, 40, 50, 60, 70, 80):
         add("fewer-steps", f"S={round(s2 * S / 100)}", Sampler(model, steps=max(1, round(s2 * S / 100)), guidance=a.guidance))
@@ -69,18 +69,15 @@ def main():
         add("paper-preset", name, base_sampler, PRESETS[name](S, K))
     for f in a.schedule:
         add("searched", Path(f).name, base_sampler, load_schedule(f))
-    _, tb2 = timed(base_sampler)
-    tb = (tb1 + tb2) / 2  # baseline timed at the start and at the end of the run
     for e in entries:
-        e["time_fraction"] = e["seconds"] / tb
         e["compute_fraction"] = e["flops"] / f_base
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = dict(model=model.describe(), steps=S, guidance=a.guidance, samples=a.samples, seeds=seeds,
-                baseline_seconds=[tb1, tb2], baseline_flops=f_base, entries=entries)
+    data = dict(model=model.describe(), steps=S, guidance=a.guidance, samples=a.samples, seeds=seeds, repeats=a.repeats,
+                baseline_flops=f_base, entries=entries)
     (out / "pareto.json").write_text(json.dumps(data, indent=2) + "\n")
     _figure(out / "pareto.png", entries, S)
-    print(f"baseline {tb:.2f} s ({tb1:.2f}, {tb2:.2f}); wrote {out / 'pareto.json'} and {out / 'pareto.png'}")
+    print(f"wrote {out / 'pareto.json'} and {out / 'pareto.png'}")
     # where each shortcut stands against the best baseline at no more time
     for e in entries:
         if e["method"] in ("paper-preset", "searched", "reuse-encoder"):

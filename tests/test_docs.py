@@ -47,12 +47,21 @@ def test_doc_command_runs(doc, command, tmp_path, places, request):
         i = argv.index("--out")
         argv[i + 1] = str(tmp_path / Path(argv[i + 1]).name)
         argv.append("--quiet")
+    _link_repo_folders(tmp_path)  # examples/ and tests/ resolve as they do from the repository root
     r = subprocess.run([sys.executable, "-m", "unetscope.cli", *argv[1:]], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def _link_repo_folders(where):
+    for name in ("examples", "tests"):
+        if not (where / name).exists():
+            (where / name).symlink_to(ROOT / name)
+
+
 @pytest.mark.parametrize("doc, code", PYTHON, ids=[d for d, _ in PYTHON])
-def test_doc_python_runs(doc, code):
+def test_doc_python_runs(doc, code, tmp_path, monkeypatch):
+    _link_repo_folders(tmp_path)
+    monkeypatch.chdir(tmp_path)
     sys.path.insert(0, str(ROOT / "examples"))
     ns = {}
     if "ResearchUNetUnits(net)" in code and "class ResearchUNetUnits" not in code:

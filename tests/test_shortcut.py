@@ -106,3 +106,45 @@ def test_search_meets_its_target_on_the_calibration_seeds(model):
     base, short = s.sample(seeds, cond), s.sample(seeds, cond, plan)
     assert ssim(short.images, base.images).mean() >= 0.9 - 1e-4
     assert set(PRESETS) >= {"paper", "paper-cache"}
+
+
+def test_timing_protocol_warms_up_interleaves_and_warns():
+    from unetscope.timing import Timing, interleave, timing_warnings
+
+    calls, now = [], [0.0]
+    cost = {"baseline": 1.0, "shortcut": 0.5}
+
+    def clock():
+        return now[0]
+
+    def make(name):
+        def f():
+            calls.append(name)
+            now[0] += cost[name]
+            return name
+        return f
+
+    timings, first = interleave({"baseline": make("baseline"), "shortcut": make("shortcut")}, repeats=3, clock=clock)
+    assert calls == ["baseline", "shortcut"] * 4  # one warm-up round (untimed), then 3 interleaved rounds
+    assert timings["baseline"].times == [1.0] * 3 and timings["shortcut"].median == 0.5 and first["shortcut"] == "shortcut"
+    assert timing_warnings(timings["baseline"], timings["shortcut"], compute_saving=0.5) == []
+    # a time saving far from the compute saving, and a wide spread, each warn in one line
+    gap = timing_warnings(Timing([1.0, 1.0, 1.0]), Timing([0.2, 0.2, 0.2]), compute_saving=0.3)
+    assert len(gap) == 1 and "differ by 0.50" in gap[0] and "--threads" in gap[0]
+    spread = timing_warnings(Timing([1.0, 1.5, 1.0]), Timing([0.5, 0.5, 0.5]))
+    assert len(spread) == 1 and "spread by 50%" in spread[0]
+    with pytest.raises(ValueError, match="repeats must be"):
+        interleave({"a": make("baseline")}, repeats=0)
+
+
+def test_measure_reports_medians_spreads_and_refuses_an_empty_schedule(model):
+    from unetscope.shortcut import ShortcutError, measure
+
+    s = Sampler(model, steps=6, guidance=3.0)
+    res = measure(s, Plan([DropBlocks(2, 4, 2)]), [0, 1], [1, 2], repeats=2)
+    t = res["timing"]
+    assert len(t["baseline"]["runs"]) == 2 and t["repeats"] == 2 and t["warmup"] == 1
+    assert t["baseline"]["min"] <= t["baseline"]["median"] <= t["baseline"]["max"]
+    assert res["seconds_baseline"] == t["baseline"]["median"] and isinstance(res["warnings"], list)
+    with pytest.raises(ShortcutError, match="holds no interventions"):
+        measure(s, Plan(), [0], [1])

@@ -151,7 +151,7 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
 
 
 def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,
-                     schedule: str | Path | None = None, preset: str | None = None, repeats: int = 1, **sampling) -> dict:
+                     schedule: str | Path | None = None, preset: str | None = None, repeats: int = 3, **sampling) -> dict:
     """``unetscope shortcut``: a schedule (a file or a preset) against the baseline on the same
     seeds; writes ``out/summary.json``, the rows and the figures; returns the summary."""
     from .shortcut import PRESETS, load_schedule, run_shortcut
@@ -170,7 +170,7 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
 
 def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/search", *, target_ssim: float = 0.8,
                     target_min_ssim: float | None = None, calibration: int = 8, rounds: int = 40,
-                    write: str | Path | None = None, repeats: int = 1, log: Callable[[str], Any] | None = None,
+                    write: str | Path | None = None, repeats: int = 3, log: Callable[[str], Any] | None = None,
                     **sampling) -> dict:
     """``unetscope shortcut search``: search a schedule on the first ``calibration`` seeds, write it
     (``write``, default ``out/schedule.json``) and measure it on the rest; returns

@@ -308,6 +308,7 @@ def _cmd_shortcut(args) -> None:
               f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
         print(f"  held out ({len(seeds) - n} samples): mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), "
               f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
+        _print_timing(summ)
         return
     summ = measure_shortcut(model, _out_dir(args.out), schedule=args.schedule, preset=args.preset, **kw)
     from .plan import Plan
@@ -316,6 +317,17 @@ def _cmd_shortcut(args) -> None:
     print(f"{summ['samples']} samples: time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%}, "
           f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB "
           f"-> {args.out}/summary.json")
+    _print_timing(summ)
+
+
+def _print_timing(summ: dict) -> None:
+    """The timing protocol's line: medians and spreads of both sides, then any warning (stderr)."""
+    t = summ["timing"]
+    b, s = t["baseline"], t["shortcut"]
+    print(f"  time (median of {t['repeats']} interleaved runs after {t['warmup']} warm-up): baseline {b['median']:.2f} s "
+          f"({b['min']:.2f}-{b['max']:.2f}), shortcut {s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f})")
+    for w in summ["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def _cmd_models(args) -> None:
@@ -352,12 +364,8 @@ def _cmd_models(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    import torch
-
     from .train import TrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         cfg = TrainConfig(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, checkpoint_every=args.checkpoint_every, limit_images=args.limit_images)
@@ -384,6 +392,8 @@ def _sampling_args(p) -> None:
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="weights' dtype (float16/bfloat16 where the device supports them)")
     g.add_argument("--batch-size", type=int, default=None, help="samples per batch (memory bound)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default; two processes with default threads on two cores run ~10x slower)")
     s = p.add_argument_group("samples")
     s.add_argument("--samples", type=int, default=None, help="number of samples, seeds 0..N-1 (default 16)")
     s.add_argument("--seeds", default=None, help="seeds: 0-15 or 3,5,9")
@@ -441,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir", help="a folder written by sweep or reproduce")
     r.add_argument("--csv", action="store_true", help="also export DIR/results.csv")
     r.add_argument("--parquet", action="store_true", help="also export DIR/results.parquet (needs pandas, pyarrow)")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     r.set_defaults(func=_cmd_report)
 
     q = sub.add_parser("reproduce", help="every experiment of the paper, then the report")
@@ -456,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = c.add_argument_group("schedule")
     g.add_argument("--schedule", default=None, help="a schedule file (JSON or YAML plan)")
     g.add_argument("--preset", default=None, help="a named schedule: paper (Fig. 11, scaled to K and S), paper-cache")
-    g.add_argument("--repeats", type=int, default=1, help="timed runs of each (alternating; median)")
+    g.add_argument("--repeats", type=int, default=3,
+                   help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
     g.add_argument("--target-ssim", type=float, default=0.8, help="search: mean SSIM to keep (default 0.8)")
     g.add_argument("--target-min-ssim", type=float, default=None, help="search: minimum per-sample SSIM to keep")
     g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (the rest validate)")
@@ -466,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")
     m.add_argument("model", nargs="?", default=None, help="describe one model")
+    m.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     m.set_defaults(func=_cmd_models)
 
     t = sub.add_parser("train", help="train the bundled MNIST model (resumable)")
@@ -504,6 +517,15 @@ def _typed_errors() -> tuple:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        threads = getattr(args, "threads", 0)
+        if threads is None or threads < 0:
+            raise UsageError(f"--threads must be 0 (torch's default) or a positive count, got {threads}")
+        if getattr(args, "repeats", 1) < 1:
+            raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         args.func(args)
     except _typed_errors() as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .metrics import psnr, ssim
 from .models import Cond
 from .plan import FILLS, DropBlocks, Plan, PlanError, ReuseEncoder, StepAction, StopEarly
-from .sampler import Sampler, cond_slice
+from .sampler import Sampler, SamplerError, cond_slice
 from .sweep import per_sample_cond
 
 __all__ = ["load_schedule", "save_schedule", "paper_preset", "PRESETS", "measure", "plan_flops", "search", "SearchConfig",
@@ -137,33 +137,35 @@ def _mad(x: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond=None, repeats: int = 1, baseline=None) -> dict:
-    """Baseline vs shortcut on the same seeds: per-sample SSIM/PSNR, wall times side by side
-    (alternating runs, ``repeats`` each, median), and FLOPs executed."""
+def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, repeats: int = 3, warmup: int = 1,
+            clock=time.perf_counter) -> dict:
+    """Baseline vs shortcut on the same seeds: per-sample SSIM/PSNR, FLOPs executed, and wall times
+    by the timing protocol (``unetscope.timing``: a warm-up of each side, then ``repeats`` interleaved
+    runs; the median and the spread of each, and warnings when they should not be trusted)."""
+    from .timing import interleave, timing_warnings
+
     plan = sampler.check_plan(plan)
-    t_base, t_short = [], []
-    base = short = None
-    for r in range(max(1, repeats)):
-        if baseline is None or r > 0:
-            t0 = time.perf_counter()
-            b = sampler.sample(seeds, cond)
-            t_base.append(time.perf_counter() - t0)
-            base = base or b
-        t0 = time.perf_counter()
-        s_ = sampler.sample(seeds, cond, plan)
-        t_short.append(time.perf_counter() - t0)
-        short = short or s_
-    if baseline is not None:
-        base = baseline["trajectory"]
-        t_base = t_base or [baseline["seconds"]]
+    if not plan:
+        raise ShortcutError("the schedule holds no interventions: the shortcut would be the baseline itself")
+    try:
+        timings, first = interleave({"baseline": lambda: sampler.sample(seeds, cond),
+                                     "shortcut": lambda: sampler.sample(seeds, cond, plan)}, repeats, warmup, clock)
+    except ValueError as e:
+        if isinstance(e, (SamplerError, PlanError)):
+            raise
+        raise ShortcutError(str(e)) from None
+    base, short = first["baseline"], first["shortcut"]
     a, b = base.images, short.images
     ss, pp = ssim(b, a).numpy(), psnr(b, a).numpy()
     c1 = cond_slice(cond, [0], len(seeds))
     f_base, f_short = plan_flops(sampler, Plan(), seeds[0], c1), plan_flops(sampler, plan, seeds[0], c1)
-    tb, ts = float(np.median(t_base)), float(np.median(t_short))
+    tb, ts = timings["baseline"], timings["shortcut"]
     fin = pp[np.isfinite(pp)]
+    compute_saving = 1 - f_short / f_base
     return dict(
-        time_saving=1 - ts / tb, compute_saving=1 - f_short / f_base, seconds_baseline=tb, seconds_shortcut=ts,
+        time_saving=1 - ts.median / tb.median, compute_saving=compute_saving, seconds_baseline=tb.median,
+        seconds_shortcut=ts.median, timing=dict(baseline=tb.to_dict(), shortcut=ts.to_dict(), repeats=repeats, warmup=warmup),
+        warnings=timing_warnings(tb, ts, compute_saving),
         flops_baseline=f_base, flops_shortcut=f_short, nfe_baseline=base.nfe, nfe_shortcut=short.nfe,
         ssim=ss.tolist(), psnr=pp.tolist(), ssim_mean=float(ss.mean()), ssim_mad=_mad(ss), ssim_min=float(ss.min()),
         psnr_mean=float(fin.mean()) if len(fin) else math.inf, samples=len(seeds),
@@ -371,7 +373,7 @@ def _cost(s: _Sched, S: int, flops) -> int:
 
 
 # --- a shortcut run: measure, store, figures -----------------------------------------------------
-def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, *, repeats: int = 1, name: str = "") -> dict:
+def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, *, repeats: int = 3, name: str = "") -> dict:
     """Baseline and shortcut on the same seeds; writes ``summary.json``, the rows into
     ``results.sqlite``, the SSIM histogram (Fig. 13) and the best/worst grid (Fig. 22)."""
     from .figures import histogram_figure, image_grid_figure
@@ -390,7 +392,8 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         store.write(run, [dict(seed=s, variant=plan.to_dict(), cond=c, ssim=res["ssim"][i], psnr=res["psnr"][i],
                                extra=dict(nfe=res["nfe_shortcut"]))
                           for i, (s, c) in enumerate(zip(seeds, conds))])
-        for k in ("time_saving", "compute_saving", "seconds_baseline", "seconds_shortcut", "flops_baseline", "flops_shortcut"):
+        for k in ("time_saving", "compute_saving", "seconds_baseline", "seconds_shortcut", "flops_baseline", "flops_shortcut",
+                  "timing", "warnings"):
             store.set_stat(run, k, res[k])
     fig_dir = run_dir(out_dir, "figures", run)
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -416,6 +419,7 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         time_saving=res["time_saving"], compute_saving=res["compute_saving"], ssim_mean=res["ssim_mean"],
         ssim_mad=res["ssim_mad"], ssim_min=res["ssim_min"], psnr_mean=res["psnr_mean"], samples=len(seeds),
         nfe_baseline=res["nfe_baseline"], nfe_shortcut=res["nfe_shortcut"], seconds_baseline=res["seconds_baseline"],
+        timing=res["timing"], warnings=res["warnings"],
         seconds_shortcut=res["seconds_shortcut"], flops_baseline=res["flops_baseline"], flops_shortcut=res["flops_shortcut"],
         schedule=plan.to_dict(), name=name, model=m.describe(), sampler=sampler.describe(), seeds=list(seeds),
         per_sample=[dict(seed=s, ssim=res["ssim"][i], psnr=res["psnr"][i]) for i, s in enumerate(seeds)],
