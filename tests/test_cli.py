@@ -66,7 +66,7 @@ BAD = [
     (["sample", "--class", 10], "class labels must be in 0..9"),
     (["sample", "--class", "three"], "--class must be an integer"),
     (["sample", "--seeds", "a-b"], "--seeds must be integers"),
-    (["sample", "--samples", 0], "--samples must be at least 1"),
+    (["sample", "--samples", 0], "--samples must be in 1..1,000,000"),
     (["sample", "--guidance", -1], "guidance must be a finite number >= 0"),
     (["sample", "--sampler", "euler"], "invalid choice: 'euler'"),
     (["sample", "--eta", 2, "--sampler", "ddim"], "eta must be in [0, 1]"),

@@ -126,3 +126,72 @@ def test_json_outputs_are_strict(tiny_model_dir, tmp_path, capsys):
 
     m = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
     assert m["samples"][0]["psnr"] is None and m["samples"][0]["ssim"] == pytest.approx(1.0)
+
+
+CLI_BAD = [
+    (["sample", "--eta", 0.5], "has no effect with --sampler ddpm"),
+    (["sample", "--seeds", "9223372036854775808"], "--seeds must be in 0..2^63-1"),
+    (["sample", "--seeds", "0-99999999"], "holds more than 1,000,000 seeds"),
+    (["sample", "--samples", 10**9], "--samples must be in 1..1,000,000"),
+    (["sample", "--threads", -1], "--threads must be 0"),
+    (["intervene", "--stop-early", 3, "--start", 5], "--start/--n have no effect with only --stop-early"),
+    (["intervene", "--zero-skips", 1, "--start", 5, "--fill", "cache"], "--fill cache has no effect without --drop-blocks"),
+    (["sweep", "phases", "--images", -1], "images must be an integer >= 0"),
+    (["sweep", "phases", "--param", "k=nan"], "k (the band's width in standard deviations) must be a finite number > 0"),
+    (["sweep", "phases", "--param", "smooth=-3"], "smooth must be an integer >= 1"),
+    (["sweep", "block-utility", "--param", "threshold=nan"], "threshold must be in (0, 1]"),
+    (["reproduce", "--quick", "--t-step", 0], "t_step must be an integer >= 1"),
+    (["shortcut", "--preset", "paper", "--repeats", 0], "--repeats must be at least 1"),
+    (["shortcut", "--preset", "paper", "--repeats", -2], "--repeats must be at least 1"),
+    (["shortcut", "--schedule", "SCHEDULE_EMPTY"], "holds no interventions"),
+    (["shortcut", "search", "--write", "no/such/folder/s.json"], "its folder does not exist"),
+    (["sample", "--prompts", "LATIN1"], "cannot be read as UTF-8 text"),
+    (["intervene", "--plan", "LATIN1"], "cannot be read as UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CLI_BAD, ids=[" ".join(map(str, a)) for a, _ in CLI_BAD])
+def test_refused_command_lines(argv, message, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (tmp_path / "empty.json").write_text('{"interventions": []}')
+    places = {"LATIN1": tmp_path / "latin1.txt", "SCHEDULE_EMPTY": tmp_path / "empty.json"}
+    argv = [places.get(a, a) for a in argv]
+    out = tmp_path / "out"
+    code, _, err = run(argv + ["--model", tiny_model_dir, "--steps", 4, "--out", out, "--quiet"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def _api_model():
+    return us.wrap(NaNUnits(), sample_shape=(1, 16, 16))
+
+
+API_BAD = [
+    (lambda: us.Sampler(_api_model(), steps=4).sample([0.5]), us.SamplerError, "seeds must be integers"),
+    (lambda: us.Sampler(_api_model(), steps=4).sample([2**64]), us.SamplerError, "seeds must be in 0..2"),
+    (lambda: us.Sampler(_api_model(), steps=4, batch_size=2.5), us.SamplerError, "batch_size must be an integer"),
+    (lambda: us.Sampler(_api_model(), steps=4, eta=float("nan"), method="ddim"), us.SamplerError, "eta must be"),
+    (lambda: us.wrap(NaNUnits(), sample_shape=(1, -4, 16)), us.ModelError, "sample_shape must be three positive"),
+    (lambda: us.wrap(NaNUnits(), sample_shape=(1, 16, 16), conditioning="audio"), us.ModelError, "conditioning must be"),
+    (lambda: us.wrap(NaNUnits(), sample_shape=(1, 16, 16), conditioning="class", num_classes=3, null_class=99),
+     us.ModelError, "null_class must be a class index"),
+    (lambda: us.load_model("default", dtype="float64"), us.ModelError, "dtype must be one of"),
+    (lambda: us.wrap(NaNUnits(), sample_shape=(1, 16, 16), conditioning="class", num_classes=3).make_cond([0.5, 1.2], 2),
+     us.ModelError, "class labels must be integers"),
+    (lambda: us.setup(_api_model(), samples=0), us.SettingsError, "samples must be an integer >= 1"),
+    (lambda: us.setup(_api_model(), seeds=[1, -1]), us.SettingsError, "seeds must be a non-empty list"),
+    (lambda: us.experiment("phases", _api_model(), "/nonexistent/never", t_step=0), us.SettingsError, "t_step must be"),
+    (lambda: us.measure_shortcut(_api_model(), "/nonexistent/never"), us.SettingsError, "give one of schedule"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", API_BAD, ids=[m for _, _, m in API_BAD])
+def test_refused_api_calls_raise_typed_errors(call, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        call()
+
+
+def test_default_model_loads_with_a_dtype_name():
+    m = us.load_model("default", dtype="bfloat16")
+    assert m.dtype == torch.bfloat16

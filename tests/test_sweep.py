@@ -154,7 +154,7 @@ def test_sweep_bad_input(tiny_model_dir, tmp_path, capsys):
 
     for argv, msg in [(["--param", "nbs=[9]"], "nbs must be a non-empty list of integers in 1..4"),
                       (["--param", "nbs=3"], "nbs must be a non-empty list"),
-                      (["--chunk-size", "0"], "chunk_size must be at least 1"),
+                      (["--chunk-size", "0"], "chunk_size must be an integer >= 1"),
                       (["--param", "threshold=2"], "threshold must be in (0, 1]"),
                       (["--param", "zzz=1"], "has no parameter 'zzz'"),
                       (["--t-step", "0"], "t_step must be an integer >= 1")]:

@@ -108,17 +108,25 @@ def _quiet(*a, **k) -> None:
     return None
 
 
+def _grid_checks(t_step, chunk_size, images) -> None:
+    for name, v, low in (("t_step", t_step, 1), ("chunk_size", chunk_size, 1), ("images", images, 0)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise SettingsError(f"{name} must be an integer >= {low}, got {v!r}")
+
+
 def experiment(name: str, model: str | DiffusionModel = "default", out: str | Path = "runs/experiment", *,
                params: dict | None = None, t_step: int | None = None, chunk_size: int = 16, max_batch: int | None = None,
                images: int = 4, progress: bool = True, log: Callable[[str], Any] | None = None, **sampling) -> dict:
     """``unetscope sweep NAME``: run (or resume) one of the paper's experiments into ``out`` (its
     rows in ``out/results.sqlite``, findings and figures); returns its summary with ``stats``."""
-    from .experiments import run_experiment
+    from .experiments import check_experiment, run_experiment
 
+    _grid_checks(t_step, chunk_size, images)
     run = setup(model, **sampling)
     p = dict(params or {})
     if t_step is not None:
         p["t_step"] = t_step
+    check_experiment(name, run.sampler.steps, run.model.num_blocks, p)  # before the folder is made
     return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, _out(out), p, chunk_size=chunk_size,
                           max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet)
 
@@ -131,6 +139,7 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     from .experiments import ORDER, run_experiment
     from .report import write_report as _write
 
+    _grid_checks(t_step, chunk_size, images)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
     if quick and sampling.get("steps") is None:

@@ -21,13 +21,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- parsing helpers ---------------------------------------------------------------------------
+MAX_SAMPLES = 1_000_000  # a sane bound, checked before anything is allocated
+MAX_SEED = 2**63 - 1  # seeds key numpy's SeedSequence and SQLite's INTEGER: 64-bit signed
+
+
 def parse_seeds(text: str | None, samples: int | None) -> list[int]:
     """``--seeds 0-15`` or ``--seeds 3,5,9``; else ``--samples N`` gives seeds 0..N-1."""
+    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
+        raise UsageError(f"--samples must be in 1..{MAX_SAMPLES:,}, got {samples}")
     if text is None:
-        n = 16 if samples is None else samples
-        if n < 1:
-            raise UsageError(f"--samples must be at least 1, got {n}")
-        return list(range(n))
+        return list(range(16 if samples is None else samples))
     seeds: list[int] = []
     try:
         for part in text.split(","):
@@ -37,13 +40,15 @@ def parse_seeds(text: str | None, samples: int | None) -> list[int]:
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
+                if hi - lo + 1 + len(seeds) > MAX_SAMPLES:
+                    raise UsageError(f"--seeds {text!r} holds more than {MAX_SAMPLES:,} seeds")
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
         raise UsageError(f"--seeds must be integers like 0-15 or 3,5,9; got {text!r}") from None
-    if any(s < 0 for s in seeds):
-        raise UsageError(f"--seeds must be non-negative, got {text!r}")
+    if any(s < 0 or s > MAX_SEED for s in seeds):
+        raise UsageError(f"--seeds must be in 0..2^63-1, got {text!r}")
     if samples is not None and samples != len(seeds):
         raise UsageError(f"--samples {samples} disagrees with --seeds {text!r} ({len(seeds)} seeds); give one of them")
     return seeds
@@ -55,7 +60,11 @@ def parse_prompts(prompts: list[str] | None, path: str | None) -> list[str]:
         p = Path(path)
         if not p.is_file():
             raise UsageError(f"--prompts file {path!r} does not exist")
-        out += [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--prompts file {path!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
+        out += [line.strip() for line in text.splitlines() if line.strip()]
         if not out:
             raise UsageError(f"--prompts file {path!r} holds no prompts (one per line)")
     return out
@@ -81,6 +90,8 @@ def _sampling(args) -> dict:
     if prompts and args.samples is None and args.seeds is None:
         args.samples = len(prompts)
     seeds = parse_seeds(args.seeds, args.samples)
+    if args.eta != 0 and args.sampler != "ddim":
+        raise UsageError(f"--eta {args.eta} has no effect with --sampler {args.sampler}: eta is DDIM's (use --sampler ddim)")
     steps = 100 if args.steps is None else args.steps
     if steps < 1:  # the upper bound (the model's T) is checked once the model is loaded
         raise UsageError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps}")
@@ -156,13 +167,21 @@ def plan_from_args(args):
             p = Path(text)
             if not p.is_file():
                 raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
-            text = p.read_text()
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UsageError(f"--plan file {text!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
         plan = Plan.from_json(text)
         if not plan:
             raise UsageError("--plan holds no interventions: nothing to intervene on")
         return plan
     if len(given) > 1:
         raise UsageError(f"give one of {', '.join(short)} (use --plan to combine them); got {' and '.join(given)}")
+    if args.fill != "zeros" and given != ["--drop-blocks"]:
+        raise UsageError(f"--fill {args.fill} has no effect without --drop-blocks (it is what D[nb] receives)")
+    if (args.start is not None or args.n != 1) and not given:
+        raise UsageError("--start/--n have no effect with only --stop-early (they place --skip-steps, --zero-skips, "
+                         "--drop-blocks or --reuse-encoder)")
     items = []
     if given:
         if args.start is None:
@@ -230,6 +249,12 @@ def _print_experiment(res: dict, samples: int, out) -> None:
 
 
 def _grid_kw(args) -> dict:
+    if args.images < 0:
+        raise UsageError(f"--images: images must be an integer >= 0 (samples whose images are kept), got {args.images}")
+    if args.t_step is not None and args.t_step < 1:
+        raise UsageError(f"--t-step: t_step must be an integer >= 1, got {args.t_step}")
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size: chunk_size must be an integer >= 1, got {args.chunk_size}")
     return dict(chunk_size=args.chunk_size, max_batch=args.max_batch, images=args.images, progress=not args.quiet,
                 log=lambda m: print(m, file=sys.stderr))
 
@@ -237,9 +262,10 @@ def _grid_kw(args) -> dict:
 def _cmd_sweep(args) -> None:
     from .api import experiment
 
+    grid, params = _grid_kw(args), _parse_params(args.param)  # cheap checks first, before a model loads
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
-    res = experiment(args.experiment, model, _out_dir(args.out), params=_parse_params(args.param), t_step=args.t_step,
-                     seeds=seeds, cond=cond, steps=sampler.steps, **_sampler_kw(sampler), **_grid_kw(args))
+    res = experiment(args.experiment, model, args.out, params=params, t_step=args.t_step,
+                     seeds=seeds, cond=cond, steps=sampler.steps, **_sampler_kw(sampler), **grid)
     _print_experiment(res, len(seeds), args.out)
 
 
@@ -268,10 +294,11 @@ def _cmd_reproduce(args) -> None:
         args.samples = QUICK["samples"] if args.quick else 100
     if args.steps is None and args.quick:
         args.steps = QUICK["steps"]  # quick: half the paper's steps (every parameter scales with S)
+    grid = _grid_kw(args)
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     t0 = time.perf_counter()
     res = reproduce(model, _out_dir(args.out), quick=args.quick, t_step=args.t_step, seeds=seeds, cond=cond,
-                    steps=sampler.steps, **_sampler_kw(sampler), **_grid_kw(args))
+                    steps=sampler.steps, **_sampler_kw(sampler), **grid)
     for r in res["results"]:
         _print_experiment(r, len(seeds), args.out)
     print(f"reproduced {len(res['results'])} experiments in {(time.perf_counter() - t0) / 60:.1f} min "
@@ -299,7 +326,7 @@ def _cmd_shortcut(args) -> None:
             raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples are held out), got {n}")
         if args.rounds < 1:
             raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
-        res = search_shortcut(model, _out_dir(args.out), target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
+        res = search_shortcut(model, args.out, target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
                               calibration=n, rounds=args.rounds, write=args.write,
                               log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), **kw)
         found, summ = res["search"], res["held_out"]
@@ -310,7 +337,7 @@ def _cmd_shortcut(args) -> None:
               f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
         _print_timing(summ)
         return
-    summ = measure_shortcut(model, _out_dir(args.out), schedule=args.schedule, preset=args.preset, **kw)
+    summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, **kw)
     from .plan import Plan
 
     print(f"{Plan.from_dict(summ['schedule'])!r}")

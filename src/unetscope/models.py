@@ -110,7 +110,10 @@ class DiffusionModel:
         if self.conditioning == "class":
             if cond is None:
                 raise ModelError(f"{self.name} is class-conditional: give class labels (0..{self.num_classes_real - 1})")
-            labels = torch.as_tensor(cond, dtype=torch.long).reshape(-1)
+            raw = torch.as_tensor(cond)
+            if raw.is_floating_point() or raw.dtype == torch.bool or raw.is_complex():
+                raise ModelError(f"class labels must be integers, got {cond!r}"[:200])
+            labels = raw.to(torch.long).reshape(-1)
             if labels.numel() == 1 and n > 1:
                 labels = labels.expand(n)
             if labels.numel() != n:
@@ -280,6 +283,13 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     or a pipeline folder with ``unet/`` and ``scheduler/``), or a factory of your own code,
     ``FILE.py:FACTORY`` / ``package.module:FACTORY``. Never touches the network."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if dtype not in names:
+            raise ModelError(f"dtype must be one of {', '.join(names)} (or a torch.dtype), got {dtype!r}")
+        dtype = names[dtype]
+    elif dtype is not None and not isinstance(dtype, torch.dtype):
+        raise ModelError(f"dtype must be a torch.dtype or one of float32, float16, bfloat16; got {dtype!r}")
     name = str(name_or_path)
     if name != "default" and is_factory_reference(name):
         m = load_factory(name)
@@ -406,6 +416,13 @@ def wrap(unet, *, beta_schedule: str = "linear", num_train_timesteps: int = 1000
                          f"protocol (missing: {', '.join(missing)}); see docs/adapters.md")
     if sample_shape is None:
         raise ModelError("give sample_shape=(C, H, W) for a model that is not a diffusers UNet")
+    if not (isinstance(sample_shape, (tuple, list)) and len(sample_shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sample_shape)):
+        raise ModelError(f"sample_shape must be three positive integers (C, H, W), got {sample_shape!r}")
+    if conditioning not in ("none", "class", "text"):
+        raise ModelError(f"conditioning must be none, class or text, got {conditioning!r}")
+    if null_class is not None and (not isinstance(null_class, int) or not num_classes or not 0 <= null_class < num_classes):
+        raise ModelError(f"null_class must be a class index in 0..num_classes-1, got {null_class!r} (num_classes {num_classes})")
     try:
         schedule = NoiseSchedule(beta_schedule, num_train_timesteps, beta_start, beta_end)
     except ValueError as e:

@@ -38,6 +38,22 @@ class NonFiniteSampleError(SamplerError):
     """The model produced NaN or inf: sampling stops at the first step where it happens."""
 
 
+def _check_seeds(seeds) -> list[int]:
+    """Seeds as a list of integers in 0..2^63-1 (a float seed is refused, not truncated)."""
+    try:
+        seeds = list(seeds)
+    except TypeError:
+        raise SamplerError(f"seeds must be a sequence of integers, got {type(seeds).__name__}") from None
+    if not seeds:
+        raise SamplerError("give at least one seed")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) and not (torch.is_tensor(s) and s.dim() == 0 and not s.is_floating_point()):
+            raise SamplerError(f"seeds must be integers, got {s!r}")
+        if not 0 <= int(s) < 2**63:
+            raise SamplerError(f"seeds must be in 0..2^63-1, got {int(s)}")
+    return [int(s) for s in seeds]
+
+
 def cond_slice(cond: Cond, idx, n: int) -> Cond:
     """The conditions of samples ``idx`` out of ``n``: one value for all (a class, a prompt), one per
     sample (a list), or a dict of batch-first tensors (raw keyword conditioning)."""
@@ -123,8 +139,10 @@ class Sampler:
             raise SamplerError(f"variance must be fixed_small, fixed_large or learned_range, got {variance!r}")
         if variance == "learned_range" and model.variance_type != "learned_range":
             raise SamplerError("variance learned_range needs a model that outputs 2C channels (learned variance)")
-        if batch_size is not None and batch_size < 1:
-            raise SamplerError(f"batch_size must be at least 1, got {batch_size}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise SamplerError(f"batch_size must be an integer >= 1 (or None: one batch), got {batch_size!r}")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
+            raise SamplerError(f"eta must be a number in [0, 1], got {eta!r}")
         self.model, self.steps, self.method, self.eta = model, steps, method, float(eta)
         self.guidance, self.variance, self.batch_size, self.progress = float(guidance), variance, batch_size, progress
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
@@ -255,7 +273,7 @@ class Sampler:
         (``"D[j]"``, ``"E[i]"``, ``"M"``) to keep in ``cache`` (prefix sharing)."""
         plan = self.check_plan(plan)
         m = self.model
-        seeds = [int(s) for s in seeds]
+        seeds = _check_seeds(seeds)
         bank = NoiseBank(seeds, m.sample_shape)
         c = m.make_cond(cond, len(seeds))
         keep = plan.cache_sites(m.num_blocks) | set(capture)
@@ -280,9 +298,7 @@ class Sampler:
         bad = [k for k in keep if k not in KEEP]
         if bad:
             raise SamplerError(f"keep may hold {', '.join(KEEP)}; got {bad[0]!r}")
-        seeds = list(seeds)
-        if not seeds:
-            raise SamplerError("give at least one seed")
+        seeds = _check_seeds(seeds)
         plan = self.check_plan(plan)
         m = self.model
         chunks = [seeds] if not self.batch_size else [seeds[i:i + self.batch_size] for i in range(0, len(seeds), self.batch_size)]

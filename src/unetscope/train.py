@@ -68,6 +68,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "num_train_timesteps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.limit_images is not None and (isinstance(self.limit_images, bool) or not isinstance(self.limit_images, int)
+                                              or self.limit_images < 1):
+            raise ValueError(f"limit_images must be at least 1 (or unset: every image), got {self.limit_images}")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if not 0 < self.ema_decay < 1:

@@ -17,7 +17,7 @@ from .relax import Relax
 from .skip_vs_block import SkipVsBlock
 from .trajectory import TrajectoryExperiment
 
-__all__ = ["EXPERIMENTS", "ORDER", "Experiment", "ExperimentError", "run_experiment", "render"]
+__all__ = ["EXPERIMENTS", "ORDER", "Experiment", "ExperimentError", "check_experiment", "run_experiment", "render"]
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (TrajectoryExperiment(), Phases(), SkipVsBlock(), BlockUtility(),
                                                           ConsecutiveLimit(), Relax())}
@@ -49,6 +49,14 @@ def _same_model_or_refuse(store, model: dict) -> None:
                                   f"{m.get('fingerprint')}, now {model['fingerprint']}): use a new --out")
 
 
+def check_experiment(name: str, S: int, K: int, overrides: dict | None = None) -> None:
+    """The experiment's name and the user's parameters, checked before anything is written (the
+    defaults that depend on earlier results are checked again once those are known)."""
+    if name not in EXPERIMENTS:
+        raise ExperimentError(f"experiment must be one of {', '.join(ORDER)}; got {name!r}")
+    EXPERIMENTS[name].resolve(S, K, dict(overrides or {}), {})
+
+
 def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, overrides: dict | None = None, *,
                    chunk_size: int = 16, max_batch: int | None = None, image_seeds: int = 4, progress: bool = True,
                    log=print) -> dict:
@@ -56,8 +64,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
     from ..store import ResultStore
     from ..sweep import GridConfig, run_grid
 
-    if name not in EXPERIMENTS:
-        raise ExperimentError(f"experiment must be one of {', '.join(ORDER)}; got {name!r}")
+    check_experiment(name, sampler.steps, model.num_blocks, overrides)
     exp = EXPERIMENTS[name]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

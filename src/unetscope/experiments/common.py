@@ -4,6 +4,7 @@ aggregation over samples, and the figure helpers (matplotlib, written as PNG).""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -64,10 +65,14 @@ class Experiment:
 
     def validate(self, p: dict, S: int, K: int) -> None:
         """Range checks of the parameters (the plans' own checks name the intervention fields)."""
-        for k in ("t_step", "n", "n_max", "r_max", "ns", "nb"):
+        for k in ("t_step", "n", "n_max", "r_max", "ns", "nb", "smooth"):
             low = 0 if k == "r_max" else 1
             if k in p and p[k] is not None and (isinstance(p[k], bool) or not isinstance(p[k], int) or p[k] < low):
                 raise ExperimentError(f"{self.name}: {k} must be an integer >= {low}, got {p[k]!r}")
+        if "k" in p and not (isinstance(p["k"], (int, float)) and not isinstance(p["k"], bool) and math.isfinite(p["k"])
+                             and p["k"] > 0):
+            raise ExperimentError(f"{self.name}: k (the band's width in standard deviations) must be a finite number > 0, "
+                                  f"got {p['k']!r}")
         if "threshold" in p and not (isinstance(p["threshold"], (int, float)) and 0 < p["threshold"] <= 1):
             raise ExperimentError(f"{self.name}: threshold must be in (0, 1], got {p['threshold']}")
         for k, high in (("nbs", K), ("n_values", S - 1)):
