@@ -167,7 +167,6 @@ def test_sweep_bad_input(tiny_model_dir, tmp_path, capsys):
 
 
 def test_analyses_on_synthetic_rows():
-    from unetscope.experiments.phases import phase_boundaries
     from unetscope.experiments.relax import Relax
 
     # relax: the smallest r from which every longer relaxation holds (a lucky r = 0 does not count)
@@ -176,15 +175,34 @@ def test_analyses_on_synthetic_rows():
              "seed": 0, "ssim": v, "psnr": 20.0} for r, v in [(0, 0.85), (1, 0.7), (2, 0.75), (3, 0.82), (4, 0.9)]]
     f = Relax().analyze(rows, {"threshold": 0.8, "nb": 2, "start": 60, "n": 5, "r_max": 4, "k": 1.0}, 100, 12)
     assert f["r_min"] == 3
-    # phases: b1 is the last step of composition (the peak in the upper half), b2 of the transition (the dip)
+
+
+@pytest.mark.parametrize("shape, curve, b1, b2, names", [
+    # the paper's shape: low at the start, recovering, a dip in the middle, denoising at the end
+    ("peak in the middle", [0.3, 0.6, 0.9, 0.8, 0.7, 0.6, 0.65, 0.8, 0.9, 0.95], 90, 50,
+     ["composition", "transition", "denoising"]),
+    # the research MNIST model's shape: its first point is its peak, the identity changes later
+    ("peak at the start", [0.97, 0.9, 0.7, 0.5, 0.6, 0.85, 0.9, 0.93, 0.95, 0.97], 60, None, ["composition", "denoising"]),
+    # monotone: removing steps costs less and less
+    ("monotone", [0.4, 0.6, 0.75, 0.85, 0.88, 0.9, 0.93, 0.95, 0.97, 0.99], 80, None, ["composition", "denoising"]),
+    # never below the threshold: no composition phase
+    ("always above", [0.85, 0.9, 0.92, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99, 0.99], None, None, ["denoising"]),
+])
+def test_phase_segmentation_on_synthetic_curves(shape, curve, b1, b2, names):
+    from unetscope.experiments.phases import Phases, segment_phases
+
     ts = list(range(100, 0, -10))
-    curve = [0.3, 0.6, 0.9, 0.8, 0.7, 0.6, 0.65, 0.8, 0.9, 0.95]
-    assert phase_boundaries(ts, curve, 100, smooth=1) == (80, 50, "peak")
-    # a curve that only rises through the upper half has no peak there: b1 is where it levels off
-    # (90% of its rise: 0.3 + 0.9 * 0.6 = 0.84, first reached at t = 70); b2 is the dip below it
-    curve = [0.3, 0.6, 0.8, 0.85, 0.88, 0.9, 0.95, 0.97, 0.8, 0.99]
-    assert phase_boundaries(ts, curve, 100, smooth=1) == (70, 20, "knee")
-    assert phase_boundaries([], [], 100) is None
+    seg = segment_phases(ts, curve, threshold=0.8, smooth=1)
+    assert (seg["b1"], seg["b2"]) == (b1, b2), shape
+    assert [ph["name"] for ph in seg["phases"]] == names
+    assert seg["phases"][0]["steps"][0] == 100 and seg["phases"][-1]["steps"][1] == 1  # they tile the steps
+    assert seg["lowest"]["ssim"] == min(curve)
+    rows = [{"variant": {"interventions": [{"type": "SkipSteps", "start": t, "n": n}]}, "seed": 0,
+             "ssim": v if n == 5 else 0.99, "psnr": 30.0} for t, v in zip(ts, curve) for n in (1, 5)]
+    text = Phases().analyze(rows, dict(n_values=[1, 5], smooth=1, threshold=0.8, k=1.0, t_step=10), 100, 12)["text"]
+    assert text.startswith(f"Removing n=5 steps hurts most at t = {seg['lowest']['t']}")
+    assert ("the paper's three phases" in text) == (len(names) == 3)
+    assert segment_phases([], [], 0.8) is None
 
 
 def test_ssim_band_is_capped_at_one():

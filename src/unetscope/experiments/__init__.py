@@ -54,7 +54,9 @@ def check_experiment(name: str, S: int, K: int, overrides: dict | None = None) -
     defaults that depend on earlier results are checked again once those are known)."""
     if name not in EXPERIMENTS:
         raise ExperimentError(f"experiment must be one of {', '.join(ORDER)}; got {name!r}")
-    EXPERIMENTS[name].resolve(S, K, dict(overrides or {}), {})
+    exp = EXPERIMENTS[name]
+    if not exp.requires:  # the others' defaults come from earlier runs: checked once those are read
+        exp.resolve(S, K, dict(overrides or {}), {})
 
 
 def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, overrides: dict | None = None, *,

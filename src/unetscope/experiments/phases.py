@@ -1,5 +1,5 @@
 """`phases`: remove n whole steps at every start t (SkipSteps(t, n), n = 1 and 5; Figs. 3, 4, 18)
-and find the generation phases from the SSIM curve."""
+and read the generation phases off the SSIM curve (``segment_phases``)."""
 
 from __future__ import annotations
 
@@ -16,36 +16,53 @@ def _smooth(y: np.ndarray, w: int) -> np.ndarray:
     return np.convolve(pad, np.ones(w) / w, mode="valid")
 
 
-def phase_boundaries(ts: list[int], ssim_mean: np.ndarray, S: int, smooth: int = 5,
-                     level: float = 0.9) -> tuple[int, int, str] | None:
-    """(b1, b2, how): the composition phase ends at b1, its last step, and the transition at b2;
-    denoising follows (the paper's Fig. 4). b1 is the SSIM peak in the upper half of the steps
-    (how = "peak"); when the curve has no peak there, only rising to the edge of that half, b1 is
-    where it levels off: the first step at which it has made ``level`` of its rise over the upper half
-    (how = "knee"). b2 is the dip below b1: the step where the curve falls deepest under the best
-    value it has reached since b1. None for an empty curve."""
+def segment_phases(ts: list[int], ssim_mean, threshold: float = 0.8, smooth: int = 5, dip: float = 0.02) -> dict | None:
+    """The generation phases read off the mean-SSIM curve of ``SkipSteps(t, n)`` against the start t.
+
+    On the curve smoothed over ``smooth`` grid points, in sampling order (t descending):
+    - composition: removing steps changes the output's semantics, i.e. the SSIM falls below
+      ``threshold`` (the paper's 0.8). It runs from the first step to ``b1``, the last start of the
+      first run of starts below the threshold (steps before that run, where removal costs nothing,
+      are the phase's quiet beginning). No start below the threshold: no composition phase.
+    - transition: after b1 the curve may fall again before it recovers (the paper: coarse noise);
+      ``b2`` is the start where it falls deepest under the best value reached since b1, if that fall
+      is at least ``dip``. No such fall: no transition phase.
+    - denoising: the rest, down to t = 1.
+    Returns b1 and b2 (None where a phase is absent), the phases, the lowest point, and the
+    starts below the threshold; None for an empty curve. Works whatever end the curve peaks at."""
     if len(ts) == 0:
         return None
     order = np.argsort(ts)[::-1]  # descending t, like sampling
     t = np.asarray(ts)[order]
-    y = _smooth(np.asarray(ssim_mean, dtype=float)[order], smooth)
-    upper = np.flatnonzero(t >= S / 2)
-    if not len(upper):
-        b1, how = int(t[0]), "peak"
-    else:
-        i = upper[np.argmax(y[upper])]
-        if i < upper[-1] or len(upper) == len(t):
-            b1, how = int(t[i]), "peak"
-        else:  # rising to the edge of the upper half: no peak, take the knee
-            lo, hi = y[upper[0]], y[i]
-            b1, how = int(t[upper[np.argmax(y[upper] >= lo + level * (hi - lo))]]), "knee"
-    below = np.flatnonzero(t < b1)
-    if not len(below):
-        return b1, 1, how
-    # the transition's dip: the deepest fall under the best SSIM reached since b1
-    start = np.flatnonzero(t == b1)[0]
-    depth = np.maximum.accumulate(y[start:])[1:] - y[start:][1:]
-    return b1, int(t[below][np.argmax(depth)]), how
+    raw = np.asarray(ssim_mean, dtype=float)[order]
+    y = _smooth(raw, smooth)
+    low = int(np.argmin(y))
+    below = np.flatnonzero(y < threshold)
+    S = int(t[0])
+    b1 = b2 = None
+    if len(below):
+        run_end = below[0]
+        while run_end + 1 < len(t) and y[run_end + 1] < threshold:
+            run_end += 1
+        b1 = int(t[run_end])
+        tail = y[run_end:]
+        if len(tail) > 2:
+            best = np.maximum.accumulate(tail)
+            fall = best[1:] - tail[1:]
+            k = int(np.argmax(fall))
+            if fall[k] >= dip and run_end + 1 + k < len(t) - 1:  # a dip before the curve ends, not at its very end
+                b2 = int(t[run_end + 1 + k])
+    phases = []
+    if b1 is not None:
+        phases.append(dict(name="composition", steps=[S, b1]))
+    top = (b1 - 1) if b1 is not None else S
+    if b2 is not None and top >= b2:
+        phases.append(dict(name="transition", steps=[top, b2]))
+        top = b2 - 1
+    if top >= 1:
+        phases.append(dict(name="denoising", steps=[top, 1]))
+    return dict(b1=b1, b2=b2, phases=phases, lowest=dict(t=int(t[low]), ssim=float(y[low])),
+                below=[int(t[i]) for i in below], threshold=threshold)
 
 
 class Phases(Experiment):
@@ -53,7 +70,10 @@ class Phases(Experiment):
         super().__init__("phases", "Generation phases: removing whole time steps", "Figs. 3, 4, 18")
 
     def defaults(self, S, K, deps=None, threshold=None):
-        return dict(n_values=sorted({1, scale_steps(5, S)}), t_step=1, k=1.0, smooth=5)
+        p = dict(n_values=sorted({1, scale_steps(5, S)}), t_step=1, k=1.0, smooth=5)
+        if threshold is not None:  # 0.8 unless set: left out of the defaults, so stored runs keep their identity
+            p["threshold"] = threshold
+        return p
 
     def plans(self, p, S, K):
         return [Plan([SkipSteps(t, n)]) for n in p["n_values"] for t in t_grid(S, n + 1, p["t_step"])]
@@ -64,27 +84,35 @@ class Phases(Experiment):
 
     def analyze(self, rows, p, S, K):
         curves = self._curves(rows, p)
-        n_big = max(p["n_values"])
+        n_big, n1 = max(p["n_values"]), min(p["n_values"])
         ts, c = curves[n_big]
-        bounds = phase_boundaries(ts, c["ssim"][0], S, p["smooth"])
-        n1 = min(p["n_values"])
+        thr = p.get("threshold", 0.8)  # runs stored before the threshold was a parameter
+        seg = segment_phases(ts, c["ssim"][0], thr, p["smooth"])
         ts1, c1 = curves[n1]
-        if bounds is None or not len(ts1):
+        if seg is None or not len(ts1):
             return dict(boundaries=None, phases=[], text="No results yet.")
-        b1, b2, how = bounds
-        phases = [dict(name=nm, steps=[hi, lo]) for nm, hi, lo in
-                  (("composition", S, b1), ("transition", b1 - 1, b2), ("denoising", b2 - 1, 1)) if hi >= lo]
+        lo, below, phases = seg["lowest"], seg["below"], seg["phases"]
+        what = (f"Removing n={n_big} steps hurts most at t = {lo['t']} (smoothed mean SSIM {lo['ssim']:.3f}); "
+                + (f"the SSIM is below {thr:g} for the starts t = {below[0]}..{below[-1]}"
+                   + (f" ({len(below)} of {len(ts)} grid starts)" if len(below) != below[0] - below[-1] + 1 else "")
+                   if below else f"it never falls below {thr:g}, so no start changes the output's semantics by that measure")
+                + f". Removing n={n1} changes little: mean SSIM {c1['ssim'][0].mean():.3f} (lowest {c1['ssim'][0].min():.3f}). ")
+        names = [ph["name"] for ph in phases]
+        seen = "; ".join(f"{ph['name']} t = {ph['steps'][0]}..{ph['steps'][1]}" for ph in phases)
+        if len(phases) == 3:
+            cmp = f"The data shows the paper's three phases: {seen}."
+        else:
+            missing = [x for x in ("composition", "transition", "denoising") if x not in names]
+            cmp = (f"The data shows {len(phases)} phase{'s' if len(phases) != 1 else ''}, not the paper's three ({seen}; "
+                   f"no {' or '.join(missing)} phase: "
+                   + ("no start falls below the threshold" if "composition" in missing else
+                      "the curve does not fall again after composition") + ").")
         return dict(
-            boundaries=dict(b1=b1, b2=b2, b1_from=how),
-            phases=phases,
+            boundaries=dict(b1=seg["b1"], b2=seg["b2"], threshold=thr),
+            phases=phases, lowest=lo,
             min_ssim=dict({str(n): float(curves[n][1]["ssim"][0].min()) for n in p["n_values"]}),
             mean_ssim=dict({str(n): float(curves[n][1]["ssim"][0].mean()) for n in p["n_values"]}),
-            text=(f"Removing one step (n={n1}) changes little: mean SSIM {c1['ssim'][0].mean():.3f} over all starts "
-                  f"(lowest {c1['ssim'][0].min():.3f}). Removing n={n_big} steps, the SSIM curve "
-                  + (f"peaks at t = {b1}" if how == "peak" else
-                     f"has no peak in the first half of sampling; it levels off at t = {b1}")
-                  + f" and dips at t = {b2}: " + "; ".join(f"{ph['name']} t = {ph['steps'][0]}..{ph['steps'][1]}" for ph in phases)
-                  + " (the paper's phases: composition with semantic changes, a transition with coarse noise, denoising)."),
+            text=what + cmp,
         )
 
     def figures(self, rows, p, S, K, out, images):
@@ -99,7 +127,8 @@ class Phases(Experiment):
                                [(f"n = {n}", ts, c[m][0], c[m][1]) for n, (ts, c) in curves.items()],
                                xlabel="t_start", ylabel=label, k=p["k"], band_max=1.0 if m == "ssim" else None,
                                title=f"SkipSteps(t_start, n): {label} vs the unintervened output (mean ± {p['k']:g} sd)",
-                               vlines=[(b["b1"], "b1"), (b["b2"], "b2")])
+                               vlines=[(b[k], k) for k in ("b1", "b2") if b.get(k) is not None],
+                               hlines=[(b["threshold"], f"SSIM {b['threshold']:g}")] if m == "ssim" else ())
             files.append((path.name, f"{label} after removing n steps from t_start (Figs. 4, 18)"))
         n_big = max(p["n_values"])
         ts = curves[n_big][0]
