@@ -195,3 +195,113 @@ def test_refused_api_calls_raise_typed_errors(call, error, message):
 def test_default_model_loads_with_a_dtype_name():
     m = us.load_model("default", dtype="bfloat16")
     assert m.dtype == torch.bfloat16
+
+
+def _broken_folders(root, base):
+    import shutil
+
+    def variant(name, fn):
+        d = root / name
+        shutil.copytree(base, d)
+        fn(d)
+        return d
+
+    st = "diffusion_pytorch_model.safetensors"
+    return {
+        "truncated safetensors": (variant("truncated", lambda d: (d / st).write_bytes((d / st).read_bytes()[:500])),
+                                  "cannot load the U-Net"),
+        "no weights file": (variant("noweights", lambda d: (d / st).unlink()), "holds no .safetensors weights"),
+        "pickled .bin only": (variant("binonly", lambda d: (torch.save({}, d / "diffusion_pytorch_model.bin"), (d / st).unlink())),
+                              "which unetscope does not read"),
+        "config.json a list": (variant("configlist", lambda d: (d / "config.json").write_text("[1, 2]")),
+                               "must hold a JSON object, not a list"),
+        "config.json wrong types": (variant("configtypes", lambda d: (d / "config.json").write_text(json.dumps(
+            {**json.loads((d / "config.json").read_text()), "block_out_channels": "abc"}))), "cannot load the U-Net"),
+        "config.json not UTF-8": (variant("configbytes", lambda d: (d / "config.json").write_bytes(b"\xff\xfe{")), "cannot read"),
+        "scheduler config a list": (variant("schedlist", lambda d: (d / "scheduler_config.json").write_text("[]")),
+                                    "must hold a JSON object"),
+        "null_class out of range": (variant("nullclass", lambda d: (d / "unetscope.json").write_text('{"null_class": 99}')),
+                                    "null_class must be a class index in 0..10"),
+        "weights unreadable": (variant("unreadable", lambda d: ((d / st).unlink(), (d / st).mkdir())), "cannot load the U-Net"),
+    }
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory, tiny_model_dir):
+    return _broken_folders(tmp_path_factory.mktemp("broken"), tiny_model_dir)
+
+
+BROKEN = ["truncated safetensors", "no weights file", "pickled .bin only", "config.json a list", "config.json wrong types",
+          "config.json not UTF-8", "scheduler config a list", "null_class out of range", "weights unreadable"]
+
+
+@pytest.mark.parametrize("case", BROKEN)
+@pytest.mark.parametrize("command", ["sample", "models", "sweep"])
+def test_broken_model_folders_are_one_line(case, command, broken, tmp_path, capsys):
+    folder, message = broken[case]
+    out = tmp_path / "o"
+    argv = {"sample": ["sample", "--model", folder, "--steps", 2, "--samples", 1, "--out", out, "--quiet"],
+            "models": ["models", folder],
+            "sweep": ["sweep", "phases", "--model", folder, "--steps", 4, "--samples", 1, "--out", out, "--quiet"]}[command]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_out_under_a_file_or_read_only(tiny_model_dir, tmp_path, capsys):
+    import os
+
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    code, _, err = run(["sample", "--model", tiny_model_dir, "--steps", 2, "--samples", 1, "--out", f / "sub", "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    code, _, err = run(["train", "--arch", "tiny", "--steps", 1, "--out", f, "--quiet"], capsys)
+    assert code == 2 and "not a folder" in err and len(err.strip().splitlines()) == 1, err
+    if os.geteuid() != 0:  # root writes anywhere: the read-only case needs an ordinary user
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        code, _, err = run(["sweep", "phases", "--model", tiny_model_dir, "--steps", 4, "--samples", 1, "--out", ro / "x",
+                            "--quiet"], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_damaged_database_is_one_line(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "d"
+    assert run(["sweep", "phases", "--model", tiny_model_dir, "--steps", 4, "--samples", 1, "--t-step", 2, "--out", out,
+                "--quiet"], capsys)[0] == 0
+    db = out / "results.sqlite"
+    data = bytearray(db.read_bytes())
+    data[4096:8192] = b"\x13" * 4096  # a page overwritten with garbage
+    db.write_bytes(bytes(data))
+    code, _, err = run(["report", out], capsys)
+    assert code == 2 and "damaged or not a results database" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_two_processes_on_one_folder(tiny_model_dir, tmp_path):
+    """The rule: one writer per run folder. The second process is refused at once with a message and
+    leaves the first one's database exactly as an uninterrupted run's."""
+    import subprocess
+    import sys
+    import time
+
+    def cmd(out):
+        return [sys.executable, "-m", "unetscope.cli", "sweep", "block-utility", "--model", str(tiny_model_dir), "--steps",
+                "8", "--samples", "4", "--chunk-size", "1", "--out", str(out), "--quiet"]
+
+    first = subprocess.Popen(cmd(tmp_path / "shared"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "shared" / ".unetscope.lock").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    second = subprocess.run(cmd(tmp_path / "shared"), capture_output=True, text=True)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert second.returncode == 2 and "in use by another unetscope process" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    alone = subprocess.run(cmd(tmp_path / "alone"), capture_output=True, text=True)
+    assert alone.returncode == 0
+
+    def rows(out):
+        with sqlite3.connect(out / "results.sqlite") as db:
+            return sorted(db.execute("SELECT run, seed, variant_id, ssim, psnr FROM results"))
+    assert rows(tmp_path / "shared") == rows(tmp_path / "alone")

@@ -21,6 +21,7 @@ import torch
 
 from .models import Cond, DiffusionModel, ModelError, load_model
 from .sampler import Sampler
+from .store import folder_lock
 
 __all__ = ["SettingsError", "Setup", "load", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut",
            "write_report", "QUICK"]
@@ -100,7 +101,10 @@ def _out(path) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise SettingsError(f"out {str(path)!r} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SettingsError(f"cannot make the folder {str(path)!r}: {e.strerror or e}") from None
     return out
 
 
@@ -127,8 +131,10 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     if t_step is not None:
         p["t_step"] = t_step
     check_experiment(name, run.sampler.steps, run.model.num_blocks, p)  # before the folder is made
-    return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, _out(out), p, chunk_size=chunk_size,
-                          max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet)
+    out = _out(out)
+    with folder_lock(out):
+        return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
+                              max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet)
 
 
 def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/reproduce", *, quick: bool = False,
@@ -142,21 +148,21 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     _grid_checks(t_step, chunk_size, images)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
-    if quick and sampling.get("steps") is None:
-        sampling["steps"] = QUICK["steps"]
-    sampling = {k: v for k, v in sampling.items() if v is not None or k not in ("steps",)}
+    if sampling.get("steps") is None:
+        sampling["steps"] = QUICK["steps"] if quick else 100
     run = setup(model, **sampling)
     stride = t_step or (QUICK["t_step"] if quick else 1)
     K = run.model.num_blocks
     out = _out(out)
     results = []
-    for name in ORDER:
-        p = {"t_step": stride} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {}
-        if quick and name == "block-utility":
-            p["nbs"] = sorted(set(range(min(2, K), K + 1, QUICK["nb_stride"])) | {K})
-        results.append(run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
-                                      max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet))
-    return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results))
+    with folder_lock(out):
+        for name in ORDER:
+            p = {"t_step": stride} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {}
+            if quick and name == "block-utility":
+                p["nbs"] = sorted(set(range(min(2, K), K + 1, QUICK["nb_stride"])) | {K})
+            results.append(run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
+                                          max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet))
+        return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results))
 
 
 def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,
@@ -174,7 +180,11 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
     S, K = run.sampler.steps, run.model.num_blocks
     plan = PRESETS[preset](S, K) if preset is not None else plan
     plan.check(S, K)
-    return run_shortcut(run.sampler, plan, run.seeds, run.cond, _out(out), repeats=repeats, name=preset or str(schedule))
+    if not plan:
+        raise SettingsError("the schedule holds no interventions: the shortcut would be the baseline itself")
+    out = _out(out)
+    with folder_lock(out):
+        return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=preset or str(schedule))
 
 
 def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/search", *, target_ssim: float = 0.8,
@@ -201,20 +211,33 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     cal, hold = seeds[:calibration], seeds[calibration:]
     c_cal = None if cond is None else cond[:calibration]
     c_hold = None if cond is None else cond[calibration:]
-    res = search(run.sampler, cal, c_cal, cfg, log=log)
-    save_schedule(res["plan"], target, meta=dict(target_ssim=target_ssim, target_min_ssim=target_min_ssim,
-                                                 calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
-                                                 model=run.model.describe(), sampler=run.sampler.describe()))
-    held = run_shortcut(run.sampler, res["plan"], hold, c_hold, out, repeats=repeats, name="search")
+    with folder_lock(out):
+        res = search(run.sampler, cal, c_cal, cfg, log=log)
+        save_schedule(res["plan"], target, meta=dict(target_ssim=target_ssim, target_min_ssim=target_min_ssim,
+                                                     calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
+                                                     model=run.model.describe(), sampler=run.sampler.describe()))
+        if not res["plan"]:
+            raise SettingsError(f"no schedule meets the target on the calibration seeds (not even the first move); "
+                                f"wrote the empty schedule to {target}: lower the target or use more steps")
+        held = run_shortcut(run.sampler, res["plan"], hold, c_hold, out, repeats=repeats, name="search")
     return dict(search=res, schedule=target, held_out=held, calibration_seeds=cal, held_out_seeds=hold)
 
 
 def write_report(dir: str | Path, *, csv: bool = False, parquet: bool = False) -> dict:
     """``unetscope report DIR``: ``DIR/report.html`` (and the CSV / Parquet exports); returns the paths."""
     from .report import write_report as _write
-    from .store import ResultStore
 
     dir = Path(dir)
+    if not (dir / "results.sqlite").exists():
+        return dict(report=_write(dir))  # the report's own one-line error: nothing to report, nothing to lock
+    with folder_lock(dir):
+        return _report(dir, csv, parquet)
+
+
+def _report(dir: Path, csv: bool, parquet: bool) -> dict:
+    from .report import write_report as _write
+    from .store import ResultStore
+
     paths = dict(report=_write(dir))
     if csv or parquet:
         with ResultStore(dir / "results.sqlite") as st:

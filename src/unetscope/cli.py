@@ -121,7 +121,10 @@ def _out_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {path!r} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot make --out {path!r}: {e.strerror or e}") from None
     return out
 
 
@@ -388,17 +391,24 @@ def _cmd_models(args) -> None:
     print("guided-diffusion   an openai/guided-diffusion UNetModel or GLIDE Text2ImUNet built in your code:")
     print("                   unetscope.wrap(model, beta_schedule=..., num_train_timesteps=...) (Python API)")
     print("your own U-Net     implement the UNetUnits protocol (docs/adapters.md), then unetscope.wrap(units, ...)")
+    print("FILE.py:FACTORY    a function of your code returning a wrapped model, wherever --model is taken (also")
+    print("                   package.module:FACTORY); in the repository: examples/mnist_unet.py:make_model, an")
+    print("                   unconditional research-style MNIST U-Net (K=6, linear schedule) trained here")
 
 
 def _cmd_train(args) -> None:
     from .train import TrainConfig, train
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out!r} exists and is not a folder")
     try:
         cfg = TrainConfig(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, checkpoint_every=args.checkpoint_every, limit_images=args.limit_images)
         res = train(cfg, args.out, resume=not args.restart, progress=not args.quiet)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write to --out {args.out!r}: {e.strerror or e}") from None
     print(f"trained to step {res['step']} in {res['seconds']:.0f} s; last loss {res['loss']:.4f}; output in {args.out}")
 
 

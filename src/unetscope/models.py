@@ -189,9 +189,37 @@ class DiffusionModel:
 
 def _read_json(p: Path) -> dict:
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelError(f"cannot read {p}: {e}") from None
+    if not isinstance(obj, dict):
+        raise ModelError(f"{p} must hold a JSON object, not a {type(obj).__name__}")
+    return obj
+
+
+def _pretrained(cls, folder: Path, what: str, **kw):
+    """``cls.from_pretrained`` on a local folder, safetensors only (a pickled ``.bin`` could run code
+    when read), every weight present; a broken folder is one ModelError."""
+    from diffusers.utils import logging as d_logging
+
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin"))
+        raise ModelError(f"{folder} holds no .safetensors weights" + (f" (only pickled {pickled[0]}, which unetscope does not "
+                         "read: a pickle can run code; convert it with safetensors)" if pickled else ""))
+    level = d_logging.get_verbosity()
+    d_logging.set_verbosity(d_logging.CRITICAL)  # its errors become our one line below; its logs would add more
+    try:
+        model, info = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, output_loading_info=True,
+                                          low_cpu_mem_usage=False, **kw)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"cannot load the {what} in {folder}: {msg[:300]}") from None
+    finally:
+        d_logging.set_verbosity(level)
+    missing = list(info.get("missing_keys", []))
+    if missing:
+        raise ModelError(f"the {what} weights in {folder} lack {len(missing)} tensors (such as {missing[0]}): they would be random")
+    return model
 
 
 def _schedule_from(cfg: dict) -> NoiseSchedule:
@@ -322,8 +350,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     if cls_name not in classes:
         raise ModelError(f"{unet_dir}/config.json holds a {cls_name!r}; supported: {', '.join(classes)}")
     # low_cpu_mem_usage=False: the same weights, and no warning when accelerate is not installed
-    unet = classes[cls_name].from_pretrained(unet_dir, local_files_only=True, torch_dtype=dtype,
-                                             low_cpu_mem_usage=False).eval().requires_grad_(False)
+    unet = _pretrained(classes[cls_name], unet_dir, "U-Net", torch_dtype=dtype).eval().requires_grad_(False)
     unet.to(device)
     from .adapters.diffusers_unet import DiffusersUNetUnits
 
@@ -350,8 +377,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     if (path / "vae" / "config.json").exists():
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(path / "vae", local_files_only=True, torch_dtype=dtype,
-                                            low_cpu_mem_usage=False).eval().to(device)
+        vae = _pretrained(AutoencoderKL, path / "vae", "VAE", torch_dtype=dtype).eval().to(device)
         vae.requires_grad_(False)
     c = unet.config
     size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
@@ -367,6 +393,10 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     elif num_classes:
         conditioning = "class"
     null_class = meta.get("null_class")
+    if null_class is not None and (not isinstance(null_class, int) or isinstance(null_class, bool) or not num_classes
+                                   or not 0 <= null_class < num_classes):
+        raise ModelError(f"{unet_dir}/unetscope.json: null_class must be a class index in 0..{(num_classes or 1) - 1} "
+                         f"(the U-Net's num_class_embeds), got {null_class!r}")
     return DiffusionModel(
         units=units, schedule=_schedule_from(scfg), sample_shape=(c.in_channels, size, size),
         prediction_type=scfg.get("prediction_type", "epsilon"), variance_type=variance, conditioning=conditioning,

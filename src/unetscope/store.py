@@ -7,14 +7,17 @@ and loses nothing. Exports to CSV and Parquet.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
 
-__all__ = ["ResultStore", "variant_id", "StoreError", "safe_run_name", "run_dir", "strict_json", "write_atomic"]
+__all__ = ["ResultStore", "variant_id", "StoreError", "folder_lock", "safe_run_name", "run_dir", "strict_json", "write_atomic"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -98,17 +101,73 @@ def variant_id(variant: dict) -> str:
     return hashlib.sha1(canonical(variant).encode()).hexdigest()[:16]
 
 
+_HELD: dict[str, list] = {}  # lock files this process holds: path -> [file, depth] (re-entrant)
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir):
+    """One writer per run folder: a second process on the same folder is refused at once with a
+    message (it would compute the same chunks again and race on the same files). The lock is an
+    ``flock`` on ``DIR/.unetscope.lock``, released when the process ends, even by a kill."""
+    import fcntl
+
+    path = str((Path(out_dir) / ".unetscope.lock").resolve())
+    if path in _HELD:
+        _HELD[path][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[path][1] -= 1
+        return
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise StoreError(f"cannot write to {out_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise StoreError(f"{out_dir} is in use by another unetscope process ({who}); wait for it to finish, "
+                         "or give another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    _HELD[path] = [f, 1]
+    try:
+        yield
+    finally:
+        _HELD.pop(path)
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _db_errors(fn):
+    """A damaged database file is a StoreError naming it, not a traceback."""
+    @functools.wraps(fn)
+    def call(self, *a, **k):
+        try:
+            return fn(self, *a, **k)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is damaged or not a results database ({e}); restore it or use a new --out") from None
+    return call
+
+
 class ResultStore:
     """One SQLite file; safe to reopen after a crash (SQLite's journal keeps it consistent)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a usable results database: {e}") from None
+        except OSError as e:
+            raise StoreError(f"cannot write to {self.path.parent}: {e.strerror}") from None
 
     def close(self) -> None:
         self.db.close()
@@ -120,22 +179,26 @@ class ResultStore:
         self.close()
 
     # runs ------------------------------------------------------------------------------------
+    @_db_errors
     def register_run(self, experiment: str, settings: dict) -> str:
         run = f"{experiment}-{variant_id(settings)[:10]}"
         with self.db:
             self.db.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?)", (run, experiment, canonical(settings), time.time()))
         return run
 
+    @_db_errors
     def runs(self, experiment: str | None = None) -> list[dict]:
         q = "SELECT run, experiment, settings, created FROM runs" + (" WHERE experiment = ?" if experiment else "") + " ORDER BY created"
         return [dict(run=r, experiment=e, settings=json.loads(s), created=c)
                 for r, e, s, c in self.db.execute(q, (experiment,) if experiment else ())]
 
     # rows ------------------------------------------------------------------------------------
+    @_db_errors
     def done(self, run: str) -> set[tuple[int, str]]:
         """(seed, variant_id) pairs already stored for a run."""
         return set(self.db.execute("SELECT seed, variant_id FROM results WHERE run = ?", (run,)))
 
+    @_db_errors
     def write(self, run: str, rows: list[dict], stats: dict | None = None) -> None:
         """Write rows, and the run's ``stats`` that count them, in one transaction (all or nothing)."""
         with self.db:
@@ -146,13 +209,16 @@ class ResultStore:
             self.db.executemany("INSERT OR REPLACE INTO stats VALUES (?, ?, ?)",
                                 [(run, k, canonical(v)) for k, v in (stats or {}).items()])
 
+    @_db_errors
     def set_stat(self, run: str, key: str, value) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO stats VALUES (?, ?, ?)", (run, key, canonical(value)))
 
+    @_db_errors
     def stats(self, run: str) -> dict:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM stats WHERE run = ?", (run,))}
 
+    @_db_errors
     def rows(self, run: str | None = None) -> list[dict]:
         q = "SELECT run, seed, variant, cond, ssim, psnr, extra FROM results"
         args: tuple = ()
@@ -172,6 +238,7 @@ class ResultStore:
                              ssim=r["ssim"], psnr=r["psnr"], **{f"extra_{k}": v for k, v in r["extra"].items()}))
         return flat
 
+    @_db_errors
     def export_csv(self, path: str | Path, run: str | None = None) -> Path:
         flat = self._flat(run)
         main = ["run", "seed", "variant", "cond", "ssim", "psnr"]
@@ -183,6 +250,7 @@ class ResultStore:
             w.writerows(flat)
         return path
 
+    @_db_errors
     def export_parquet(self, path: str | Path, run: str | None = None) -> Path:
         try:
             import pandas as pd

@@ -168,8 +168,8 @@ class UNetRunner:
         except Exception as e:
             name = kind if index is None else f"{kind}[{index}]"
             msg = str(e).splitlines()[0] if str(e) else ""
-            hint = f"; {_K_HINT}" if isinstance(e, (IndexError, KeyError)) or any(
-                w in msg for w in ("size", "shape", "channels")) else ""
+            hint = f"; {_K_HINT}" if kind in ("E", "M", "D") and (isinstance(e, (IndexError, KeyError)) or any(
+                w in msg for w in ("size", "shape", "channels"))) else ""
             raise AdapterError(f"{type(self.units).__name__} unit {name} (K={self.num_blocks}) failed: "
                                f"{type(e).__name__}: {msg}{hint}") from e
         if getattr(self, "_check_finite", False) and torch.is_tensor(out) and not torch.isfinite(out).all():
