@@ -305,3 +305,36 @@ def test_two_processes_on_one_folder(tiny_model_dir, tmp_path):
         with sqlite3.connect(out / "results.sqlite") as db:
             return sorted(db.execute("SELECT run, seed, variant_id, ssim, psnr FROM results"))
     assert rows(tmp_path / "shared") == rows(tmp_path / "alone")
+
+
+def test_killed_shortcut_and_report_leave_consistent_files(tiny_model_dir, tmp_path):
+    """A shortcut killed at any point leaves either nothing in the database or its rows with their
+    summary; a report killed mid-write leaves the previous report.html whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "unetscope.cli", "shortcut", "--model", str(tiny_model_dir), "--preset", "paper",
+           "--steps", "10", "--samples", "3", "--repeats", "2", "--out", str(out), "--quiet"]
+    for delay in (1.0, 2.5, 4.0):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if (out / "results.sqlite").exists():
+            with sqlite3.connect(out / "results.sqlite") as db:
+                runs = [r for (r,) in db.execute("SELECT DISTINCT run FROM results")]
+            assert all((out / "findings" / f"{r}.json").exists() for r in runs)
+    r = subprocess.run(cmd, capture_output=True, text=True)  # the command run again completes
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run([sys.executable, "-m", "unetscope.cli", "report", str(out)], capture_output=True).returncode == 0
+    whole = (out / "report.html").read_text()
+    p = subprocess.Popen([sys.executable, "-m", "unetscope.cli", "report", str(out)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert (out / "report.html").read_text() == whole  # the old one, whole, or the new one (identical), never a part

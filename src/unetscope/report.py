@@ -49,6 +49,8 @@ def write_report(out_dir) -> Path:
         safe_run_name(r["run"])  # names from the database become paths: refuse unsafe ones before writing
     shortcuts = [json.loads((out_dir / "findings" / f"{r['run']}.json").read_text()) for r in runs
                  if r["experiment"] == "shortcut" and (out_dir / "findings" / f"{r['run']}.json").exists()]
+    interrupted = [r["run"] for r in runs if r["experiment"] == "shortcut"
+                   and not (out_dir / "findings" / f"{r['run']}.json").exists()]
     runs = [r for r in runs if r["experiment"] in EXPERIMENTS]
     if not runs and not shortcuts:
         raise ReportError(f"{db} holds no experiment or shortcut runs yet")
@@ -65,6 +67,9 @@ def write_report(out_dir) -> Path:
              "<nav>" + "".join(f"<a href='#{html.escape(x['run'])}'>{html.escape(x['experiment'])}</a>" for x in summaries)
              + "".join(f"<a href='#{html.escape(x['run'])}'>shortcut {html.escape(str(x.get('name') or ''))}</a>" for x in shortcuts)
              + "</nav>"]
+    if interrupted:  # said, not silently left out
+        parts.append("<p class='findings'>Interrupted shortcut runs with no summary (run their command again): "
+                     + ", ".join(f"<code>{html.escape(r)}</code>" for r in interrupted) + "</p>")
     for x in summaries:
         ev = x["evaluations"]
         parts.append(f"<h2 id='{html.escape(x['run'])}'>{html.escape(x['title'])} "

@@ -380,21 +380,15 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
     from .images import to_uint8
     from .store import ResultStore, run_dir, strict_json, write_atomic
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     m = sampler.model
     res = measure(sampler, plan, seeds, cond, repeats=repeats)
     settings = dict(experiment="shortcut", schedule=plan.to_dict(), name=name, model=m.describe(),
                     sampler=sampler.describe(), seeds=list(seeds), cond=cond)
     conds = per_sample_cond(cond, len(seeds))
-    with ResultStore(out_dir / "results.sqlite") as store:
-        run = store.register_run("shortcut", settings)
-        store.write(run, [dict(seed=s, variant=plan.to_dict(), cond=c, ssim=res["ssim"][i], psnr=res["psnr"][i],
-                               extra=dict(nfe=res["nfe_shortcut"]))
-                          for i, (s, c) in enumerate(zip(seeds, conds))])
-        for k in ("time_saving", "compute_saving", "seconds_baseline", "seconds_shortcut", "flops_baseline", "flops_shortcut",
-                  "timing", "warnings"):
-            store.set_stat(run, k, res[k])
+    run = ResultStore.run_name("shortcut", settings)
+    # figures and summaries first, the rows last: rows in the store imply their summary exists
     fig_dir = run_dir(out_dir, "figures", run)
     fig_dir.mkdir(parents=True, exist_ok=True)
     ss = np.asarray(res["ssim"])
@@ -426,8 +420,15 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         figures=[str(Path(f).relative_to(out_dir)) for f in files], run=run,
     )
     text = strict_json(summary)
-    write_atomic(out_dir / "summary.json", text)  # the latest shortcut run of the folder
     (out_dir / "findings").mkdir(exist_ok=True)
     write_atomic(out_dir / "findings" / f"{run}.json", text)  # every run, for the report
+    write_atomic(out_dir / "summary.json", text)  # the latest shortcut run of the folder
+    with ResultStore(out_dir / "results.sqlite") as store:
+        store.register_run("shortcut", settings)
+        stats = {k: res[k] for k in ("time_saving", "compute_saving", "seconds_baseline", "seconds_shortcut",
+                                     "flops_baseline", "flops_shortcut", "timing", "warnings")}
+        store.write(run, [dict(seed=s, variant=plan.to_dict(), cond=c, ssim=res["ssim"][i], psnr=res["psnr"][i],
+                               extra=dict(nfe=res["nfe_shortcut"]))
+                          for i, (s, c) in enumerate(zip(seeds, conds))], stats=stats)
     summary["images_shortcut"] = res["images_shortcut"]
     return summary

@@ -179,9 +179,14 @@ class ResultStore:
         self.close()
 
     # runs ------------------------------------------------------------------------------------
+    @staticmethod
+    def run_name(experiment: str, settings: dict) -> str:
+        """A run's name: the experiment and a hash of its settings (the same settings, the same run)."""
+        return f"{experiment}-{variant_id(settings)[:10]}"
+
     @_db_errors
     def register_run(self, experiment: str, settings: dict) -> str:
-        run = f"{experiment}-{variant_id(settings)[:10]}"
+        run = self.run_name(experiment, settings)
         with self.db:
             self.db.execute("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?)", (run, experiment, canonical(settings), time.time()))
         return run
