@@ -338,3 +338,95 @@ def test_killed_shortcut_and_report_leave_consistent_files(tiny_model_dir, tmp_p
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert (out / "report.html").read_text() == whole  # the old one, whole, or the new one (identical), never a part
+
+
+def test_resume_with_other_batching_says_so(tiny_model_dir, tmp_path):
+    lines = []
+    kw = dict(steps=6, samples=2, t_step=3, progress=False, log=lines.append)
+    us.experiment("phases", str(tiny_model_dir), tmp_path / "b", chunk_size=2, **kw)
+    assert not any("resumes with" in m for m in lines)
+    us.experiment("phases", str(tiny_model_dir), tmp_path / "b", chunk_size=1, **kw)
+    assert any("resumes with chunk_size=1" in m and "chunk_size=2" in m for m in lines), lines
+
+
+MORE_BAD = [
+    (["sample", "--steps", "abc"], "invalid int value: 'abc'"),
+    (["sample", "--batch-size", 0], "batch_size must be an integer >= 1"),
+    (["sample", "--dtype", "float64"], "invalid choice: 'float64'"),
+    (["sample", "--variance", "learned_range"], "needs a model that outputs 2C channels"),
+    (["sample", "--guidance", "nan"], "guidance must be a finite number"),
+    (["sample", "--guidance", "inf"], "guidance must be a finite number"),
+    (["sample", "--class", "1,2", "--samples", 3], "--class gives 2 labels for 3 samples"),
+    (["sample", "--class", -1], "class labels must be in 0..9"),
+    (["sample", "--seeds", "5-3"], "--seeds must be integers"),
+    (["sample", "--seeds", "0-1", "--samples", 3], "disagrees with --seeds"),
+    (["sample", "--prompt", "a cat"], "--prompt/--prompts need a text-conditioned model"),
+    (["sample", "--prompts", "no/such/prompts.txt"], "does not exist"),
+    (["sample", "--device", "nonsense"], "cannot load"),
+    (["intervene", "--skip-steps", 0, "--start", 3], "SkipSteps.n must be in"),
+    (["intervene", "--skip-steps", 1, "--start", 1], "SkipSteps.start must be in"),
+    (["intervene", "--drop-blocks", 0, "--start", 3], "DropBlocks.nb must be in"),
+    (["intervene", "--zero-skips", 5, "--start", 3], "ZeroSkips.ns must be in 1..4"),
+    (["intervene", "--drop-blocks", 1, "--start", 3, "--n", 0], "DropBlocks.n must be in"),
+    (["intervene", "--reuse-encoder", "--start", 3, "--n", 4], "ReuseEncoder.n must be in"),
+    (["intervene", "--stop-early", 0], "StopEarly.at must be"),
+    (["intervene", "--stop-early", 99], "StopEarly.at must be in 1..4"),
+    (["intervene", "--plan", '[{"type": "StopEarly"}]'], "StopEarly needs at"),
+    (["intervene", "--plan", "5"], "must be JSON or a JSON file"),
+    (["intervene", "--plan", "[5]"], 'each intervention is an object with a "type"'),
+    (["intervene", "--plan", '{"interventions": 3}'], "a plan is"),
+    (["intervene", "--plan", "no/such/plan.json"], "must be JSON or a JSON file"),
+    (["intervene", "--plan", '[{"type": "StopEarly", "at": 2}]', "--drop-blocks", 1], "give either --plan or the short flags"),
+    (["intervene", "--plan", '[{"type": "ReuseEncoder", "start": 4}]'], "no earlier step computes E[0]"),
+    (["sweep", "nope"], "invalid choice: 'nope'"),
+    (["sweep", "phases", "--param", "justtext"], "--param takes name=value"),
+    (["sweep", "phases", "--param", "n_values=[0]"], "n_values must be a non-empty list"),
+    (["sweep", "phases", "--max-batch", 0], "max_batch must be an integer >= 1"),
+    (["sweep", "phases", "--chunk-size", -1], "chunk_size must be an integer >= 1"),
+    (["sweep", "phases", "--t-step", -1], "t_step must be an integer >= 1"),
+    (["sweep", "block-utility", "--param", "nbs=[]"], "nbs must be a non-empty list"),
+    (["sweep", "skip-vs-block", "--param", "ns=0"], "ns must be an integer >= 1"),
+    (["shortcut", "--preset", "nope"], "--preset must be one of"),
+    (["shortcut", "--preset", "paper", "--schedule", "x.json"], "give one of --schedule FILE or --preset NAME"),
+    (["shortcut"], "give one of --schedule FILE or --preset NAME"),
+    (["shortcut", "--schedule", "no/such/schedule.json"], "does not exist"),
+    (["shortcut", "--schedule", "BADYAML"], "is not valid YAML"),
+    (["shortcut", "search", "--calibration", 0], "--calibration must be in"),
+    (["shortcut", "search", "--samples", 4, "--calibration", 4], "--calibration must be in 1..3"),
+    (["shortcut", "search", "--rounds", 0], "--rounds must be at least 1"),
+    (["shortcut", "search", "--target-ssim", 1.5], "target mean SSIM must be in (0, 1]"),
+    (["shortcut", "search", "--preset", "paper"], "shortcut search writes a schedule"),
+]
+
+
+@pytest.mark.parametrize("argv, message", MORE_BAD, ids=[" ".join(map(str, a)) for a, _ in MORE_BAD])
+def test_more_refused_command_lines(argv, message, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("interventions: [unclosed\n")
+    argv = [tmp_path / "bad.yaml" if a == "BADYAML" else a for a in argv]
+    out = tmp_path / "out"
+    code, _, err = run(argv + ["--model", tiny_model_dir, "--steps", 4, "--out", out, "--quiet"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+OTHER_BAD = [
+    (["report", "NOWHERE"], "holds no results.sqlite"),
+    (["train", "--arch", "nope", "--out", "OUT"], "arch must be one of"),
+    (["train", "--steps", 0, "--out", "OUT"], "steps must be at least 1"),
+    (["train", "--batch-size", 0, "--out", "OUT"], "batch_size must be at least 1"),
+    (["train", "--limit-images", 0, "--out", "OUT"], "limit_images must be at least 1"),
+    (["train", "--limit-images", -5, "--out", "OUT"], "limit_images must be at least 1"),
+    (["train", "--threads", -1, "--out", "OUT"], "--threads must be 0"),
+    (["models", "/no/such/model"], "is not 'default', a local folder"),
+    (["models", "no/such/file.py:make"], "does not exist"),
+    (["report", "NOWHERE", "--threads", -2], "--threads must be 0"),
+]
+
+
+@pytest.mark.parametrize("argv, message", OTHER_BAD, ids=[" ".join(map(str, a)) for a, _ in OTHER_BAD])
+def test_other_refused_command_lines(argv, message, tmp_path, capsys):
+    argv = [tmp_path / "nowhere" if a == "NOWHERE" else tmp_path / "out" if a == "OUT" else a for a in argv]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "nowhere").exists()

@@ -112,8 +112,9 @@ def _quiet(*a, **k) -> None:
     return None
 
 
-def _grid_checks(t_step, chunk_size, images) -> None:
-    for name, v, low in (("t_step", t_step, 1), ("chunk_size", chunk_size, 1), ("images", images, 0)):
+def _grid_checks(t_step, chunk_size, images, max_batch=None) -> None:
+    for name, v, low in (("t_step", t_step, 1), ("chunk_size", chunk_size, 1), ("images", images, 0),
+                         ("max_batch", max_batch, 1)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise SettingsError(f"{name} must be an integer >= {low}, got {v!r}")
 
@@ -125,7 +126,7 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     rows in ``out/results.sqlite``, findings and figures); returns its summary with ``stats``."""
     from .experiments import check_experiment, run_experiment
 
-    _grid_checks(t_step, chunk_size, images)
+    _grid_checks(t_step, chunk_size, images, max_batch)
     run = setup(model, **sampling)
     p = dict(params or {})
     if t_step is not None:
@@ -145,7 +146,7 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     from .experiments import ORDER, run_experiment
     from .report import write_report as _write
 
-    _grid_checks(t_step, chunk_size, images)
+    _grid_checks(t_step, chunk_size, images, max_batch)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
     if sampling.get("steps") is None:

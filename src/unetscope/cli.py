@@ -258,6 +258,8 @@ def _grid_kw(args) -> dict:
         raise UsageError(f"--t-step: t_step must be an integer >= 1, got {args.t_step}")
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size: chunk_size must be an integer >= 1, got {args.chunk_size}")
+    if args.max_batch is not None and args.max_batch < 1:
+        raise UsageError(f"--max-batch: max_batch must be an integer >= 1, got {args.max_batch}")
     return dict(chunk_size=args.chunk_size, max_batch=args.max_batch, images=args.images, progress=not args.quiet,
                 log=lambda m: print(m, file=sys.stderr))
 
@@ -317,10 +319,15 @@ def _cmd_shortcut(args) -> None:
             raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
         if args.write and not Path(args.write).parent.is_dir():  # before any work
             raise UsageError(f"--write {args.write!r}: its folder does not exist")
-    elif bool(args.schedule) == bool(args.preset):
-        from .shortcut import PRESETS
+    else:
+        from .shortcut import PRESETS, load_schedule
 
-        raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
+        if bool(args.schedule) == bool(args.preset):
+            raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
+        if args.preset and args.preset not in PRESETS:
+            raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
+        if args.schedule:
+            load_schedule(args.schedule)  # a bad file fails before a model loads
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
     if args.action == "search":

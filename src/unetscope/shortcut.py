@@ -39,7 +39,10 @@ def load_schedule(path) -> Plan:
     path = Path(path)
     if not path.is_file():
         raise ShortcutError(f"schedule file {str(path)!r} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ShortcutError(f"schedule file {str(path)!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 

@@ -89,6 +89,13 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
             plan.check(S, K)
         settings = dict(experiment=name, params=p, **ident)
         run = store.register_run(name, settings)
+        batching = dict(chunk_size=chunk_size, max_batch=max_batch)
+        before = store.stats(run).get("batching")
+        if before is not None and before != batching:  # float rounding depends on how calls are batched
+            log(f"note: {run} resumes with chunk_size={chunk_size}, max_batch={max_batch}; its stored rows were computed "
+                f"with chunk_size={before['chunk_size']}, max_batch={before['max_batch']} (results differ by float "
+                "rounding, ~1e-6 in SSIM)")
+        store.set_stat(run, "batching", batching)
         grid = GridConfig(out_dir=out_dir, trajectory_steps=exp.trajectory_steps(p, S), chunk_size=chunk_size,
                           max_batch=max_batch, image_seeds=list(seeds)[:image_seeds], progress=progress)
         stats = run_grid(store, run, sampler, list(seeds), cond, plans, grid)
