@@ -69,7 +69,7 @@ BAD = [
     (["sample", "--samples", 0], "--samples must be in 1..1,000,000"),
     (["sample", "--guidance", -1], "guidance must be a finite number >= 0"),
     (["sample", "--sampler", "euler"], "invalid choice: 'euler'"),
-    (["sample", "--eta", 2, "--sampler", "ddim"], "eta must be in [0, 1]"),
+    (["sample", "--eta", 2, "--sampler", "ddim"], "eta must be a number in [0, 1]"),
     (["intervene", "--drop-blocks", 9, "--start", 5], "DropBlocks.nb must be in 1..4"),
     (["intervene", "--skip-steps", 3, "--start", 50, "--steps", 20], "start must be in 1..20"),
     (["intervene", "--drop-blocks", 2], "--start is needed"),

@@ -430,3 +430,13 @@ def test_other_refused_command_lines(argv, message, tmp_path, capsys):
     code, _, err = run(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_reproduce_with_too_few_steps_says_what_it_skipped(tiny_model_dir, tmp_path, capsys):
+    """Derived grids that come out empty are reported as not run (with why), and the report is written."""
+    out = tmp_path / "r"
+    code, text, err = run(["reproduce", "--model", tiny_model_dir, "--quick", "--steps", 2, "--samples", 1, "--out", out,
+                           "--quiet"], capsys)
+    assert code == 0, err
+    assert "relax: Not run: cut-relax-cut needs two cuts" in text
+    assert "Not run" in (out / "report.html").read_text()

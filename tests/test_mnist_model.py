@@ -56,3 +56,21 @@ def test_reproduce_quick_and_search_at_reduced_size(tmp_path, capsys):
                  "--steps", "10", "--repeats", "1", "--out", str(tmp_path / "s"), "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "s" / "schedule.json").exists()
+
+
+def test_training_script_runs_and_resumes(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    from train_mnist_unet import main as train_main
+
+    w = tmp_path / "w.safetensors"
+    args = ["--limit-images", "16", "--batch-size", "4", "--checkpoint-every", "1", "--out", str(tmp_path / "run"),
+            "--weights", str(w)]
+    train_main(["--steps", "2", *args])
+    first = json.loads(w.with_suffix(".json").read_text())
+    assert first["steps"] == 2
+    train_main(["--steps", "3", *args])  # resumes from the checkpoint at step 2
+    card = json.loads(w.with_suffix(".json").read_text())
+    assert card["steps"] == 3 and card["parameters"] == first["parameters"]
+    from mnist_unet import make_model
+
+    assert make_model(w).num_blocks == 6

@@ -127,10 +127,12 @@ class Sampler:
         T = model.schedule.num_train_timesteps
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
             raise SamplerError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps!r}")
-        if not 0 <= eta <= 1:
-            raise SamplerError(f"eta must be in [0, 1], got {eta}")
-        if not math.isfinite(guidance) or guidance < 0:
-            raise SamplerError(f"guidance must be a finite number >= 0, got {guidance}")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and 0 <= eta <= 1):
+            raise SamplerError(f"eta must be a number in [0, 1], got {eta!r}")
+        if eta and method != "ddim":
+            raise SamplerError(f"eta {eta} has no effect with method {method!r}: eta is DDIM's (use method='ddim')")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+            raise SamplerError(f"guidance must be a finite number >= 0, got {guidance!r}")
         if guidance != 1 and not model.has_null_branch:
             why = "is unconditional" if model.conditioning == "none" else "has no unconditional branch (a null class or a text encoder)"
             raise SamplerError(f"guidance needs an unconditional branch; {model.name} {why}: use guidance 1")
@@ -141,8 +143,6 @@ class Sampler:
             raise SamplerError("variance learned_range needs a model that outputs 2C channels (learned variance)")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
             raise SamplerError(f"batch_size must be an integer >= 1 (or None: one batch), got {batch_size!r}")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta):
-            raise SamplerError(f"eta must be a number in [0, 1], got {eta!r}")
         self.model, self.steps, self.method, self.eta = model, steps, method, float(eta)
         self.guidance, self.variance, self.batch_size, self.progress = float(guidance), variance, batch_size, progress
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)

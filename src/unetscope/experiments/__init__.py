@@ -84,7 +84,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
             deps[d] = store.rows(_latest(store, d, ident)["run"])
         _same_model_or_refuse(store, ident["model"])
         p = exp.resolve(S, K, overrides or {}, deps)
-        plans = exp.plans(p, S, K)
+        plans = [] if p.get("skipped") else exp.plans(p, S, K)
         for plan in plans:
             plan.check(S, K)
         settings = dict(experiment=name, params=p, **ident)
@@ -98,7 +98,11 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
         store.set_stat(run, "batching", batching)
         grid = GridConfig(out_dir=out_dir, trajectory_steps=exp.trajectory_steps(p, S), chunk_size=chunk_size,
                           max_batch=max_batch, image_seeds=list(seeds)[:image_seeds], progress=progress)
-        stats = run_grid(store, run, sampler, list(seeds), cond, plans, grid)
+        if p.get("skipped"):
+            store.set_stat(run, "skipped", p["skipped"])
+            stats = dict(plans=0, spent=0, spent_now=0, minimum=0, naive=0, seconds=0.0, seconds_total=0.0, chunks_run=0)
+        else:
+            stats = run_grid(store, run, sampler, list(seeds), cond, plans, grid)
         store.set_stat(run, "complete", True)
     summary = render(out_dir, run)
     summary["stats"] = stats
@@ -118,6 +122,14 @@ def render(out_dir, run: str) -> dict:
     s = info["settings"]
     exp = EXPERIMENTS[info["experiment"]]
     S, K, p = s["sampler"]["steps"], s["model"]["K"], s["params"]
+    if stats.get("skipped"):
+        summary = dict(run=run, experiment=exp.name, title=exp.title, paper=exp.figure_refs, params=p, model=s["model"],
+                       sampler=s["sampler"], samples=len(s["seeds"]), findings=dict(text=f"Not run: {stats['skipped']}.",
+                                                                                    skipped=True),
+                       figures=[], evaluations=stats)
+        (out_dir / "findings").mkdir(exist_ok=True)
+        write_atomic(out_dir / "findings" / f"{safe_run_name(run)}.json", strict_json(summary))
+        return summary
     findings = exp.analyze(rows, p, S, K)
     images = {seed: load_images(out_dir, run, seed) for seed in s["seeds"][:8]}
     images = {k: v for k, v in images.items() if v}

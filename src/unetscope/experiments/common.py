@@ -60,8 +60,15 @@ class Experiment:
             raise ExperimentError(f"{self.name} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(p))}")
         for k, v in overrides.items():
             p[k] = _coerce(k, v, p[k])
+        reason = self.nothing_to_do(p, S, K) if not overrides else None
+        if reason:  # what earlier runs found leaves nothing to measure: said, not an error
+            return {**p, "skipped": reason}
         self.validate(p, S, K)
         return p
+
+    def nothing_to_do(self, p: dict, S: int, K: int) -> str | None:
+        """Why the grid is empty when its defaults come from earlier results (None: it is not)."""
+        return None
 
     def validate(self, p: dict, S: int, K: int) -> None:
         """Range checks of the parameters (the plans' own checks name the intervention fields)."""

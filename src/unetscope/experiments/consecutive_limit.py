@@ -39,6 +39,12 @@ class ConsecutiveLimit(Experiment):
             p["nbs"] = [nb for nb, t in sorted(starts.items()) if t]  # the nbs block-utility ran and found redundant
         return p
 
+    def nothing_to_do(self, p, S, K):
+        if isinstance(p["starts"], dict) and not p["nbs"]:
+            return (f"block-utility found no nb that keeps mean SSIM >= {p['threshold']} from any start: there is no "
+                    "redundant cut to repeat over consecutive steps")
+        return None
+
     def validate(self, p, S, K):
         super().validate(p, S, K)
         st = p["starts"]

@@ -32,6 +32,12 @@ class Relax(Experiment):
         p["n"] = p["n"] or scale_steps(5, S)
         return p
 
+    def nothing_to_do(self, p, S, K):
+        if p["start"] < 2 * p["n"]:
+            return (f"cut-relax-cut needs two cuts of n={p['n']} steps below the start t={p['start']}: with S = {S} "
+                    "steps there is no room for them")
+        return None
+
     def validate(self, p, S, K):
         super().validate(p, S, K)
         if not (isinstance(p["nb"], int) and 1 <= p["nb"] <= K):
