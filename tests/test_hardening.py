@@ -279,32 +279,42 @@ def test_a_damaged_database_is_one_line(tiny_model_dir, tmp_path, capsys):
 
 
 def test_two_processes_on_one_folder(tiny_model_dir, tmp_path):
-    """The rule: one writer per run folder. The second process is refused at once with a message and
-    leaves the first one's database exactly as an uninterrupted run's."""
+    """The rule: one writer per run folder. A second process is refused at once with a message while
+    another holds the folder, and the folder's database ends equal to an uninterrupted run's."""
     import subprocess
     import sys
-    import time
 
     def cmd(out):
         return [sys.executable, "-m", "unetscope.cli", "sweep", "block-utility", "--model", str(tiny_model_dir), "--steps",
                 "8", "--samples", "4", "--chunk-size", "1", "--out", str(out), "--quiet"]
 
-    first = subprocess.Popen(cmd(tmp_path / "shared"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (tmp_path / "shared" / ".unetscope.lock").exists():
-        time.sleep(0.05)
-    time.sleep(0.5)
-    second = subprocess.run(cmd(tmp_path / "shared"), capture_output=True, text=True)
-    assert first.wait(timeout=300) == 0, first.stderr.read()
-    assert second.returncode == 2 and "in use by another unetscope process" in second.stderr, second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom unetscope.store import folder_lock\n"
+                               f"with folder_lock({str(shared)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run(cmd(shared), capture_output=True, text=True)
+        assert second.returncode == 2 and "in use by another unetscope process (pid" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1 and not (shared / "results.sqlite").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # two sweeps started together: whichever comes second is refused or finds the work done
+    first = subprocess.Popen(cmd(shared), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    other = subprocess.run(cmd(shared), capture_output=True, text=True)
+    codes, errs = [first.wait(timeout=300), other.returncode], [first.stderr.read(), other.stderr]
+    assert 0 in codes, errs
+    assert all(c == 0 or "in use by another unetscope process" in e for c, e in zip(codes, errs)), errs
+    assert subprocess.run(cmd(shared), capture_output=True).returncode == 0  # completes whatever a refusal left
     alone = subprocess.run(cmd(tmp_path / "alone"), capture_output=True, text=True)
     assert alone.returncode == 0
 
     def rows(out):
         with sqlite3.connect(out / "results.sqlite") as db:
             return sorted(db.execute("SELECT run, seed, variant_id, ssim, psnr FROM results"))
-    assert rows(tmp_path / "shared") == rows(tmp_path / "alone")
+    assert rows(shared) == rows(tmp_path / "alone")
 
 
 def test_killed_shortcut_and_report_leave_consistent_files(tiny_model_dir, tmp_path):

@@ -148,3 +148,13 @@ def test_measure_reports_medians_spreads_and_refuses_an_empty_schedule(model):
     assert res["seconds_baseline"] == t["baseline"]["median"] and isinstance(res["warnings"], list)
     with pytest.raises(ShortcutError, match="holds no interventions"):
         measure(s, Plan(), [0], [1])
+
+
+def test_shortcuts_run_under_ddim(model, tmp_path):
+    """The same schedule under DDIM (eta 0): the shortcut's images are the sampler's own output."""
+    s = Sampler(model, steps=10, method="ddim", guidance=3.0)
+    plan = Plan([DropBlocks(2, 8, 3, "cache"), ReuseEncoder(4, 1), StopEarly(2)])
+    seeds, cond = [0, 1], [3, 4]
+    summ = run_shortcut(s, plan, seeds, cond, tmp_path, repeats=1)
+    assert torch.equal(summ["images_shortcut"], s.sample(seeds, cond, plan).images)
+    assert summ["sampler"]["method"] == "ddim" and 0 < summ["compute_saving"] < 1

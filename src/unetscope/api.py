@@ -23,7 +23,7 @@ from .models import Cond, DiffusionModel, ModelError, load_model
 from .sampler import Sampler
 from .store import folder_lock
 
-__all__ = ["SettingsError", "Setup", "load", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut",
+__all__ = ["SettingsError", "Setup", "load", "setup", "out_folder", "experiment", "reproduce", "measure_shortcut", "search_shortcut",
            "write_report", "QUICK"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -97,7 +97,8 @@ def setup(model: str | DiffusionModel = "default", *, samples: int | None = None
     return Setup(m, sampler, seeds, cond)
 
 
-def _out(path) -> Path:
+def out_folder(path) -> Path:
+    """The run folder ``path``, made if missing (one typed error if it cannot be)."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise SettingsError(f"out {str(path)!r} exists and is not a folder")
@@ -132,7 +133,7 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     if t_step is not None:
         p["t_step"] = t_step
     check_experiment(name, run.sampler.steps, run.model.num_blocks, p)  # before the folder is made
-    out = _out(out)
+    out = out_folder(out)
     with folder_lock(out):
         return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
                               max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet)
@@ -154,7 +155,7 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     run = setup(model, **sampling)
     stride = t_step or (QUICK["t_step"] if quick else 1)
     K = run.model.num_blocks
-    out = _out(out)
+    out = out_folder(out)
     results = []
     with folder_lock(out):
         for name in ORDER:
@@ -183,7 +184,7 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
     plan.check(S, K)
     if not plan:
         raise SettingsError("the schedule holds no interventions: the shortcut would be the baseline itself")
-    out = _out(out)
+    out = out_folder(out)
     with folder_lock(out):
         return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=preset or str(schedule))
 
@@ -205,7 +206,7 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     if isinstance(calibration, bool) or not isinstance(calibration, int) or not 1 <= calibration < len(seeds):
         raise SettingsError(f"calibration must be in 1..{len(seeds) - 1} (the rest of the samples are held out), "
                             f"got {calibration!r}")
-    out = _out(out)
+    out = out_folder(out)
     target = Path(write) if write else out / "schedule.json"
     if not target.parent.is_dir():
         raise SettingsError(f"cannot write the schedule to {str(target)!r}: its folder does not exist")

@@ -54,17 +54,20 @@ def parse_seeds(text: str | None, samples: int | None) -> list[int]:
     return seeds
 
 
+def _read_text(flag: str, path) -> str:
+    """A text file named on the command line, as UTF-8 (one line, exit 2, for anything else)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{flag} file {str(path)!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
+
+
 def parse_prompts(prompts: list[str] | None, path: str | None) -> list[str]:
     out = list(prompts or [])
     if path:
-        p = Path(path)
-        if not p.is_file():
+        if not Path(path).is_file():
             raise UsageError(f"--prompts file {path!r} does not exist")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"--prompts file {path!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
-        out += [line.strip() for line in text.splitlines() if line.strip()]
+        out += [line.strip() for line in _read_text("--prompts", path).splitlines() if line.strip()]
         if not out:
             raise UsageError(f"--prompts file {path!r} holds no prompts (one per line)")
     return out
@@ -118,14 +121,9 @@ def _model_and_sampler(args, progress: bool):
 
 
 def _out_dir(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {path!r} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot make --out {path!r}: {e.strerror or e}") from None
-    return out
+    from .api import out_folder
+
+    return out_folder(path)
 
 
 def _scale(images) -> int:
@@ -167,13 +165,9 @@ def plan_from_args(args):
             raise UsageError(f"give either --plan or the short flags ({'/'.join(short)}/--stop-early), not both")
         text = args.plan
         if not text.lstrip().startswith(("{", "[")):
-            p = Path(text)
-            if not p.is_file():
+            if not Path(text).is_file():
                 raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
-            try:
-                text = p.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise UsageError(f"--plan file {text!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
+            text = _read_text("--plan", text)
         plan = Plan.from_json(text)
         if not plan:
             raise UsageError("--plan holds no interventions: nothing to intervene on")
