@@ -113,3 +113,16 @@ def test_python_api_twins(tmp_path):
     assert us.write_report(tmp_path / "e")["report"].exists()
     with pytest.raises(us.SettingsError, match="give one of schedule"):
         us.measure_shortcut(PAD, tmp_path / "s")
+
+
+def test_factory_file_with_dataclasses_and_future_annotations(tmp_path, capsys):
+    """A factory file is imported as a module of its own (dataclasses with string annotations work)."""
+    f = tmp_path / "lab.py"
+    f.write_text("from __future__ import annotations\nimport sys\nfrom dataclasses import dataclass\nfrom typing import ClassVar\n"
+                 f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                 "@dataclass\nclass Settings:\n    shape: tuple = (1, 16, 16)\n    kind: ClassVar[str] = 'unit-time'\n"
+                 "def make():\n    from research_shapes import make_unit_time_model\n    units, _ = make_unit_time_model()\n"
+                 "    return units, dict(sample_shape=Settings().shape)\n")
+    code, text, err = run(["models", f"{f}:make"], capsys)
+    assert code == 0, err
+    assert json.loads(text)["sample_shape"] == [1, 16, 16]

@@ -271,12 +271,16 @@ def load_factory(ref: str) -> DiffusionModel:
                 raise ModelError(f"model {ref!r}: the file {target!r} does not exist")
             added = str(path.parent)
             sys.path.insert(0, added)
-            name = "unetscope_factory_" + path.stem + "_" + format(abs(hash(str(path))), "x")
+            import hashlib
+
+            name = "unetscope_factory_" + path.stem + "_" + hashlib.sha1(str(path).encode()).hexdigest()[:8]
             spec = importlib.util.spec_from_file_location(name, path)
             mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod  # as importlib's recipe: dataclasses and pickling look the module up
             try:
                 spec.loader.exec_module(mod)
             except Exception as e:
+                sys.modules.pop(name, None)
                 raise ModelError(f"model {ref!r}: importing {target} failed: {type(e).__name__}: {e}") from None
         else:
             try:
