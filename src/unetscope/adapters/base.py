@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -111,20 +112,20 @@ class UNetRunner:
         key = tuple(x.shape[1:])
         if (nb or a.reuse_encoder) and key not in self._out_shapes:
             self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in cond.items()})
-        self._check_finite = check_finite  # each unit's output checked (a diagnosis after a NaN)
-        ctx = self._unit("prepare", None, u.prepare, x, timesteps, cond)
+        unit = partial(self._unit, check=check_finite)  # check: each unit's output (a diagnosis after a NaN)
+        ctx = unit("prepare", None, u.prepare, x, timesteps, cond)
         skips = ctx.skips
         h = x
         for i in range(K - nb):  # E[0..K-nb-1]: run, or their cached outputs read (ReuseEncoder)
             s = site("E", i)
             h = self._filled(fill, s, x.shape[0], self._out_shapes[key][K + i]) if a.reuse_encoder \
-                else self._unit("E", i, u.encoder, i, h, ctx)
+                else unit("E", i, u.encoder, i, h, ctx)
             skips.append(h)
             if s in capture and not a.reuse_encoder:
                 captured[s] = h
         shapes = [h.shape[1:] for h in skips]
         if nb == 0 and not a.reuse_encoder:
-            h = self._unit("M", None, u.middle, h, ctx)
+            h = unit("M", None, u.middle, h, ctx)
             if "M" in capture:
                 captured["M"] = h
         elif nb == 0:
@@ -143,13 +144,13 @@ class UNetRunner:
                     f"E[{K - 1 - j}] of shape {tuple(skip.shape)}, but their spatial sizes must match; {_K_HINT}")
             if K - 1 - j < ns:  # skip (K-j) from the top, zeroed where consumed
                 skip = torch.zeros_like(skip)
-            h = self._unit("D", j, u.decoder, j, h, skip, ctx)
+            h = unit("D", j, u.decoder, j, h, skip, ctx)
             if site("D", j) in capture:
                 captured[site("D", j)] = h
             dec_shapes.append(h.shape[1:])
         if nb == 0 and not a.reuse_encoder:  # per-sample shapes: D[0..K-1], E[0..K-1], M
             self._out_shapes[key] = dec_shapes + shapes + [mid_shape]
-        out = self._unit("head", None, u.head, h, ctx)
+        out = unit("head", None, u.head, h, ctx)
         return RunOutput(out, captured, len(a.computes(K)))
 
     def _filled(self, fill: dict, s: str, n: int, want) -> torch.Tensor:
@@ -159,8 +160,9 @@ class UNetRunner:
             raise AdapterError(f"fill for {s} must have shape {(n, *want)}, got {tuple(f.shape)}")
         return f
 
-    def _unit(self, kind, index, fn, *args):
-        """Call one unit; a failure names the unit (a user's protocol that does not fit)."""
+    def _unit(self, kind, index, fn, *args, check: bool = False):
+        """Call one unit; a failure names the unit (a user's protocol that does not fit), and with
+        ``check`` a NaN or inf in its output does too."""
         try:
             out = fn(*args)
         except AdapterError:
@@ -172,7 +174,7 @@ class UNetRunner:
                 w in msg for w in ("size", "shape", "channels"))) else ""
             raise AdapterError(f"{type(self.units).__name__} unit {name} (K={self.num_blocks}) failed: "
                                f"{type(e).__name__}: {msg}{hint}") from e
-        if getattr(self, "_check_finite", False) and torch.is_tensor(out) and not torch.isfinite(out).all():
+        if check and torch.is_tensor(out) and not torch.isfinite(out).all():
             name = kind if index is None else f"{kind}[{index}]"
             raise NonFiniteError(f"unit {name} of {type(self.units).__name__} outputs NaN or inf")
         return out
