@@ -221,5 +221,11 @@ def test_public_step_drives_the_loop(guidance):
     assert torch.equal(x, s.sample(seeds, labels, plan).x0)
     with pytest.raises(SamplerError, match="adds noise"):
         s.step(bank.initial(), 10, labels)
+    with pytest.raises(SamplerError, match="action must be a StepAction"):
+        s.step(bank.initial(), 10, labels, {"drop_blocks": 2})
+    with pytest.raises(SamplerError, match=r"t must be an integer in 1\.\.10"):
+        s.step(bank.initial(), 11, labels)
+    with pytest.raises(SamplerError, match=r"x_t must be a tensor of shape \(N, 1, 32, 32\)"):
+        s.step(bank.initial()[:, :, :16], 10, labels)
     with pytest.raises(PlanError, match=r"no earlier step computed E\[0\]"):
         s.step(bank.initial(), 10, labels, StepAction(reuse_encoder=True), z=bank.step(10))

@@ -181,8 +181,13 @@ class Sampler:
         is the noise of step t (needed when the step lands above 0 and the sampler adds noise)."""
         m, K = self.model, self.model.num_blocks
         a = action or NO_ACTION
-        if not 1 <= t <= self.steps:
-            raise SamplerError(f"t must be in 1..{self.steps} (the sampler's steps), got {t}")
+        if not isinstance(a, StepAction):
+            raise SamplerError(f"action must be a StepAction (Plan.actions() or Plan.walk() give them), got {type(a).__name__}")
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= self.steps:
+            raise SamplerError(f"t must be an integer in 1..{self.steps} (the sampler's steps), got {t!r}")
+        if not torch.is_tensor(x_t) or tuple(x_t.shape[1:]) != tuple(m.sample_shape):
+            raise SamplerError(f"x_t must be a tensor of shape (N, {', '.join(map(str, m.sample_shape))}), "
+                               f"got {tuple(x_t.shape) if torch.is_tensor(x_t) else type(x_t).__name__}")
         n = x_t.shape[0]
         c = cond if isinstance(cond, dict) else m.make_cond(cond, n)
         fill = a.take(cache or {}, K, t)  # the one place a missing fill is reported
