@@ -106,3 +106,15 @@ def sd_dir(tmp_path_factory):
     return root
 
 
+
+
+def run_cli(argv, capsys):
+    """``unetscope ARGV`` in this process: (exit code, stdout, stderr); argparse's own exits included."""
+    from unetscope.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -5,16 +5,7 @@ import sys
 import pytest
 from PIL import Image
 
-from unetscope.cli import main
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_cli as run
 
 
 def test_sample_writes_pngs_and_grid(tiny_model_dir, tmp_path, capsys):

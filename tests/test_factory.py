@@ -11,19 +11,10 @@ from pathlib import Path
 import pytest
 
 import unetscope as us
-from unetscope.cli import main
+from conftest import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
 PAD = f"{ROOT / 'tests' / 'research_shapes.py'}:make_pad_model"
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 FAST = ["--steps", 6, "--samples", 2, "--quiet"]

@@ -10,16 +10,7 @@ import torch
 
 import unetscope as us
 from unetscope.adapters.base import Context
-from unetscope.cli import main
-
-
-def run(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import run_cli as run
 
 
 class _Evil:
