@@ -100,7 +100,7 @@ def test_python_api_twins(tmp_path):
     summ = us.measure_shortcut(PAD, tmp_path / "s", preset="paper", steps=6, samples=2)
     assert 0 < summ["compute_saving"] < 1
     found = us.search_shortcut(PAD, tmp_path / "q", calibration=1, rounds=1, steps=6, samples=3)
-    assert found["schedule"].exists() and found["held_out"]["samples"] == 2
+    assert found["schedule"].exists() and found["held_out"]["samples"] == 1 and found["validation_seeds"] == [1]
     assert us.write_report(tmp_path / "e")["report"].exists()
     with pytest.raises(us.SettingsError, match="give one of schedule"):
         us.measure_shortcut(PAD, tmp_path / "s")

@@ -395,7 +395,14 @@ MORE_BAD = [
     (["shortcut", "search", "--calibration", 0], "--calibration must be in"),
     (["shortcut", "search", "--samples", 4, "--calibration", 4], "--calibration must be in 1..3"),
     (["shortcut", "search", "--rounds", 0], "--rounds must be at least 1"),
-    (["shortcut", "search", "--target-ssim", 1.5], "target mean SSIM must be in (0, 1]"),
+    (["shortcut", "search", "--target-ssim", 1.5], "search target_mean must be a number in (0, 1]"),
+    (["shortcut", "search", "--target-quantile", 0], "search target_quantile must be a number in (0, 1]"),
+    (["shortcut", "search", "--target-quantile", 0.8, "--quantile", 1], "search quantile must be a number in (0, 1)"),
+    (["shortcut", "search", "--budget", 0], "search budget must be a number in (0, 1]"),
+    (["shortcut", "search", "--budget", "nan"], "search budget must be a number in (0, 1]"),
+    (["shortcut", "search", "--budget", 0.5, "--target-mean", 0.8], "or a compute budget, not both"),
+    (["shortcut", "search", "--samples", 4, "--calibration", 2, "--validation", 2], "validation must be in 0..1"),
+    (["shortcut", "search", "--validation", -1], "validation must be in 0..23"),
     (["shortcut", "search", "--preset", "paper"], "shortcut search writes a schedule"),
 ]
 

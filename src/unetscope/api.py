@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from .models import Cond, DiffusionModel, ModelError, load_model
-from .sampler import Sampler
+from .sampler import Sampler, cond_slice
 from .store import folder_lock
 
 __all__ = ["SettingsError", "Setup", "load", "setup", "out_folder", "experiment", "reproduce", "measure_shortcut", "search_shortcut",
@@ -189,40 +189,72 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
         return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=preset or str(schedule))
 
 
-def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/search", *, target_ssim: float = 0.8,
-                    target_min_ssim: float | None = None, calibration: int = 8, rounds: int = 40,
+def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/search", *,
+                    target_mean: float | None = None, target_min: float | None = None,
+                    target_quantile: float | None = None, quantile: float = 0.1, budget: float | None = None,
+                    calibration: int = 8, validation: int | None = None, rounds: int = 40,
                     write: str | Path | None = None, repeats: int = 3, log: Callable[[str], Any] | None = None,
                     **sampling) -> dict:
-    """``unetscope shortcut search``: search a schedule on the first ``calibration`` seeds, write it
-    (``write``, default ``out/schedule.json``) and measure it on the rest; returns
-    ``{"search": ..., "schedule": path, "held_out": summary}``."""
-    from .shortcut import SearchConfig, run_shortcut, save_schedule, search
+    """``unetscope shortcut search``: search a schedule on the first ``calibration`` seeds, keeping
+    only moves whose target also holds (with a margin) on the next ``validation`` seeds, write it
+    (``write``, default ``out/schedule.json``) and measure it on the rest, the held-out test seeds
+    the search never saw, next to the best uniform schedule of no more compute. A quality target
+    (``target_mean``, ``target_min``, ``target_quantile`` on the ``quantile``; a mean of 0.8 when none
+    is given) or a compute ``budget`` (fraction of the baseline). 32 samples unless given: 8 to
+    calibrate, 8 to validate, 16 held out. Returns ``{"search", "schedule", "held_out",
+    "held_out_meets_target", "uniform_rival", ...}``."""
+    from .shortcut import SearchConfig, heldout_ssim, run_shortcut, save_schedule, search
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise SettingsError(f"rounds must be at least 1, got {rounds!r}")
-    cfg = SearchConfig(target_mean=target_ssim, target_min=target_min_ssim, max_rounds=rounds)
+    cfg = SearchConfig(target_mean=target_mean, target_min=target_min, target_quantile=target_quantile,
+                       quantile=quantile, budget=budget, max_rounds=rounds)
+    if sampling.get("samples") is None and sampling.get("seeds") is None:
+        sampling["samples"] = 32
     run = setup(model, **sampling)
     seeds, cond = run.seeds, run.cond
-    if isinstance(calibration, bool) or not isinstance(calibration, int) or not 1 <= calibration < len(seeds):
-        raise SettingsError(f"calibration must be in 1..{len(seeds) - 1} (the rest of the samples are held out), "
+    n = len(seeds)
+    if isinstance(calibration, bool) or not isinstance(calibration, int) or not 1 <= calibration < n:
+        raise SettingsError(f"calibration must be in 1..{n - 1} (the rest of the samples validate and are held out), "
                             f"got {calibration!r}")
+    if validation is None:
+        validation = min(calibration, (n - calibration) // 2)
+    if isinstance(validation, bool) or not isinstance(validation, int) or not 0 <= validation < n - calibration:
+        raise SettingsError(f"validation must be in 0..{n - calibration - 1} ({n} samples, {calibration} calibrate, "
+                            f"at least one is held out), got {validation!r}")
     out = out_folder(out)
     target = Path(write) if write else out / "schedule.json"
     if not target.parent.is_dir():
         raise SettingsError(f"cannot write the schedule to {str(target)!r}: its folder does not exist")
-    cal, hold = seeds[:calibration], seeds[calibration:]
-    c_cal = None if cond is None else cond[:calibration]
-    c_hold = None if cond is None else cond[calibration:]
+    split = calibration + validation
+    cal, val, hold = seeds[:calibration], seeds[calibration:split], seeds[split:]
+
+    def part(lo, hi):
+        return None if cond is None else cond_slice(cond, list(range(lo, hi)), n)
+
     with folder_lock(out):
-        res = search(run.sampler, cal, c_cal, cfg, log=log)
-        save_schedule(res["plan"], target, meta=dict(target_ssim=target_ssim, target_min_ssim=target_min_ssim,
-                                                     calibration_seeds=cal, calibration_ssim_mean=res["calibration_ssim_mean"],
-                                                     model=run.model.describe(), sampler=run.sampler.describe()))
+        res = search(run.sampler, cal, part(0, calibration), cfg, validation_seeds=val or None,
+                     validation_cond=part(calibration, split), log=log)
+        save_schedule(res["plan"], target, meta=dict(
+            target=res["target"], calibration_seeds=cal, validation_seeds=val,
+            calibration_ssim_mean=res["calibration_ssim_mean"], validation_ssim_mean=res["validation_ssim_mean"],
+            predicted_compute=res["predicted_compute"], model=run.model.describe(), sampler=run.sampler.describe()))
         if not res["plan"]:
-            raise SettingsError(f"no schedule meets the target on the calibration seeds (not even the first move); "
-                                f"wrote the empty schedule to {target}: lower the target or use more steps")
-        held = run_shortcut(run.sampler, res["plan"], hold, c_hold, out, repeats=repeats, name="search")
-    return dict(search=res, schedule=target, held_out=held, calibration_seeds=cal, held_out_seeds=hold)
+            raise SettingsError(f"no schedule meets the target ({res['target']}) on the calibration and validation seeds, "
+                                f"not even the first move; wrote the empty schedule to {target}: lower the target, "
+                                "use more steps or more validation seeds")
+        held = run_shortcut(run.sampler, res["plan"], hold, part(split, n), out, repeats=repeats, name="search")
+        rival = None
+        if res["uniform_rival"] is not None:
+            from .plan import Plan
+
+            ss = heldout_ssim(run.sampler, Plan.from_dict(res["uniform_rival"]["plan"]), hold, part(split, n))
+            rival = dict(res["uniform_rival"], held_out_ssim_mean=float(ss.mean()), held_out_ssim_min=float(ss.min()))
+    import numpy as np
+
+    meets = None if budget is not None else bool(cfg.meets(np.array([r["ssim"] for r in held["per_sample"]])))
+    return dict(search=res, schedule=target, held_out=held, held_out_meets_target=meets, uniform_rival=rival,
+                calibration_seeds=cal, validation_seeds=val, held_out_seeds=hold)
 
 
 def write_report(dir: str | Path, *, csv: bool = False, parquet: bool = False) -> dict:

@@ -322,23 +322,37 @@ def _cmd_shortcut(args) -> None:
             raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
         if args.schedule:
             load_schedule(args.schedule)  # a bad file fails before a model loads
+    if args.action == "search" and args.samples is None and args.seeds is None:
+        args.samples = 32  # 8 to calibrate, 8 to validate, 16 held out
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
     if args.action == "search":
         n = args.calibration
         if n < 1 or n >= len(seeds):
-            raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples are held out), got {n}")
+            raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples validate and are held "
+                             f"out), got {n}")
         if args.rounds < 1:
             raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
-        res = search_shortcut(model, args.out, target_ssim=args.target_ssim, target_min_ssim=args.target_min_ssim,
-                              calibration=n, rounds=args.rounds, write=args.write,
+        res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
+                              target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
+                              calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
                               log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), **kw)
         found, summ = res["search"], res["held_out"]
-        print(f"searched schedule ({len(found['history'])} rounds, {found['evaluations']} evaluations): {found['plan']!r}")
-        print(f"  calibration ({n} samples): mean SSIM {found['calibration_ssim_mean']:.3f}, "
+        nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
+        print(f"searched schedule for {found['target']} ({len(found['history'])} rounds, {found['evaluations']} "
+              f"evaluations): {found['plan']!r}")
+        val = "" if found["validation_ssim_mean"] is None else \
+            f", validation ({nv} samples): mean SSIM {found['validation_ssim_mean']:.3f}"
+        print(f"  calibration ({n} samples): mean SSIM {found['calibration_ssim_mean']:.3f}{val}; "
               f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
-        print(f"  held out ({len(seeds) - n} samples): mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), "
+        verdict = "" if res["held_out_meets_target"] is None else \
+            ("; meets the target" if res["held_out_meets_target"] else "; MISSES the target")
+        print(f"  held out ({nh} samples): mean SSIM {summ['ssim_mean']:.3f} (min {summ['ssim_min']:.3f}){verdict}, "
               f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
+        r = res["uniform_rival"]
+        if r is not None:
+            print(f"  best uniform schedule at no more compute ({r['compute']:.3f}): held-out mean SSIM "
+                  f"{r['held_out_ssim_mean']:.3f}")
         _print_timing(summ)
         return
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, **kw)
@@ -507,9 +521,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", default=None, help="a named schedule: paper (Fig. 11, scaled to K and S), paper-cache")
     g.add_argument("--repeats", type=int, default=3,
                    help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
-    g.add_argument("--target-ssim", type=float, default=0.8, help="search: mean SSIM to keep (default 0.8)")
-    g.add_argument("--target-min-ssim", type=float, default=None, help="search: minimum per-sample SSIM to keep")
-    g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (the rest validate)")
+    g.add_argument("--target-mean", "--target-ssim", dest="target_mean", type=float, default=None,
+                   help="search: mean SSIM to keep (default 0.8 when no target or budget is given)")
+    g.add_argument("--target-min", "--target-min-ssim", dest="target_min", type=float, default=None,
+                   help="search: minimum per-sample SSIM to keep")
+    g.add_argument("--target-quantile", type=float, default=None,
+                   help="search: the --quantile (default 10%%) of per-sample SSIM to keep")
+    g.add_argument("--quantile", type=float, default=0.1, help="search: the quantile of --target-quantile (default 0.1)")
+    g.add_argument("--budget", type=float, default=None,
+                   help="search: instead of a target, the best mean SSIM at this compute fraction or less")
+    g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (default 8)")
+    g.add_argument("--validation", type=int, default=None,
+                   help="search: samples that check each move (default: as many as --calibration, at most half the "
+                        "rest); the rest are held out")
     g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
     g.add_argument("--rounds", type=int, default=40, help="search: at most this many greedy rounds")
     c.set_defaults(func=_cmd_shortcut)

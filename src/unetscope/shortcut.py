@@ -21,12 +21,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .metrics import psnr, ssim
 from .models import Cond
-from .plan import FILLS, DropBlocks, Plan, PlanError, ReuseEncoder, StepAction, StopEarly
+from .plan import FILLS, DropBlocks, Plan, PlanError, ReuseEncoder, SkipSteps, StepAction, StopEarly
 from .sampler import Sampler, SamplerError, cond_slice
 from .sweep import per_sample_cond
 
 __all__ = ["load_schedule", "save_schedule", "paper_preset", "PRESETS", "measure", "plan_flops", "search", "SearchConfig",
-           "uniform_cache_cuts", "uniform_reuse_cuts", "run_shortcut", "ShortcutError", "unit_flops"]
+           "uniform_cache_cuts", "uniform_reuse_cuts", "run_shortcut", "heldout_ssim", "ShortcutError", "unit_flops"]
 
 
 class ShortcutError(ValueError):
@@ -177,22 +177,27 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
 
 
 # --- search --------------------------------------------------------------------------------------
-Cut = Union[DropBlocks, ReuseEncoder]  # the moves that cut compute over a range of steps
+Cut = Union[DropBlocks, ReuseEncoder, SkipSteps]  # the moves that cut compute over a range of steps
 
 
 @dataclass(frozen=True)
 class _Sched:
-    cuts: tuple  # DropBlocks / ReuseEncoder, sorted by start descending
+    cuts: tuple  # DropBlocks / ReuseEncoder / SkipSteps, sorted by start descending
     stop: int | None
 
     def plan(self) -> Plan:
         return Plan(tuple(self.cuts) + ((StopEarly(self.stop),) if self.stop else ()))
 
     def busy(self) -> set[int]:
-        return {t for c in self.cuts for t in c.evaluated_steps()}
+        return {t for c in self.cuts for t in _span(c)}
 
     def with_cuts(self, cuts) -> "_Sched":
         return _Sched(tuple(sorted(cuts, key=lambda c: (-c.start, repr(c)))), self.stop)
+
+
+def _span(c: Cut) -> set[int]:
+    """The steps a cut occupies: those it changes and those it removes (a jump passes over them)."""
+    return set(c.evaluated_steps()) | set(c.removed_steps())
 
 
 def uniform_cache_cuts(S: int, every: int, nb: int) -> tuple:
@@ -210,69 +215,185 @@ def uniform_reuse_cuts(S: int, every: int) -> tuple:
 def _grown(c: Cut, n: int | None = None, nb: int | None = None) -> Cut:
     if isinstance(c, DropBlocks):
         return DropBlocks(nb or c.nb, c.start, n or c.n, c.fill)
-    return ReuseEncoder(c.start, n or c.n)
+    return type(c)(c.start, n or c.n)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """The settings of ``search``: the quality target and the move set."""
+    """The settings of ``search``: what to aim for (a quality target or a compute budget), how sure
+    to be, and the move set.
 
-    target_mean: float | None = 0.8  # mean SSIM to keep on the calibration seeds
-    target_min: float | None = None  # minimum per-sample SSIM to keep
-    nbs: tuple | None = None  # block counts a DropBlocks move may cut (None: K/4, K/2, 3K/4, K)
+    Targets are on the per-sample SSIM against the baseline: ``target_mean`` (the mean),
+    ``target_min`` (every sample) and ``target_quantile`` (the ``quantile``-th quantile, e.g. the
+    worst 10%); any of them together. With none and no ``budget``, the target is a mean of 0.8.
+    ``budget`` (a compute fraction of the baseline) asks instead for the best mean SSIM at that
+    compute or less."""
+
+    target_mean: float | None = None
+    target_min: float | None = None
+    target_quantile: float | None = None
+    quantile: float = 0.1  # the quantile target_quantile is on
+    budget: float | None = None  # compute fraction to stay within (instead of a quality target)
+    confidence: float = 0.9  # a move is kept when the validation seeds' bootstrap lower bound (at this level) meets the target
+    nbs: tuple | None = None  # block counts a DropBlocks move may cut (None: 1..K for K <= 8, else K/4, K/2, 3K/4, K)
     fills: tuple = ("zeros", "cache")  # DropBlocks fills
     reuse_encoder: bool = True  # ReuseEncoder moves and uniform starts
+    skip_steps: bool = True  # SkipSteps moves (jump over steps, the paper's Eq. 4)
+    stop_early: bool = True  # StopEarly moves
     lengths: tuple | None = None  # step counts of a new cut (None: 2, 4, 7, 10 % of S)
     grid: int | None = None  # stride of the start steps tried (None: S/25)
-    min_relax: int = 0  # steps left uncut between two cuts
+    min_relax: int = 0  # steps left uncut between two cuts (the relax periods)
+    every: tuple = (2, 3, 4, 5, 6, 8)  # the uniform schedules' periods
     per_round: int = 12  # candidates evaluated together (one sweep)
+    validate_top: int = 3  # calibration winners checked on the validation seeds per round
     max_rounds: int = 40
+    seed: int = 0  # of the bootstrap: the search is deterministic
 
     def __post_init__(self):
-        if self.target_mean is None and self.target_min is None:
-            raise ShortcutError("give a quality target: a mean SSIM and/or a minimum per-sample SSIM")
-        for name, v in (("target mean SSIM", self.target_mean), ("target minimum SSIM", self.target_min)):
-            if v is not None and not (isinstance(v, (int, float)) and 0 < v <= 1):
-                raise ShortcutError(f"{name} must be in (0, 1], got {v}")
-        for name in ("per_round", "max_rounds"):
+        for name in ("target_mean", "target_min", "target_quantile", "budget"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1):
+                raise ShortcutError(f"search {name} must be a number in (0, 1], got {v!r}")
+        for name in ("quantile", "confidence"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+                raise ShortcutError(f"search {name} must be a number in (0, 1), got {v!r}")
+        if self.budget is not None and self.has_target:
+            raise ShortcutError("give a quality target (target_mean / target_min / target_quantile) or a compute budget, "
+                                "not both")
+        for name in ("per_round", "max_rounds", "validate_top"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ShortcutError(f"search {name} must be an integer >= 1, got {v!r}")
+        if not self.every or any(isinstance(e, bool) or not isinstance(e, int) or e < 2 for e in self.every):
+            raise ShortcutError(f"search every must be periods >= 2, got {self.every!r}")
         bad = [f for f in self.fills if f not in FILLS]
         if bad:
             raise ShortcutError(f"search fills must be among {', '.join(FILLS)}, got {bad[0]!r}")
 
+    @property
+    def has_target(self) -> bool:
+        return any(v is not None for v in (self.target_mean, self.target_min, self.target_quantile))
+
+    @property
+    def targets(self) -> dict:
+        """The quality targets in force (a mean of 0.8 when neither a target nor a budget is given)."""
+        if self.budget is not None:
+            return {}
+        t = {k: v for k, v in (("mean", self.target_mean), ("min", self.target_min),
+                               ("quantile", self.target_quantile)) if v is not None}
+        return t or {"mean": 0.8}
+
+    def meets(self, ss: np.ndarray) -> bool:
+        """The targets hold on these per-sample SSIMs (point estimates)."""
+        t = self.targets
+        return (("mean" not in t or ss.mean() >= t["mean"]) and ("min" not in t or ss.min() >= t["min"])
+                and ("quantile" not in t or np.quantile(ss, self.quantile) >= t["quantile"]))
+
+    def holds(self, ss: np.ndarray) -> bool:
+        """The targets hold with a margin: the bootstrap lower bounds (at ``confidence``) of the
+        mean and of the quantile, and the minimum itself."""
+        t = self.targets
+        if "min" in t and ss.min() < t["min"]:
+            return False
+        if "mean" in t or "quantile" in t:
+            rng = np.random.default_rng(self.seed)
+            boot = ss[rng.integers(0, len(ss), size=(1000, len(ss)))]
+            lo = 1 - self.confidence
+            if "mean" in t and np.quantile(boot.mean(axis=1), lo) < t["mean"]:
+                return False
+            if "quantile" in t and np.quantile(np.quantile(boot, self.quantile, axis=1), lo) < t["quantile"]:
+                return False
+        return True
+
+    def describe_target(self) -> str:
+        if self.budget is not None:
+            return f"the best mean SSIM at compute <= {self.budget:.3f} of the baseline"
+        t = self.targets
+        parts = [f"mean SSIM >= {t['mean']}" if "mean" in t else "", f"every sample's SSIM >= {t['min']}" if "min" in t else "",
+                 f"the {self.quantile:.0%} quantile of SSIM >= {t['quantile']}" if "quantile" in t else ""]
+        return " and ".join(p for p in parts if p)
+
+
+class _Evaluator:
+    """Per-sample SSIM of schedules on one set of seeds, by the sweep engine (shared prefixes),
+    each schedule evaluated once."""
+
+    def __init__(self, sampler: Sampler, seeds, cond, progress):
+        from .sweep import SweepEngine
+
+        self.sampler, self.seeds, self.cond = sampler, list(seeds), cond
+        self.engine = SweepEngine(sampler, on_evaluation=progress)
+        self.known: dict[_Sched, np.ndarray] = {}
+        self.base = None
+        self.evaluations = 0
+
+    def __call__(self, cands) -> list[np.ndarray]:
+        todo = list(dict.fromkeys(c for c in cands if c not in self.known and (c.cuts or c.stop)))
+        if todo:
+            m = self.sampler.model
+            res = self.engine.run_chunk(self.seeds, self.cond, [c.plan() for c in todo])
+            self.evaluations += res.evaluations
+            if self.base is None:
+                self.base = m.decode(res.baseline_x0)
+            for c, x0 in zip(todo, res.finals):
+                self.known[c] = ssim(m.decode(x0), self.base).numpy()
+        return [self.known[c] if (c.cuts or c.stop) else np.ones(len(self.seeds)) for c in cands]
+
 
 def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: SearchConfig | None = None, *,
-           progress=None, log=None, **settings) -> dict:
-    """Greedy cut-relax-cut search for little compute at the quality target on ``seeds``.
+           validation_seeds: list[int] | None = None, validation_cond: Cond = None, progress=None, log=None,
+           **settings) -> dict:
+    """Greedy cut-relax-cut search for little compute at a quality target (or for the best
+    quality within a compute budget), calibrated on ``seeds`` and checked on ``validation_seeds``.
 
-    It starts from the cheapest uniform schedule (DeepCache-style cache cuts, or reusing the
-    encoder every few steps) that meets the target, or from nothing. Each round proposes moves on
-    the current schedule (a new ``DropBlocks`` of nb blocks over n steps with a fill, a new
-    ``ReuseEncoder`` range, a longer or deeper cut, a later stop), ranks them by FLOPs saved
-    (executed FLOPs per U-Net action, counted once), evaluates the best ``per_round`` together
-    with the sweep engine (shared prefixes) and keeps, among those that meet the target, the one
-    that saves the most compute per SSIM lost. Stops when no proposal meets the target.
+    Target mode: it starts from the cheapest uniform schedule (DeepCache-style cache cuts every few
+    steps, or reusing the encoder every few steps) that meets the target, or from nothing. Each round
+    proposes moves on the current schedule (a new ``DropBlocks`` of nb blocks over n steps with zeros
+    or the cache, a new ``ReuseEncoder`` or ``SkipSteps`` range, a longer or deeper cut, a later
+    ``StopEarly``), ranks them by FLOPs saved (executed FLOPs per U-Net action, counted once),
+    evaluates the cheapest ``per_round`` together with the sweep engine (shared prefixes) on the
+    calibration seeds, and keeps, among those that meet the target there, the one that saves the
+    most compute per SSIM lost whose target also holds on the validation seeds with a margin
+    (``SearchConfig.holds``). Stops when no move is kept.
+
+    Budget mode: it starts from the uniform schedules just above the budget that beat the best
+    uniform schedule within it, and removes compute by the same moves, the best compute saved per
+    SSIM lost first, until within the budget; then keeps the best on the validation seeds.
+
+    Either way the result is never below the best uniform schedule of equal or lower compute on the
+    validation seeds: that schedule is returned instead when it is better (``uniform_rival``).
     ``settings`` are ``SearchConfig``'s fields, as keywords."""
     from .flops import FlopTable
-    from .sweep import SweepEngine
 
     cfg = replace(config or SearchConfig(), **settings) if settings else (config or SearchConfig())
     m, S, K = sampler.model, sampler.steps, sampler.model.num_blocks
-    nbs = list(cfg.nbs or sorted({max(1, K // 4), K // 2, (3 * K) // 4, K}))
+    nbs = list(cfg.nbs or (range(1, K + 1) if K <= 8 else sorted({max(1, K // 4), K // 2, (3 * K) // 4, K})))
     lengths = list(cfg.lengths or sorted({max(1, round(v * S / 100)) for v in (2, 4, 7, 10)}))
     grid = cfg.grid or max(1, round(S / 25))
     x1 = torch.zeros(1, *m.sample_shape, device=m.device, dtype=m.dtype)
     t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
     c1 = m.make_cond(cond_slice(cond, [0], len(seeds)), 1)
     flops = FlopTable(m.runner, x1, t1, c1, sampler.denoiser.rows_per_sample)
-    base_cost = _cost(_Sched((), None), S, flops)
-    engine = SweepEngine(sampler, on_evaluation=progress)
-    base_x0 = None
+    empty = _Sched((), None)
+    base_cost = flops.plan(Plan(), S)
+    cal = _Evaluator(sampler, seeds, cond, progress)
+    val = _Evaluator(sampler, validation_seeds, validation_cond, progress) if validation_seeds else None
+    say = log or (lambda _m: None)
 
-    def ok(ss: np.ndarray) -> bool:
-        return (cfg.target_mean is None or ss.mean() >= cfg.target_mean) and (cfg.target_min is None or ss.min() >= cfg.target_min)
+    def cost(c: _Sched) -> float:
+        return flops.plan(c.plan(), S) / base_cost
+
+    def key(c: _Sched):  # cheapest first; ties broken by the schedule itself (deterministic)
+        return (cost(c), repr(c.plan()))
+
+    def holds(cands) -> list[bool]:  # the target with a margin on the validation seeds (calibration if none)
+        if val is None:
+            return [cfg.meets(ss) for ss in cal(cands)]
+        return [cfg.holds(ss) for ss in val(cands)]
+
+    def quality(c: _Sched) -> float:  # the estimate a result is judged by: validation, else calibration
+        return float((val or cal)([c])[0].mean())
 
     def new_cuts():  # (make(start, n), whether it reads an earlier step's activations)
         for nb in nbs:
@@ -280,21 +401,27 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
                 yield (lambda st, n, nb=nb, fill=fill: DropBlocks(nb, st, n, fill)), fill == "cache"
         if cfg.reuse_encoder:
             yield (lambda st, n: ReuseEncoder(st, n)), True
+        if cfg.skip_steps:
+            yield (lambda st, n: SkipSteps(st, n)), False
 
     def proposals(cur: _Sched):
         busy = cur.busy()
         out = []
-        for step in (1, 2, 4):  # a later stop (never above a cut)
-            at = (cur.stop or 0) + step * grid if cur.stop else step * grid
-            if at < min(busy, default=S + 1) and at <= S:
-                out.append(_Sched(cur.cuts, at))
+        if cfg.stop_early:
+            for step in (1, 2, 4):  # a later stop (never above a cut)
+                at = cur.stop + step * grid if cur.stop else step * grid
+                if at < min(busy, default=S + 1) and at <= S:
+                    out.append(_Sched(cur.cuts, at))
         for make, reads in new_cuts():  # a new cut (one that reads a cache starts below the first step)
             for n in lengths:
                 for st in range(S - reads, 0, -grid):
-                    if st - n + 1 < 1 or (cur.stop and st - n + 1 <= cur.stop):
+                    try:
+                        cut = make(st, n)
+                    except PlanError:
                         continue
-                    cut = make(st, n)
-                    span = set(cut.evaluated_steps())
+                    span = _span(cut)
+                    if cur.stop and min(span) <= cur.stop:
+                        continue
                     near = {t for t in busy for d in range(-cfg.min_relax, cfg.min_relax + 1) if t + d in span}
                     if span & busy or near:
                         continue
@@ -304,75 +431,113 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
             if isinstance(c, DropBlocks) and c.nb < K:
                 grows.append((c.n, min(K, c.nb + max(1, K // 6))))
             for n2, nb2 in grows:
-                if c.start - n2 + 1 < 1 or (cur.stop and c.start - n2 + 1 <= cur.stop):
+                try:
+                    g = _grown(c, n=n2, nb=nb2)
+                except PlanError:
                     continue
-                g = _grown(c, n=n2, nb=nb2)
-                if set(g.evaluated_steps()) & (busy - set(c.evaluated_steps())):
+                if (cur.stop and min(_span(g)) <= cur.stop) or _span(g) & (busy - _span(c)):
                     continue
                 out.append(cur.with_cuts(cur.cuts[:i] + (g,) + cur.cuts[i + 1:]))
         return out
 
-    history, evaluated = [], 0
-
-    def evaluate(cands):
-        nonlocal evaluated, base_x0
-        res = engine.run_chunk(list(seeds), cond, [c.plan() for c in cands])
-        evaluated += res.evaluations
-        if base_x0 is None:
-            base_x0 = m.decode(res.baseline_x0)
-        return [ssim(m.decode(x0), base_x0).numpy() for x0 in res.finals]
-
-    def key(c: _Sched):  # cheapest first; ties broken by the schedule itself (deterministic)
-        return (_cost(c, S, flops), repr(c.plan()))
-
-    # 1. start from the cheapest uniform schedule that meets the target
-    starts = [_Sched(uniform_cache_cuts(S, every, nb), None) for every in (2, 3, 4, 6) for nb in nbs if "cache" in cfg.fills]
+    # the uniform schedules: where the search starts, and what its result must not fall below
+    uniform = [_Sched(uniform_cache_cuts(S, e, nb), None) for e in cfg.every for nb in nbs if "cache" in cfg.fills]
     if cfg.reuse_encoder:
-        starts += [_Sched(uniform_reuse_cuts(S, every), None) for every in (2, 3, 4, 6)]
-    starts = [c for c in starts if c.cuts]
-    cur, cur_ss = _Sched((), None), None
-    if starts:
-        for c, ss in sorted(zip(starts, evaluate(starts)), key=lambda p: key(p[0])):
-            if ok(ss):
-                cur, cur_ss = c, ss
+        uniform += [_Sched(uniform_reuse_cuts(S, e), None) for e in cfg.every]
+    uniform = sorted({u for u in uniform if u.cuts}, key=key)
+    history = []
+
+    def greedy(cur: _Sched, accept_ok, done, label: str) -> _Sched:
+        """Apply the best move (compute saved per calibration SSIM lost) that ``accept_ok`` allows,
+        round after round, until ``done`` or no move is kept."""
+        for rnd in range(cfg.max_rounds):
+            if done(cur):
                 break
-    if log and cur.cuts:
-        log(f"start: {len(cur.cuts)} uniform cuts, compute {_cost(cur, S, flops) / base_cost:.3f}, mean SSIM {cur_ss.mean():.3f}")
-    # 2. greedy moves: the best compute saved per SSIM lost among the proposals that hold the target
-    for rnd in range(cfg.max_rounds):
-        cost_now = _cost(cur, S, flops)
-        q_now = 1.0 if cur_ss is None else float(cur_ss.mean())
-        props = sorted({p for p in proposals(cur) if _cost(p, S, flops) < cost_now}, key=key)
-        accepted, best = None, -1.0
-        for b in range(0, min(len(props), 3 * cfg.per_round), cfg.per_round):
-            batch = props[b:b + cfg.per_round]
-            try:
-                scores = evaluate(batch)
-            except PlanError:
-                continue
-            for p, ss in zip(batch, scores):
-                if ok(ss):
-                    gain = (cost_now - _cost(p, S, flops)) / base_cost / (max(q_now - float(ss.mean()), 0.0) + 0.005)
-                    if gain > best:
-                        accepted, best = (p, ss), gain
-            if accepted:
+            c_now, q_now = cost(cur), float(cal([cur])[0].mean())
+            props = sorted({p for p in proposals(cur) if cost(p) < c_now}, key=key)
+            kept = None
+            for b in range(0, min(len(props), 3 * cfg.per_round), cfg.per_round):
+                batch = props[b:b + cfg.per_round]
+                try:
+                    scores = cal(batch)
+                except PlanError:
+                    continue
+                ranked = sorted(((c_now - cost(p)) / (max(q_now - float(ss.mean()), 0.0) + 0.005), i)
+                                for i, (p, ss) in enumerate(zip(batch, scores)) if accept_ok(p, ss))
+                winners = [batch[i] for _, i in reversed(ranked)][:cfg.validate_top]
+                if winners:
+                    ok = holds(winners) if cfg.budget is None else [True] * len(winners)
+                    kept = next((w for w, good in zip(winners, ok) if good), None)
+                if kept:
+                    break
+            if kept is None:
                 break
-        if not accepted:
-            break
-        cur, cur_ss = accepted
-        history.append(dict(round=rnd, plan=cur.plan().to_dict(), compute=_cost(cur, S, flops) / base_cost,
-                            ssim_mean=float(cur_ss.mean()), ssim_min=float(cur_ss.min())))
-        if log:
-            log(f"round {rnd}: compute {history[-1]['compute']:.3f} of the baseline, mean SSIM {cur_ss.mean():.3f} "
-                f"(min {cur_ss.min():.3f}): {cur.plan()!r}")
-    return dict(plan=cur.plan(), predicted_compute=_cost(cur, S, flops) / base_cost, history=history,
-                calibration_ssim_mean=float(cur_ss.mean()) if cur_ss is not None else 1.0,
-                calibration_ssim_min=float(cur_ss.min()) if cur_ss is not None else 1.0, evaluations=evaluated,
+            cur = kept
+            ss = cal([cur])[0]
+            history.append(dict(round=len(history), start=label, plan=cur.plan().to_dict(), compute=cost(cur),
+                                ssim_mean=float(ss.mean()), ssim_min=float(ss.min())))
+            say(f"round {len(history) - 1}: compute {cost(cur):.3f} of the baseline, calibration mean SSIM {ss.mean():.3f} "
+                f"(min {ss.min():.3f}): {cur.plan()!r}")
+        return cur
+
+    if cfg.budget is None:
+        # 1. the cheapest uniform schedule whose target holds (calibration, then validation with a margin)
+        cur = empty
+        fits = [u for u, ss in zip(uniform, cal(uniform)) if cfg.meets(ss)]
+        for b in range(0, len(fits), 4):
+            got = next((u for u, good in zip(fits[b:b + 4], holds(fits[b:b + 4])) if good), None)
+            if got:
+                cur = got
+                break
+        if cur.cuts:
+            say(f"start: uniform {cur.plan()!r}, compute {cost(cur):.3f}")
+        # 2. greedy moves that keep the target
+        cur = greedy(cur, lambda p, ss: cfg.meets(ss), lambda c: False, "uniform" if cur.cuts else "empty")
+    else:
+        B = cfg.budget + 1e-9
+        within = [u for u in uniform if cost(u) <= B]
+        best_in = max(within, key=lambda u: (float(cal([u])[0].mean()), -cost(u)), default=None) if within else None
+        floor = float(cal([best_in])[0].mean()) if best_in else -1.0
+        above = sorted((u for u in uniform if cost(u) > B), key=lambda u: -cost(u))
+        above = [u for u in reversed(above) if float(cal([u])[0].mean()) > floor][:2] or ([empty] if not best_in else [])
+        finals = [best_in] if best_in else []
+        for u in above:
+            say(f"start: {u.plan()!r}, compute {cost(u):.3f}")
+            got = greedy(u, lambda p, ss: float(ss.mean()) > floor, lambda c: cost(c) <= B, "uniform")
+            if cost(got) <= B:
+                finals.append(got)
+        if not finals:
+            raise ShortcutError(f"no schedule within the budget ({cfg.budget:.3f} of the baseline's compute) was found: "
+                                f"the cheapest uniform schedule needs {min(cost(u) for u in uniform):.3f}")
+        cur = max(finals, key=lambda c: (quality(c), -cost(c)))
+
+    # 3. never below the best uniform schedule of equal or lower compute (on the validation seeds)
+    rivals = [u for u in uniform if cost(u) <= cost(cur) + 1e-9 and u != cur]
+    rival = max(rivals, key=lambda u: (quality(u), -cost(u)), default=None)
+    if rival is not None and quality(rival) > quality(cur) and (cfg.budget is not None or cfg.meets((val or cal)([rival])[0])):
+        say(f"the uniform schedule {rival.plan()!r} is better on the validation seeds at no more compute: it is the result")
+        cur = rival
+    ss_cal = cal([cur])[0]
+    ss_val = val([cur])[0] if val is not None else None
+    return dict(plan=cur.plan(), predicted_compute=cost(cur), history=history, target=cfg.describe_target(),
+                calibration_ssim_mean=float(ss_cal.mean()), calibration_ssim_min=float(ss_cal.min()),
+                validation_ssim_mean=None if ss_val is None else float(ss_val.mean()),
+                validation_ssim_min=None if ss_val is None else float(ss_val.min()),
+                validation_holds=None if ss_val is None else bool(cfg.budget is not None or cfg.holds(ss_val)),
+                uniform_rival=None if rival is None else dict(plan=rival.plan().to_dict(), compute=cost(rival),
+                                                             ssim_mean=quality(rival)),
+                evaluations=cal.evaluations + (val.evaluations if val else 0),
                 flops_per_nb=[flops(StepAction(drop_blocks=nb)) for nb in range(K + 1)])
 
 
-def _cost(s: _Sched, S: int, flops) -> int:
-    return flops.plan(s.plan(), S)
+@torch.no_grad()
+def heldout_ssim(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None) -> np.ndarray:
+    """Per-sample SSIM of ``plan`` against the baseline on ``seeds`` (no timing)."""
+    from .sweep import SweepEngine
+
+    m = sampler.model
+    res = SweepEngine(sampler).run_chunk(list(seeds), cond, [sampler.check_plan(plan)])
+    return ssim(m.decode(res.finals[0]), m.decode(res.baseline_x0)).numpy()
 
 
 # --- a shortcut run: measure, store, figures -----------------------------------------------------

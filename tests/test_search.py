@@ -1,0 +1,99 @@
+"""The shortcut search: targets with a margin on validation seeds, held-out seeds it never saw,
+budgets, the move set, and never ending below the uniform schedule it starts from. On the trained
+research-style model (examples/mnist_unet.py), at S = 10."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unetscope as us
+from unetscope import Plan, Sampler, SkipSteps
+from unetscope.shortcut import SearchConfig, ShortcutError, heldout_ssim, search, uniform_cache_cuts
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = f"{ROOT / 'examples' / 'mnist_unet.py'}:make_model"
+CAL, VAL, TEST = list(range(6)), list(range(6, 12)), list(range(100, 116))
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    return Sampler(us.load_model(REF), steps=10)
+
+
+def _compute(sampler, plan):
+    from unetscope.flops import FlopTable
+
+    m = sampler.model
+    import torch
+
+    t = FlopTable(m.runner, torch.zeros(1, *m.sample_shape), torch.tensor([500]))
+    return t.plan(plan, sampler.steps) / t.plan(Plan(), sampler.steps)
+
+
+def test_margin_rules_on_synthetic_scores():
+    cfg = SearchConfig(target_mean=0.8)
+    tight = np.array([0.6, 1.0] * 4)  # mean exactly 0.8: the point estimate meets it, the lower bound does not
+    assert cfg.meets(tight) and not cfg.holds(tight)
+    assert cfg.holds(np.full(8, 0.9)) and SearchConfig(target_mean=0.9).holds(np.full(8, 0.9))
+    q = SearchConfig(target_quantile=0.7, quantile=0.25)
+    two_low = np.array([0.5, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])  # the 25% quantile is 0.8; resamples often hold 3 lows
+    assert q.meets(two_low) and not q.holds(two_low) and q.holds(np.full(8, 0.9))
+    assert not q.meets(np.array([0.5, 0.5, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9]))
+    mn = SearchConfig(target_min=0.7)
+    assert mn.holds(np.array([0.71, 0.99])) and not mn.holds(np.array([0.69, 0.99]))
+    assert SearchConfig().targets == {"mean": 0.8} and SearchConfig(budget=0.5).targets == {}
+    with pytest.raises(ShortcutError, match="not both"):
+        SearchConfig(budget=0.5, target_min=0.7)
+
+
+def test_search_meets_its_target_on_held_out_seeds_and_beats_the_uniform_start(sampler):
+    cfg = dict(target_mean=0.9, max_rounds=4, per_round=8)
+    res = search(sampler, CAL, None, validation_seeds=VAL, **cfg)
+    plan = res["plan"]
+    assert plan and res["validation_holds"] and res["calibration_ssim_mean"] >= 0.9
+    assert search(sampler, CAL, None, validation_seeds=VAL, **cfg)["plan"] == plan  # deterministic
+    held = heldout_ssim(sampler, plan, TEST)
+    assert held.mean() >= 0.9, held  # seeds the search never saw
+    # never below the uniform schedule it starts from, nor any uniform one of no more compute
+    found_c = _compute(sampler, plan)
+    assert abs(found_c - res["predicted_compute"]) < 1e-9
+    if res["history"]:
+        start = Plan.from_dict(res["history"][0]["plan"])
+        assert found_c <= _compute(sampler, start)
+    for every in (2, 3, 4, 5, 6, 8):
+        for nb in range(1, 7):
+            u = Plan(uniform_cache_cuts(10, every, nb))
+            if _compute(sampler, u) <= found_c:
+                v = heldout_ssim(sampler, u, VAL)
+                assert v.mean() <= res["validation_ssim_mean"] + 1e-6 or v.mean() < 0.9, (u, v.mean())
+
+
+def test_budget_gives_the_best_schedule_within_the_compute(sampler):
+    res = search(sampler, CAL, None, validation_seeds=VAL, budget=0.6, max_rounds=4, per_round=8)
+    assert res["predicted_compute"] <= 0.6 + 1e-9
+    best_uniform = max(heldout_ssim(sampler, Plan(uniform_cache_cuts(10, e, nb)), VAL).mean()
+                       for e in (2, 3, 4, 5, 6, 8) for nb in range(1, 7)
+                       if _compute(sampler, Plan(uniform_cache_cuts(10, e, nb))) <= 0.6)
+    assert res["validation_ssim_mean"] >= best_uniform - 1e-6
+
+
+def test_skip_steps_and_stop_early_are_moves(sampler):
+    res = search(sampler, CAL, None, validation_seeds=VAL, target_mean=0.5, fills=(), reuse_encoder=False,
+                 max_rounds=3, per_round=6)
+    kinds = {type(i).__name__ for i in res["plan"]}
+    assert kinds and kinds <= {"SkipSteps", "StopEarly"}, res["plan"]
+    assert res["predicted_compute"] < 1
+    s = Plan([SkipSteps(8, 2)])
+    assert heldout_ssim(sampler, s, CAL).shape == (6,)
+
+
+def test_api_reports_held_out_and_the_uniform_rival(tmp_path):
+    res = us.search_shortcut(REF, tmp_path / "s", target_mean=0.85, calibration=4, validation=4, samples=12, steps=10,
+                             rounds=2, repeats=1)
+    assert len(res["held_out_seeds"]) == 4 and not set(res["held_out_seeds"]) & set(res["calibration_seeds"] + res["validation_seeds"])
+    assert res["held_out_meets_target"] == (res["held_out"]["ssim_mean"] >= 0.85)
+    import json
+
+    meta = json.loads((tmp_path / "s" / "schedule.json").read_text())
+    assert meta["validation_seeds"] == res["validation_seeds"] and "mean SSIM >= 0.85" in meta["target"]
