@@ -25,6 +25,7 @@ __all__ = [
     "export_classifier",
     "load_classifier",
     "classify",
+    "penultimate_features",
 ]
 
 CLASSIFIER_DIR = Path(__file__).parent / "weights" / "classifier"
@@ -165,3 +166,15 @@ def classify(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> t
     preds = [model(images[i:i + batch_size].to(device, torch.float32)).argmax(1).cpu()
              for i in range(0, len(images), batch_size)]
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def penultimate_features(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The classifier's penultimate layer (the flattened conv features its linear head reads):
+    (N, 1024) float32 for images (N, 1, 32, 32) in [0, 1]; what a Fréchet distance compares."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    device = next(model.parameters()).device
+    feats = [model.features(images[i:i + batch_size].to(device, torch.float32)).flatten(1).cpu()
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(feats) if feats else torch.zeros(0, model.head.in_features)
