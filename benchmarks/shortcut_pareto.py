@@ -1,119 +1,498 @@
-"""Shortcuts against the alternatives a user would otherwise pick, at matched cost, on one model:
-fewer respaced steps, stopping early alone, DeepCache-style uniform caching (full evaluation every N
-steps, the deep part reused in between), Faster-Diffusion-style encoder propagation (full evaluation
-every N steps, the encoder's outputs reused in between: ``ReuseEncoder``), the paper's preset (zeros
-and cache fill) and, given with --schedule, a searched schedule. Prints mean SSIM, measured time and compute fractions, and writes
-the Pareto data (JSON) and figure (PNG).
+"""Shortcuts against the samplers a user would otherwise pick, under two reference settings.
 
-    python benchmarks/shortcut_pareto.py [--model default] [--samples 16] [--steps 100] [--schedule FILE] [--out DIR]
+References: DDPM with S steps (the paper's, S = 100) and DDIM with S steps (eta 0). Every point is a
+method's samples from the same seeds (the same ``x_S`` from the noise bank; the same per-step noise for
+DDPM) compared with the reference's samples:
+  - fewer-step solvers: DDPM respaced to fewer steps, DDIM at 10/15/20/25/50 steps, DPM-Solver++(2M)
+    at 10/15/20/25 steps (``unetscope.solvers``), and the other reference at S steps;
+  - shortcuts of the reference's own sampler: stopping early, DeepCache-style uniform caching
+    (``uniform_cache_cuts``), encoder reuse (``uniform_reuse_cuts``), the paper's presets and the
+    schedules given with --schedule.
+Quality (the quality pass, the default): per-sample SSIM with the reference sample of the same seed,
+and, for 1x32x32 digit models, the bundled classifier's class agreement (with the reference sample's
+predicted class and with the conditioning label) and the Fréchet distance between its penultimate
+features of the method's and of the reference's samples. Images are compared as stored: uint8.
+Time (--timing-only, a separate pass for a quiet machine): each point interleaved with its reference
+by ``unetscope.timing.interleave`` (a warm-up, then --repeats rounds; medians and spreads).
+
+Both passes are resumable: every point is one JSON file under --out, written atomically; a rerun skips
+the stored points and refuses a folder made with other settings. --report-only redraws the table
+(``table.md``), the data (``pareto.json``) and the figure from what is stored.
+
+    python benchmarks/shortcut_pareto.py --model default --samples 200 --threads 1 --out results/pareto
+    python benchmarks/shortcut_pareto.py --model default --timing-only --samples 16 --repeats 3 --threads 1 --out results/pareto
 """
 
+from __future__ import annotations
+
 import argparse
+import hashlib
+import io
 import json
+import os
+import platform
+import re
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from unetscope import Plan, Sampler, StopEarly, load_model, ssim
-from unetscope.shortcut import PRESETS, load_schedule, plan_flops, uniform_cache_cuts, uniform_reuse_cuts
+METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "stop-early", "deepcache", "reuse-encoder", "paper-preset", "searched")
+SOLVERS = ("ddpm", "ddim", "dpm-solver++")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
+class Refused(Exception):
+    """Bad input or a folder made with other settings: one line, exit code 2."""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of integers, got {text!r}") from None
+    if any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"step counts must be >= 1, got {text!r}")
+    return vals
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default")
-    p.add_argument("--samples", type=int, default=16)
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--samples", type=int, default=200, help="seeds per point (quality: >= 200 for the docs; timing: 16)")
+    p.add_argument("--first-seed", type=int, default=1000, help="seeds first..first+samples-1 (not a search's seeds)")
+    p.add_argument("--steps", type=int, default=100, help="S of both references")
     p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--refs", default="ddpm,ddim", help="reference settings: ddpm, ddim or both")
+    p.add_argument("--ddpm-steps", type=_ints, default=None, help="respaced DDPM step counts (default: 30..80%% of S)")
+    p.add_argument("--ddim-steps", type=_ints, default=[10, 15, 20, 25, 50])
+    p.add_argument("--dpm-steps", type=_ints, default=[10, 15, 20, 25])
+    p.add_argument("--methods", default=",".join(METHOD_ORDER), help="the methods to run (comma-separated; default: all)")
     p.add_argument("--schedule", action="append", default=[], help="searched schedule file(s) to include")
-    p.add_argument("--out", default="runs/pareto")
+    p.add_argument("--out", default="results/pareto")
+    p.add_argument("--figure", default=None, help="where to draw the figure (default: OUT/pareto.png)")
+    p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=1, help="timed runs of each entry and the baseline, interleaved")
-    a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    model = load_model(a.model)
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds of each point and its reference (timing pass)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--timing-only", action="store_true", help="time the points (interleaved with the reference)")
+    mode.add_argument("--report-only", action="store_true", help="only redraw the table, data and figure from --out")
+    a = p.parse_args(argv)
+    refs = [r for r in a.refs.split(",") if r]
+    if not refs or any(r not in ("ddpm", "ddim") for r in refs) or len(set(refs)) != len(refs):
+        p.error(f"--refs takes ddpm, ddim or ddpm,ddim; got {a.refs!r}")
+    a.refs = refs
+    a.methods = [m for m in a.methods.split(",") if m]
+    bad = [m for m in a.methods if m not in METHOD_ORDER]
+    if bad or not a.methods:
+        p.error(f"--methods takes {', '.join(METHOD_ORDER)}; got {a.methods!r}")
+    if a.samples < 2:
+        p.error(f"--samples must be >= 2, got {a.samples}")
+    if a.batch_size < 1 or a.repeats < 1 or a.threads < 0 or a.steps < 2 or a.first_seed < 0:
+        p.error("--batch-size, --repeats and --steps must be >= 1 (--steps >= 2), --threads and --first-seed >= 0")
+    if a.ddpm_steps is None:
+        a.ddpm_steps = sorted({max(1, round(f * a.steps / 100)) for f in (30, 40, 50, 60, 70, 80)})
+    return a
+
+
+# --- the points --------------------------------------------------------------------------------
+def points(a, model) -> list[dict]:
+    """Every (reference, method, label) point, in the order they are computed: the references and the
+    cheap solvers first, then the shortcuts (most useful first). ``run`` names the samples: a solver's
+    samples are the same under both references and are computed once."""
+    from unetscope import Plan, StopEarly
+    from unetscope.shortcut import PRESETS, load_schedule, uniform_cache_cuts, uniform_reuse_cuts
+
     S, K = a.steps, model.num_blocks
-    seeds = list(range(1000, 1000 + a.samples))  # not the seeds a search calibrates on
-    cond = [s % model.num_classes_real for s in seeds] if model.conditioning == "class" else None
-    base_sampler = Sampler(model, steps=S, guidance=a.guidance)
-    f_base = plan_flops(base_sampler, Plan(), seeds[0], None if cond is None else cond[:1])
+    T = model.schedule.num_train_timesteps
 
-    from unetscope.timing import interleave
+    def solvers(runs):
+        for method, n in runs:
+            if n > S and method != "dpm-solver++" or n > T:
+                raise Refused(f"{method} at {n} steps: more than the reference's S = {S}")
+        return [(method, f"S={n}", n, None) for method, n in runs]
 
-    def add(method, label, sampler, plan=None):
-        # the timing protocol: a warm-up of each, then the entry and the baseline interleaved
-        t, first = interleave({"entry": lambda: sampler.sample(seeds, cond, plan),
-                               "baseline": lambda: base_sampler.sample(seeds, cond)}, a.repeats, warmup=1)
-        tr, sec, tb = first["entry"], t["entry"].median, t["baseline"].median
-        f = plan_flops(sampler, plan or Plan(), seeds[0], None if cond is None else cond[:1])
-        ss = ssim(tr.images, ref).numpy()
-        entries.append(dict(method=method, label=label, seconds=sec, seconds_baseline=tb, time_fraction=sec / tb,
-                            spread=max(t["entry"].spread, t["baseline"].spread), flops=f, ssim_mean=float(ss.mean()),
-                            ssim_min=float(ss.min()), plan=(plan or Plan()).to_dict(), steps=sampler.steps))
-        print(f"{method:<13} {label:<26} SSIM {ss.mean():.3f} (min {ss.min():.3f})  time {sec / tb:.3f} of the baseline "
-              f"(spread {entries[-1]['spread']:.0%})  compute {f / f_base:.3f}", flush=True)
+    def shortcuts(method, made):
+        return [(method, label, S, make) for label, make in dict(made).items()]  # labels deduplicated
 
-    ref = base_sampler.sample(seeds, cond).images
-    entries = []
+    nbs = sorted({(3 * K) // 4, K // 2}, reverse=True)
+    stops = [(f"StopEarly({max(1, round(f * S / 100))})", lambda f=f: Plan([StopEarly(max(1, round(f * S / 100)))]))
+             for f in (35, 25, 18, 10, 5)]
+    cache = [[(f"every {e}, nb={nb}", lambda e=e, nb=nb: Plan(uniform_cache_cuts(S, e, nb))) for e in (2, 3, 5)] for nb in nbs]
+    groups = [  # the order they are computed in: the most asked-for first
+        solvers([("ddpm", S), ("ddim", S)] + [("ddim", n) for n in a.ddim_steps] + [("dpm-solver++", n) for n in a.dpm_steps]),
+        shortcuts("stop-early", stops),
+        shortcuts("deepcache", cache[0]),
+        shortcuts("paper-preset", [(name, lambda name=name: PRESETS[name](S, K)) for name in PRESETS]),
+        shortcuts("searched", [(Path(f).name, lambda f=f: load_schedule(f)) for f in a.schedule]),
+        *[shortcuts("deepcache", c) for c in cache[1:]],
+        solvers([("ddpm", n) for n in a.ddpm_steps if n != S]),
+        shortcuts("reuse-encoder", [(f"every {e}", lambda e=e: Plan(uniform_reuse_cuts(S, e))) for e in (2, 3, 4, 5)]),
+    ]
+    out = []
+    for group in groups:
+        for method, label, steps, make in group:
+            if method not in a.methods and not (method in a.refs and steps == S and make is None):  # references always
+                continue
+            try:
+                plan = make().check(S, K) if make else None
+            except (ValueError, OSError) as e:
+                raise Refused(f"{method} {label}: {e}") from None
+            for ref in a.refs:
+                run = f"{method}:{steps}" if plan is None else f"{ref}:{method}:{label}"
+                out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan))
+    return out
 
-    for s2 in (30, 40, 50, 60, 70, 80):
-        add("fewer-steps", f"S={round(s2 * S / 100)}", Sampler(model, steps=max(1, round(s2 * S / 100)), guidance=a.guidance))
-    for at in (5, 10, 18, 25, 35):
-        add("stop-early", f"StopEarly({round(at * S / 100)})", base_sampler, Plan([StopEarly(max(1, round(at * S / 100)))]))
-    for every in (2, 3, 5):
-        for nb in sorted({K // 2, (3 * K) // 4}):
-            add("deepcache", f"every {every}, nb={nb}", base_sampler, Plan(uniform_cache_cuts(S, every, nb)))
-    for every in (2, 3, 4, 5):
-        add("reuse-encoder", f"every {every}", base_sampler, Plan(uniform_reuse_cuts(S, every)))
-    for name in PRESETS:
-        add("paper-preset", name, base_sampler, PRESETS[name](S, K))
-    for f in a.schedule:
-        add("searched", Path(f).name, base_sampler, load_schedule(f))
-    for e in entries:
-        e["compute_fraction"] = e["flops"] / f_base
+
+def slug(p: dict) -> str:
+    """The point's file name; a searched schedule's carries a hash of its plan (the file may change)."""
+    tag = ""
+    if p["method"] == "searched":
+        tag = "-" + hashlib.sha1(p["plan"].to_json(sort_keys=True).encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9.]+", "-", f"{p['method']}--{p['label']}").strip("-") + tag
+
+
+def sampler_for(model, a, method: str, steps: int):
+    from unetscope import Sampler
+    from unetscope.solvers import DPMSolverSampler
+
+    if method == "dpm-solver++":
+        return DPMSolverSampler(model, steps, guidance=a.guidance, batch_size=a.batch_size)
+    return Sampler(model, steps=steps, method=method, guidance=a.guidance, batch_size=a.batch_size)
+
+
+def flops_of(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+# --- settings and files ------------------------------------------------------------------------
+def settings(a, model) -> dict:
+    from unetscope.classifier import CLASSIFIER_DIR
+    from unetscope.models import fingerprint
+
+    clf = CLASSIFIER_DIR / "model.safetensors"
+    return dict(model=model.describe(), fingerprint=fingerprint(model), steps=a.steps, guidance=a.guidance,
+                first_seed=a.first_seed, labels="seed % classes" if model.conditioning == "class" else None,
+                classifier=hashlib.sha256(clf.read_bytes()).hexdigest()[:16], images="uint8")
+
+
+def check_settings(path: Path, want: dict, what: str) -> None:
+    from unetscope.store import strict_json, write_atomic
+
+    if path.exists():
+        have = json.loads(path.read_text())
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != json.loads(strict_json(want)).get(k))
+        if diff:
+            raise Refused(f"{path.parent} holds a {what} made with other settings ({', '.join(diff)} differ): "
+                          "use another --out or remove it")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, strict_json(want))
+
+
+def write_json(path: Path, obj) -> None:
+    from unetscope.store import strict_json, write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, strict_json(obj))
+
+
+def save_images(path: Path, imgs: torch.Tensor) -> None:
+    """uint8 images (N, C, H, W) as a compressed .npz, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=imgs.numpy())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+# --- the quality pass --------------------------------------------------------------------------
+class Digits:
+    """The bundled classifier's verdicts on 1x32x32 samples: predicted classes and penultimate features."""
+
+    def __init__(self, model):
+        from unetscope.classifier import load_classifier
+
+        self.on = tuple(model.sample_shape) == (1, 32, 32) and (model.conditioning != "class" or model.num_classes_real == 10)
+        self.clf = load_classifier() if self.on else None
+
+    def __call__(self, imgs: torch.Tensor):
+        from unetscope.classifier import classify, penultimate_features
+
+        if not self.on:
+            return None, None
+        return classify(self.clf, imgs), penultimate_features(self.clf, imgs)
+
+
+def quality(a, model) -> None:
+    from unetscope import ssim
+    from unetscope.frechet import frechet_distance
+    from unetscope.images import to_uint8
+
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = dict(model=model.describe(), steps=S, guidance=a.guidance, samples=a.samples, seeds=seeds, repeats=a.repeats,
-                baseline_flops=f_base, entries=entries)
-    (out / "pareto.json").write_text(json.dumps(data, indent=2) + "\n")
-    _figure(out / "pareto.png", entries, S)
-    print(f"wrote {out / 'pareto.json'} and {out / 'pareto.png'}")
-    # where each shortcut stands against the best baseline at no more time
-    for e in entries:
-        if e["method"] in ("paper-preset", "searched", "reuse-encoder"):
-            rivals = [r for r in entries if r["method"] in ("fewer-steps", "stop-early", "deepcache")
-                      and r["time_fraction"] <= e["time_fraction"] + 1e-9]
-            best = max(rivals, key=lambda r: r["ssim_mean"], default=None)
-            if best:
-                verdict = "ahead of" if e["ssim_mean"] >= best["ssim_mean"] else "behind"
-                print(f"{e['label']}: SSIM {e['ssim_mean']:.3f} at time {e['time_fraction']:.3f}; {verdict} the best baseline "
-                      f"at no more time ({best['method']} {best['label']}: SSIM {best['ssim_mean']:.3f}, time {best['time_fraction']:.3f})")
+    n = a.samples
+    seeds = list(range(a.first_seed, a.first_seed + n))
+    cond = [s % model.num_classes_real for s in seeds] if model.conditioning == "class" else None
+    labels = torch.tensor(cond) if cond is not None else None
+    pts = points(a, model)  # bad input is refused before anything is written
+    check_settings(out / "settings.json", {**settings(a, model), "samples": n}, "quality pass")
+    digits = Digits(model)
+    refs, runs, flops = {}, {}, {}  # ref -> dict(images, traj, pred, feats, flops); run -> images; run -> FLOPs
+    c1 = None if cond is None else cond[:1]
+    t_start = time.perf_counter()
+
+    def reference(ref):
+        if ref in refs:
+            return refs[ref]
+        sp = sampler_for(model, a, ref, a.steps)
+        f = out / "quality" / ref / "reference.npz"
+        traj = None
+        if f.exists():
+            imgs = torch.from_numpy(np.load(f)["images"])
+            if imgs.shape[0] != n:
+                raise Refused(f"{f} holds {imgs.shape[0]} samples, not {n}")
+        else:
+            traj = sp.sample(seeds, cond, keep=("x_t",))
+            imgs = to_uint8(traj.images)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            save_images(f, imgs)
+        x = imgs.float() / 255
+        pred, feats = digits(x)
+        refs[ref] = dict(sampler=sp, images=x, traj=traj, pred=pred, feats=feats,
+                         flops=flops_of(lambda: sp.sample(seeds[:1], c1)))
+        runs[f"{ref}:{a.steps}"] = x
+        return refs[ref]
+
+    todo = [p for p in pts if not (out / "quality" / p["ref"] / f"{slug(p)}.json").exists()]
+    print(f"quality pass: {len(pts) - len(todo)} of {len(pts)} points stored in {out}; {len(todo)} to run on {n} samples",
+          flush=True)
+    for p in todo:
+        r = reference(p["ref"])
+        t0 = time.perf_counter()
+        if p["plan"] is None:  # a solver's samples: the same under both references
+            sp = sampler_for(model, a, p["method"], p["steps"])
+            if p["run"] not in runs:
+                runs[p["run"]] = to_uint8(sp.sample(seeds, cond).images).float() / 255
+            x = runs[p["run"]]
+            if p["run"] not in flops:
+                flops[p["run"]] = flops_of(lambda: sp.sample(seeds[:1], c1))
+            f = flops[p["run"]]
+        else:
+            sp = r["sampler"]
+            plan = sp.check_plan(p["plan"])
+            first = plan.first_step()
+            if r["traj"] is not None and first is not None and first < a.steps and not plan.reads_cache():
+                # prefix sharing: the plan's run equals the reference's down to its first intervened step
+                tr = sp.sample(seeds, cond, plan, start=(first, r["traj"].x_t[first]))
+            else:
+                tr = sp.sample(seeds, cond, plan)
+            x = to_uint8(tr.images).float() / 255
+            f = flops_of(lambda: sp.sample(seeds[:1], c1, plan))
+        ss = ssim(x, r["images"]).numpy()
+        pred, feats = digits(x)
+        rec = dict(ref=p["ref"], method=p["method"], label=p["label"], steps=p["steps"],
+                   plan=None if p["plan"] is None else p["plan"].to_dict(), sampler=sp.describe(), samples=n,
+                   flops=f, flops_reference=r["flops"], compute_fraction=f / r["flops"],
+                   ssim_mean=float(ss.mean()), ssim_min=float(ss.min()), ssim=[round(float(v), 5) for v in ss])
+        if pred is not None:
+            rec.update(agree_reference=float((pred == r["pred"]).float().mean()), predicted=pred.tolist(),
+                       frechet=frechet_distance(feats, r["feats"]))
+            if labels is not None:
+                rec["agree_label"] = float((pred == labels).float().mean())
+        rec["seconds_quality_pass"] = round(time.perf_counter() - t0, 2)  # a busy machine's wall time: not a timing
+        write_json(out / "quality" / p["ref"] / f"{slug(p)}.json", rec)
+        fd = f"  FD {rec['frechet']:8.3f}  agree {rec['agree_reference']:.3f}" if pred is not None else ""
+        print(f"[{time.perf_counter() - t_start:7.0f} s] {p['ref']} ref  {p['method']:<13} {p['label']:<16} "
+              f"SSIM {rec['ssim_mean']:.3f} (min {rec['ssim_min']:.3f}){fd}  compute {rec['compute_fraction']:.3f}",
+              flush=True)
 
 
-def _figure(path, entries, S):
+# --- the timing pass ---------------------------------------------------------------------------
+def timing(a, model) -> None:
+    from unetscope.timing import interleave, timing_warnings
+
+    out = Path(a.out)
+    base = settings(a, model)
+    if (out / "settings.json").exists():  # the quality pass's settings, its sample count aside
+        have = json.loads((out / "settings.json").read_text())
+        check_settings(out / "settings.json", {**base, "samples": have.get("samples")}, "quality pass")
+    tset = dict(model=base["model"], fingerprint=base["fingerprint"], steps=a.steps, guidance=a.guidance,
+                samples=a.samples, first_seed=a.first_seed, repeats=a.repeats, warmup=1, threads=torch.get_num_threads(),
+                batch_size=a.batch_size, machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
+                cpus=os.cpu_count(), torch=torch.__version__, device=str(model.device))
+    pts = [p for p in points(a, model) if not (p["plan"] is None and p["method"] == p["ref"] and p["steps"] == a.steps)]
+    check_settings(out / "timing" / "settings.json", tset, "timing pass")
+    seeds = list(range(a.first_seed, a.first_seed + a.samples))
+    cond = [s % model.num_classes_real for s in seeds] if model.conditioning == "class" else None
+    c1 = None if cond is None else cond[:1]
+    todo = [p for p in pts if not (out / "timing" / p["ref"] / f"{slug(p)}.json").exists()]
+    print(f"timing pass: {len(pts) - len(todo)} of {len(pts)} points stored; {len(todo)} to time on {a.samples} samples, "
+          f"{a.repeats} interleaved rounds, {torch.get_num_threads()} thread(s)", flush=True)
+    refs = {}
+    for p in todo:
+        if p["ref"] not in refs:
+            sp = sampler_for(model, a, p["ref"], a.steps)
+            refs[p["ref"]] = (sp, flops_of(lambda: sp.sample(seeds[:1], c1)))
+        rs, rf = refs[p["ref"]]
+        sp = sampler_for(model, a, p["method"], p["steps"]) if p["plan"] is None else rs
+        plan = None if p["plan"] is None else rs.check_plan(p["plan"])
+        t, _ = interleave({"entry": lambda: sp.sample(seeds, cond, plan), "reference": lambda: rs.sample(seeds, cond)},
+                          a.repeats, warmup=1)
+        f = flops_of(lambda: sp.sample(seeds[:1], c1, plan))
+        te, tr = t["entry"], t["reference"]
+        rec = dict(ref=p["ref"], method=p["method"], label=p["label"], time_fraction=te.median / tr.median,
+                   spread=max(te.spread, tr.spread), compute_fraction=f / rf, entry=te.to_dict(), reference=tr.to_dict(),
+                   warnings=timing_warnings(tr, te, 1 - f / rf))
+        write_json(out / "timing" / p["ref"] / f"{slug(p)}.json", rec)
+        print(f"{p['ref']} ref  {p['method']:<13} {p['label']:<16} time {rec['time_fraction']:.3f} of the reference "
+              f"(spread {rec['spread']:.0%})  compute {rec['compute_fraction']:.3f}", flush=True)
+        for w in rec["warnings"]:
+            print(f"  warning: {w}", flush=True)
+
+
+# --- table, data and figure --------------------------------------------------------------------
+def collect(out: Path) -> list[dict]:
+    rows = []
+    for f in sorted((out / "quality").glob("*/*.json")):
+        q = json.loads(f.read_text())
+        tf = out / "timing" / q["ref"] / f.name
+        if tf.exists():
+            tm = json.loads(tf.read_text())
+            q.update(time_fraction=tm["time_fraction"], time_spread=tm["spread"], time_warnings=tm["warnings"])
+        elif q["method"] == q["ref"] and q["plan"] is None and q["sampler"]["steps"] == q["steps"] and \
+                json.loads((out / "settings.json").read_text())["steps"] == q["steps"]:
+            q.update(time_fraction=1.0, time_spread=0.0, time_warnings=[])  # the reference itself
+        rows.append(q)
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    rows.sort(key=lambda r: (r["ref"] != "ddpm", order.get(r["method"], 99), r["compute_fraction"], r["label"]))
+    return rows
+
+
+def report(a) -> None:
+    out = Path(a.out)
+    if not (out / "settings.json").exists():
+        raise Refused(f"{out} holds no quality pass (settings.json): run the quality pass first")
+    st = json.loads((out / "settings.json").read_text())
+    rows = collect(out)
+    if not rows:
+        raise Refused(f"{out} holds no stored points yet")
+    from unetscope.store import strict_json, write_atomic
+
+    drop = ("ssim", "predicted")
+    write_atomic(out / "pareto.json", strict_json(dict(settings=st, points=[{k: v for k, v in r.items() if k not in drop}
+                                                                            for r in rows])))
+    timed = all("time_fraction" in r for r in rows)
+    lines = [f"Model {st['model']['name']}, S = {st['steps']}, guidance {st['guidance']}, {st['samples']} samples per point "
+             f"(seeds {st['first_seed']}..{st['first_seed'] + st['samples'] - 1}).", "",
+             "| reference | method | label | steps | compute | time | mean SSIM | min SSIM | agree (ref) | agree (label) | Fréchet | n |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def fmt(v, p=3):
+        return "–" if v is None else f"{v:.{p}f}"
+
+    for r in rows:
+        tm = fmt(r.get("time_fraction")) + (f" (±{r['time_spread'] / 2:.0%})" if r.get("time_spread") else "")
+        lines.append(f"| {r['ref'].upper()}-{st['steps']} | {r['method']} | {r['label']} | {r['sampler']['steps']} | "
+                     f"{r['compute_fraction']:.3f} | {tm} | {r['ssim_mean']:.3f} | {r['ssim_min']:.3f} | "
+                     f"{fmt(r.get('agree_reference'))} | {fmt(r.get('agree_label'))} | {fmt(r.get('frechet'), 2)} | "
+                     f"{r['samples']} |")
+    write_atomic(out / "table.md", "\n".join(lines) + "\n")
+    figure(Path(a.figure) if a.figure else out / "pareto.png", rows, st, timed)
+    print(f"wrote {out / 'pareto.json'}, {out / 'table.md'} and {a.figure or out / 'pareto.png'} "
+          f"({len(rows)} points; x axis: {'measured time' if timed else 'compute (not all points timed)'})")
+    for ref in sorted({r["ref"] for r in rows}):
+        verdicts(ref, [r for r in rows if r["ref"] == ref], timed)
+
+
+def verdicts(ref, rows, timed) -> None:
+    """Where each shortcut stands against the best solver or DeepCache-style point at no more cost."""
+    key = "time_fraction" if timed else "compute_fraction"
+    for e in rows:
+        if e["method"] not in ("paper-preset", "searched", "reuse-encoder"):
+            continue
+        rivals = [r for r in rows if r["method"] in (*SOLVERS, "stop-early", "deepcache") and r[key] <= e[key] + 1e-9
+                  and r[key] < 1 - 1e-9]
+        best = max(rivals, key=lambda r: r["ssim_mean"], default=None)
+        if best:
+            verdict = "ahead of" if e["ssim_mean"] >= best["ssim_mean"] else "behind"
+            print(f"{ref} ref, {e['label']}: SSIM {e['ssim_mean']:.3f} at {key.split('_')[0]} {e[key]:.3f}; {verdict} the "
+                  f"best baseline at no more cost ({best['method']} {best['label']}: SSIM {best['ssim_mean']:.3f}, "
+                  f"{best[key]:.3f})")
+
+
+def figure(path: Path, rows, st, timed) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    markers = {"fewer-steps": "o-", "stop-early": "s-", "deepcache": "^", "reuse-encoder": "v-", "paper-preset": "D",
-               "searched": "*"}
-    for method in markers:
-        es = sorted((e for e in entries if e["method"] == method), key=lambda e: e["time_fraction"])
-        if es:
-            ax.plot([e["time_fraction"] for e in es], [e["ssim_mean"] for e in es], markers[method], label=method,
-                    ms=9 if method == "searched" else 6)
-    ax.axhline(0.8, color="gray", ls="--", lw=1)
-    ax.set_xlabel(f"measured time / baseline ({S} steps)")
-    ax.set_ylabel("mean SSIM vs the baseline")
-    ax.set_title("Shortcuts and baselines: quality against measured time", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    refs = [r for r in ("ddpm", "ddim") if any(x["ref"] == r for x in rows)]
+    has_fd = any(r.get("frechet") is not None for r in rows)
+    nrow = 2 if has_fd else 1
+    fig, axes = plt.subplots(nrow, len(refs), figsize=(5.6 * len(refs), 3.9 * nrow), dpi=100, squeeze=False)
+    style = {"ddpm": ("o-", "C0"), "ddim": ("s-", "C1"), "dpm-solver++": ("P-", "C2"), "stop-early": ("x-", "C7"),
+             "deepcache": ("^-", "C3"), "reuse-encoder": ("v-", "C4"), "paper-preset": ("D", "C5"), "searched": ("*", "C6")}
+    key = "time_fraction" if timed else "compute_fraction"
+    for j, ref in enumerate(refs):
+        rr = [r for r in rows if r["ref"] == ref]
+        for i, (metric, ylabel) in enumerate([("ssim_mean", "mean SSIM vs the reference"),
+                                              ("frechet", "Fréchet distance (classifier features)")][:nrow]):
+            ax = axes[i][j]
+            for method, (mk, col) in style.items():
+                groups = {}
+                for r in rr:
+                    if r["method"] == method and r.get(metric) is not None:
+                        # DeepCache-style points: one curve per nb
+                        g = r["label"].split(", ")[1] if method == "deepcache" else ""
+                        groups.setdefault(g, []).append(r)
+                for g, es in sorted(groups.items()):
+                    es.sort(key=lambda r: r[key])
+                    name = f"{method} {g}".strip() + (" (stochastic)" if method == "ddpm" else "")
+                    ax.plot([e[key] for e in es], [e[metric] for e in es], mk, color=col, label=name,
+                            ms=10 if method == "searched" else 5, alpha=1.0 if g != f"nb={min(_nbs(rr))}" else 0.55)
+            if metric == "frechet":
+                ax.set_yscale("symlog", linthresh=1.0)
+            ax.set_xlabel(("measured time" if timed else "compute (FLOPs)") + f" / {ref.upper()}-{st['steps']}")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"reference: {ref.upper()} {st['steps']} steps ({st['samples']} samples)", fontsize=10)
+            ax.grid(alpha=0.3)
+            if i == 0 and j == len(refs) - 1:
+                ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
 
 
+def _nbs(rows) -> list[int]:
+    return [int(r["label"].split("nb=")[1]) for r in rows if r["method"] == "deepcache"] or [0]
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    try:
+        if not a.report_only:
+            from unetscope import load_model
+            from unetscope.models import ModelError
+
+            try:
+                model = load_model(a.model)
+            except ModelError as e:
+                raise Refused(str(e)) from None
+            (timing if a.timing_only else quality)(a, model)
+        report(a)
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

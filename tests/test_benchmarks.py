@@ -15,18 +15,3 @@ def test_batch_size_benchmark_prints_every_size_and_the_sweep_batch(tiny_model_d
     assert [row[0] for row in rows] == ["2", "4"] and all(float(row[2]) > 0 for row in rows)
     assert min(float(row[3]) for row in rows) == 1.0  # the fastest size per image is the reference
     assert "sweep calls without --max-batch" in r.stdout
-
-
-def test_shortcut_pareto_runs_every_method_including_encoder_reuse(tiny_model_dir, tmp_path):
-    import json
-
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "shortcut_pareto.py"), "--model", str(tiny_model_dir),
-                        "--samples", "2", "--steps", "10", "--threads", "1", "--out", str(tmp_path)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    data = json.loads((tmp_path / "pareto.json").read_text())
-    methods = {e["method"] for e in data["entries"]}
-    assert methods >= {"fewer-steps", "stop-early", "deepcache", "reuse-encoder", "paper-preset"}
-    reuse = [e for e in data["entries"] if e["method"] == "reuse-encoder"]
-    assert all(0 < e["compute_fraction"] < 1 and 0 < e["ssim_mean"] <= 1 for e in reuse)
-    assert (tmp_path / "pareto.png").stat().st_size > 5000

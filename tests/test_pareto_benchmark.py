@@ -1,0 +1,115 @@
+"""benchmarks/shortcut_pareto.py on a tiny model: both references, the solvers and a shortcut, the
+stored points (what they hold is recomputed here), resuming without recomputing, refusing a folder
+made with other settings, the separate timing pass, and the command lines the docs show."""
+
+import importlib.util
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "shortcut_pareto.py"
+TINY = ["--samples", "3", "--steps", "10", "--ddim-steps", "5", "--dpm-steps", "5", "--methods",
+        "ddim,dpm-solver++,stop-early", "--threads", "1"]
+
+
+def _run(*argv):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, argv)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def quality_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pareto") / "out"
+    r = _run("--model", tiny_model_dir, *TINY, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r
+
+
+def test_the_quality_pass_stores_every_point_of_both_references(quality_run, tiny_model_dir):
+    from unetscope import Plan, Sampler, StopEarly, load_model, ssim
+    from unetscope.images import to_uint8
+    from unetscope.solvers import DPMSolverSampler
+
+    out, r = quality_run
+    data = json.loads((out / "pareto.json").read_text())
+    pts = {(p["ref"], p["method"], p["label"]): p for p in data["points"]}
+    labels = {(m, lab) for _, m, lab in pts}
+    assert labels == {("ddpm", "S=10"), ("ddim", "S=10"), ("ddim", "S=5"), ("dpm-solver++", "S=5"),
+                      ("stop-early", "StopEarly(4)"), ("stop-early", "StopEarly(2)"), ("stop-early", "StopEarly(1)")}
+    assert len(pts) == 14 and {ref for ref, _, _ in pts} == {"ddpm", "ddim"}
+    for ref in ("ddpm", "ddim"):  # the reference against itself
+        own = pts[(ref, ref, "S=10")]
+        assert own["ssim_mean"] == 1 and own["frechet"] == 0 and own["agree_reference"] == 1 and own["compute_fraction"] == 1
+    # what a point holds is what running it alone gives: the same seeds (same x_S), uint8 images
+    model = load_model(tiny_model_dir)
+    seeds, cond = [1000, 1001, 1002], [0, 1, 2]
+    q = lambda tr: to_uint8(tr.images).float() / 255  # noqa: E731
+    ddim = Sampler(model, steps=10, method="ddim", guidance=3.0)
+    ref = q(ddim.sample(seeds, cond))
+    stored = json.loads((out / "quality" / "ddim" / "dpm-solver-S-5.json").read_text())
+    dpm = q(DPMSolverSampler(model, 5, guidance=3.0).sample(seeds, cond))
+    assert stored["ssim"] == pytest.approx(ssim(dpm, ref).tolist(), abs=1e-4) and stored["samples"] == 3
+    stop = json.loads((out / "quality" / "ddim" / "stop-early-StopEarly-4.json").read_text())  # run by prefix sharing
+    alone = q(ddim.sample(seeds, cond, Plan([StopEarly(4)])))
+    assert stop["ssim"] == pytest.approx(ssim(alone, ref).tolist(), abs=1e-4)
+    assert stop["compute_fraction"] == pytest.approx(0.7, abs=0.02) and 0 < stop["ssim_mean"] < 1  # steps 10..4 run
+    assert "agree_label" in stop and len(stop["predicted"]) == 3
+    table = (out / "table.md").read_text()
+    assert "| DDIM-10 | dpm-solver++ | S=5 | 5 | 0.500 |" in table and (out / "pareto.png").stat().st_size > 10000
+    assert "14 to run" in r.stdout
+
+
+def test_a_rerun_skips_stored_points_and_other_settings_are_refused(quality_run, tiny_model_dir):
+    out, _ = quality_run
+    files = sorted((out / "quality").rglob("*"))
+    before = {f: f.stat().st_mtime_ns for f in files}
+    r = _run("--model", tiny_model_dir, *TINY, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "14 of 14 points stored" in r.stdout and "0 to run" in r.stdout
+    assert {f: f.stat().st_mtime_ns for f in sorted((out / "quality").rglob("*"))} == before
+    r = _run("--model", tiny_model_dir, *TINY, "--guidance", "2", "--out", out)
+    assert r.returncode == 2 and "other settings (guidance differ)" in r.stderr and "Traceback" not in r.stderr
+    r = _run("--model", tiny_model_dir, *TINY[:1], "4", *TINY[2:], "--out", out)
+    assert r.returncode == 2 and "samples differ" in r.stderr
+
+
+def test_the_timing_pass_is_separate_and_fills_the_time_column(quality_run, tiny_model_dir):
+    out, _ = quality_run
+    r = _run("--model", tiny_model_dir, *TINY, "--timing-only", "--samples", "2", "--repeats", "1", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    timed = sorted((out / "timing").glob("*/*.json"))
+    assert len(timed) == 12  # every point but the two references themselves
+    t = json.loads((out / "timing" / "ddpm" / "ddim-S-5.json").read_text())
+    assert t["entry"]["runs"] and t["reference"]["runs"] and t["time_fraction"] > 0 and t["compute_fraction"] == 0.5
+    data = json.loads((out / "pareto.json").read_text())
+    assert all(p["time_fraction"] > 0 for p in data["points"]) and "x axis: measured time" in r.stdout
+    r = _run("--model", tiny_model_dir, *TINY, "--timing-only", "--samples", "2", "--repeats", "2", "--out", out)
+    assert r.returncode == 2 and "timing pass made with other settings (repeats differ)" in r.stderr
+
+
+def test_bad_arguments_are_one_line_errors(tiny_model_dir, tmp_path):
+    for argv, msg in ((["--refs", "dpm"], "--refs takes"), (["--methods", "magic"], "--methods takes"),
+                      (["--ddim-steps", "0"], "step counts must be >= 1"), (["--samples", "1"], "--samples must be >= 2")):
+        r = _run("--model", tiny_model_dir, *argv, "--out", tmp_path / "o")
+        assert r.returncode == 2 and msg in r.stderr
+    r = _run("--model", tiny_model_dir, "--steps", "10", "--threads", "1", "--out", tmp_path / "o")  # DDIM 15 > S = 10
+    assert r.returncode == 2 and "ddim at 15 steps: more than the reference's S = 10" in r.stderr
+    assert not (tmp_path / "o" / "quality").exists()
+
+
+def test_the_command_lines_in_the_docs_parse():
+    spec = importlib.util.spec_from_file_location("shortcut_pareto", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = (ROOT / "docs" / "shortcuts.md").read_text()
+    lines = [ln.split("  #")[0].strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+             for ln in b.splitlines() if ln.strip().startswith("python benchmarks/shortcut_pareto.py")]
+    assert len(lines) >= 3
+    for ln in lines:
+        a = mod.parse(shlex.split(ln)[2:])
+        assert a.samples >= 2 and a.refs
