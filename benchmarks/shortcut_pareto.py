@@ -454,15 +454,22 @@ def figure(path: Path, rows, st, timed) -> None:
                     es.sort(key=lambda r: r[key])
                     name = f"{method} {g}".strip() + (" (stochastic)" if method == "ddpm" else "")
                     ax.plot([e[key] for e in es], [e[metric] for e in es], mk, color=col, label=name,
-                            ms=10 if method == "searched" else 5, alpha=1.0 if g != f"nb={min(_nbs(rr))}" else 0.55)
+                            ms=10 if method == "searched" else 5,
+                            alpha=0.55 if len(set(_nbs(rr))) > 1 and g == f"nb={min(_nbs(rr))}" else 1.0)
             if metric == "frechet":
                 ax.set_yscale("symlog", linthresh=1.0)
+                other = [r for r in rr if r["method"] in ("ddpm", "ddim") and r["method"] != ref and r["steps"] == st["steps"]
+                         and r.get("frechet") is not None]
+                if other:  # the scale of "another set of samples of the same model" at this sample size
+                    ax.axhline(other[0]["frechet"], color="gray", ls="--", lw=1)
+                    ax.text(ax.get_xlim()[0], other[0]["frechet"], f" {other[0]['method'].upper()}-{st['steps']}",
+                            color="gray", fontsize=7, va="bottom")
             ax.set_xlabel(("measured time" if timed else "compute (FLOPs)") + f" / {ref.upper()}-{st['steps']}")
             ax.set_ylabel(ylabel)
             ax.set_title(f"reference: {ref.upper()} {st['steps']} steps ({st['samples']} samples)", fontsize=10)
             ax.grid(alpha=0.3)
             if i == 0 and j == len(refs) - 1:
-                ax.legend(fontsize=7, loc="lower right")
+                ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
