@@ -57,16 +57,24 @@ def local_runs(tiny_model_dir, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("exp", ["phases", "block-utility"])
-def test_ray_rows_equal_the_local_engine(exp, cluster, local_runs, tiny_model_dir, tmp_path, capsys):
-    code, out, err = run_cli(["sweep", exp, "--model", tiny_model_dir, "--out", tmp_path / exp, *SMALL,
+def test_ray_rows_equal_the_local_engine(cluster, local_runs, tiny_model_dir, tmp_path, capsys):
+    """phases from the command line (workers load the model's reference); block-utility from the API
+    with a model object (shipped once through the object store)."""
+    import unetscope as us
+    from unetscope.executor import RayExecutor
+
+    code, out, err = run_cli(["sweep", "phases", "--model", tiny_model_dir, "--out", tmp_path / "phases", *SMALL,
                               "--executor", "ray"], capsys)
     assert code == 0, err
-    assert _rows(tmp_path / exp) == _rows(local_runs / exp)
-    assert _images(tmp_path / exp) == _images(local_runs / exp)
-    assert _spent(tmp_path / exp) == _spent(local_runs / exp)
     workers = [line for line in err.splitlines() if "workers, image-evaluations/s" in line]
     assert workers and "2 workers" in workers[0], err  # four chunks on two slots
+    res = us.experiment("block-utility", us.load_model(tiny_model_dir), tmp_path / "block-utility", params={"t_step": 3},
+                        executor=RayExecutor(threads=1), steps=10, samples=4, chunk_size=1, progress=False)
+    assert len(res["stats"]["workers"]) == 2 and res["stats"]["chunks_run"] == 4
+    for exp in ("phases", "block-utility"):
+        assert _rows(tmp_path / exp) == _rows(local_runs / exp)
+        assert _images(tmp_path / exp) == _images(local_runs / exp)
+        assert _spent(tmp_path / exp) == _spent(local_runs / exp)
 
 
 def test_a_killed_worker_changes_no_row(cluster, local_runs, tiny_model_dir, tmp_path):

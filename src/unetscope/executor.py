@@ -269,28 +269,29 @@ class RayExecutor:
                                 f"{self.cpus_per_task:g} CPUs and {self.gpus_per_task:g} GPUs fits")
         return min(n)
 
-    def _pool(self, sampler, n: int) -> list:
+    def _pool(self, spec: WorkerSpec, box: list | None, n: int) -> list:
+        """``n`` workers for ``spec``: those of an earlier call (a reproduce's experiments share them), and new ones."""
         import ray
 
-        spec, box = self._spec(sampler)
         pool = self._pools.setdefault(spec, [])
-        actor = ray.remote(Slot).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
-                                         max_restarts=self.max_retries, max_task_retries=self.max_retries)
-        while len(pool) < n:
-            pool.append(actor.remote(spec, box))
+        if len(pool) < n:
+            actor = ray.remote(Slot).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
+                                             max_restarts=self.max_retries, max_task_retries=self.max_retries)
+            pool += [actor.remote(spec, box) for _ in range(n - len(pool))]
         return pool[:n]
 
     def map(self, fn: Callable[[Any, Any], Any], items: Iterable, sampler) -> Iterator[tuple[int, Any]]:
-        """``(i, fn(worker's sampler, items[i]))`` as the items complete, in any order."""
+        """``(i, fn(worker's sampler, items[i]))`` as the items complete, in any order; one item at a
+        time per worker, so none idles while items wait."""
         import ray
 
         items = list(items)
         if not items:
             return
-        n = min(len(items), self.slots(), self.workers or len(items))
-        idle = list(self._pool(sampler, n))
+        spec, box = self._spec(sampler)
+        idle = list(self._pool(spec, box, min(len(items), self.slots(), self.workers or len(items))))
         todo = list(enumerate(items))[::-1]
-        running: dict = {}  # ObjectRef -> (index, actor)
+        running: dict = {}  # ObjectRef -> (index, worker)
         finished = False
         try:
             while todo or running:
@@ -306,7 +307,7 @@ class RayExecutor:
             finished = True
         finally:
             if not finished:  # a stopped run (an error, the caller's break): nothing is left working
-                for a in self._pools.pop(self._spec(sampler)[0], []):
+                for a in self._pools.pop(spec, []):
                     ray.kill(a)
 
 
