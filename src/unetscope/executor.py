@@ -14,6 +14,10 @@ on Ray, one sampler per worker, built once when the worker starts, from the mode
 for a model given as a Python object, from one copy put in Ray's object store. A worker never
 receives the model with a task.
 
+``unetscope shortcut search`` does not use it yet: its candidate plans, each scored on the
+calibration seeds, are such items (``fn(sampler, plan) -> scores``), to be sent through ``map``
+once the search is written to take an executor.
+
 Ray's design here: one actor per slot (``cpus_per_task`` CPUs and ``gpus_per_task`` GPUs; a fraction
 of a GPU puts several slots on one GPU), each fed one item at a time, so a slot is never idle while
 items wait. A worker process that dies is restarted and its item run again (``max_restarts``,
