@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from .executor import make_executor
 from .models import Cond, DiffusionModel, ModelError, load_model
 from .sampler import Sampler, cond_slice
 from .store import folder_lock
@@ -122,32 +123,38 @@ def _grid_checks(t_step, chunk_size, images, max_batch=None) -> None:
 
 def experiment(name: str, model: str | DiffusionModel = "default", out: str | Path = "runs/experiment", *,
                params: dict | None = None, t_step: int | None = None, chunk_size: int = 16, max_batch: int | None = None,
-               images: int = 4, progress: bool = True, log: Callable[[str], Any] | None = None, **sampling) -> dict:
+               images: int = 4, progress: bool = True, log: Callable[[str], Any] | None = None, executor=None,
+               **sampling) -> dict:
     """``unetscope sweep NAME``: run (or resume) one of the paper's experiments into ``out`` (its
-    rows in ``out/results.sqlite``, findings and figures); returns its summary with ``stats``."""
+    rows in ``out/results.sqlite``, findings and figures); returns its summary with ``stats``.
+    ``executor``: ``"local"`` (None), ``"ray"`` or a ``RayExecutor`` (``docs/scale-out.md``)."""
     from .experiments import check_experiment, run_experiment
 
     _grid_checks(t_step, chunk_size, images, max_batch)
+    ex = make_executor(executor, model)
     run = setup(model, **sampling)
     p = dict(params or {})
     if t_step is not None:
         p["t_step"] = t_step
     check_experiment(name, run.sampler.steps, run.model.num_blocks, p)  # before the folder is made
-    out = out_folder(out)
-    with folder_lock(out):
-        return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
-                              max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet)
+    ex.check(run.model)
+    with ex:  # Ray: joined (or started) before the folder is made
+        out = out_folder(out)
+        with folder_lock(out):
+            return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
+                                  max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet, executor=ex)
 
 
 def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/reproduce", *, quick: bool = False,
               t_step: int | None = None, chunk_size: int = 16, max_batch: int | None = None, images: int = 4,
-              progress: bool = True, log: Callable[[str], Any] | None = None, **sampling) -> dict:
+              progress: bool = True, log: Callable[[str], Any] | None = None, executor=None, **sampling) -> dict:
     """``unetscope reproduce``: every experiment of the paper, then the report. ``quick``: 16
     samples, S = 50, every 5th start step, every 4th block count (minutes, not hours)."""
     from .experiments import ORDER, run_experiment
     from .report import write_report as _write
 
     _grid_checks(t_step, chunk_size, images, max_batch)
+    ex = make_executor(executor, model)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
     if sampling.get("steps") is None:
@@ -155,15 +162,17 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     run = setup(model, **sampling)
     stride = t_step or (QUICK["t_step"] if quick else 1)
     K = run.model.num_blocks
-    out = out_folder(out)
+    ex.check(run.model)
     results = []
-    with folder_lock(out):
+    with ex, folder_lock(out_folder(out)):  # Ray: joined (or started) before the folder is made
+        out = Path(out)
         for name in ORDER:
             p = {"t_step": stride} if name in ("trajectory", "phases", "skip-vs-block", "block-utility") else {}
             if quick and name == "block-utility":
                 p["nbs"] = sorted(set(range(min(2, K), K + 1, QUICK["nb_stride"])) | {K})
             results.append(run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
-                                          max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet))
+                                          max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet,
+                                          executor=ex))
         return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results))
 
 

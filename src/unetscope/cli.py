@@ -262,8 +262,9 @@ def _cmd_sweep(args) -> None:
     from .api import experiment
 
     grid, params = _grid_kw(args), _parse_params(args.param)  # cheap checks first, before a model loads
+    executor = _executor(args)
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
-    res = experiment(args.experiment, model, args.out, params=params, t_step=args.t_step,
+    res = experiment(args.experiment, model, args.out, params=params, t_step=args.t_step, executor=executor,
                      seeds=seeds, cond=cond, steps=sampler.steps, **_sampler_kw(sampler), **grid)
     _print_experiment(res, len(seeds), args.out)
 
@@ -294,9 +295,10 @@ def _cmd_reproduce(args) -> None:
     if args.steps is None and args.quick:
         args.steps = QUICK["steps"]  # quick: half the paper's steps (every parameter scales with S)
     grid = _grid_kw(args)
+    executor = _executor(args)
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     t0 = time.perf_counter()
-    res = reproduce(model, _out_dir(args.out), quick=args.quick, t_step=args.t_step, seeds=seeds, cond=cond,
+    res = reproduce(model, args.out, quick=args.quick, t_step=args.t_step, seeds=seeds, cond=cond, executor=executor,
                     steps=sampler.steps, **_sampler_kw(sampler), **grid)
     for r in res["results"]:
         _print_experiment(r, len(seeds), args.out)
@@ -464,6 +466,35 @@ def _sweep_args(p) -> None:
     g.add_argument("--images", type=int, default=4, help="samples whose images are kept for the figure grids")
 
 
+def _executor_args(p) -> None:
+    g = p.add_argument_group("executor (docs/scale-out.md)")
+    g.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where chunks are computed: in this process (default) or on Ray workers (pip install 'unetscope[ray]')")
+    g.add_argument("--ray-address", default=None,
+                   help="ray: 'auto' or HOST:PORT of a cluster's head (ray start --head); default: a local Ray instance")
+    g.add_argument("--cpus-per-task", type=float, default=None, help="ray: CPUs per worker (default 1)")
+    g.add_argument("--gpus-per-task", type=float, default=None,
+                   help="ray: GPUs per worker (default 0; a fraction puts several workers on one GPU)")
+    g.add_argument("--workers", type=int, default=None, help="ray: at most this many workers (default: every slot)")
+
+
+def _executor(args):
+    """``--executor`` and its flags as the API's ``executor`` ("local" or a RayExecutor); checked before
+    a model loads. ``--threads`` is each Ray worker's (default: one per CPU of its slot)."""
+    ray_flags = {"--ray-address": args.ray_address, "--cpus-per-task": args.cpus_per_task,
+                 "--gpus-per-task": args.gpus_per_task, "--workers": args.workers}
+    given = [k for k, v in ray_flags.items() if v is not None]
+    if args.executor == "local":
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with --executor ray")
+        return "local"
+    from .executor import RayExecutor
+
+    kw = dict(cpus_per_task=1 if args.cpus_per_task is None else args.cpus_per_task,
+              gpus_per_task=args.gpus_per_task or 0, threads=args.threads, workers=args.workers)
+    return RayExecutor(args.ray_address, model=args.model, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="unetscope", description="Understand and accelerate diffusion U-Nets over sampling time.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -495,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("experiment", choices=ORDER)
     _sampling_args(w)
     _sweep_args(w)
+    _executor_args(w)
     w.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="an experiment parameter (e.g. threshold=0.75, n=5, nbs=[2,4])")
     w.set_defaults(func=_cmd_sweep)
@@ -509,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("reproduce", help="every experiment of the paper, then the report")
     _sampling_args(q)
     _sweep_args(q)
+    _executor_args(q)
     q.add_argument("--quick", action="store_true",
                    help="16 samples, S = 50 steps, every 5th start step, every 4th block count (minutes, not hours)")
     q.set_defaults(func=_cmd_reproduce)
@@ -562,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _typed_errors() -> tuple:
     """The library's typed errors: each is a user's input that does not fit, reported in one line."""
     from .adapters.base import AdapterError
+    from .executor import ExecutorError
     from .experiments.common import ExperimentError
     from .metrics import MetricError
     from .api import SettingsError
@@ -573,7 +607,7 @@ def _typed_errors() -> tuple:
     from .store import StoreError
 
     return (UsageError, SettingsError, AdapterError, ExperimentError, MetricError, ModelError, PlanError, ReportError, SamplerError,
-            ShortcutError, StoreError)
+            ShortcutError, StoreError, ExecutorError)
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,8 @@ from .plan import NO_ACTION, Plan, PlanError
 from .sampler import Sampler, StepOutput, cond_slice
 from .store import variant_id
 
-__all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "GridConfig", "load_images", "auto_max_batch"]
+__all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "GridConfig", "load_images", "auto_max_batch",
+           "ChunkJob", "ChunkOutput", "compute_chunk", "write_chunk"]
 
 # pixels per U-Net call when max_batch is not set (images x height x width, guidance's doubling included):
 # on the CPU the batch that fits the caches (benchmarks/batch_size.py), elsewhere a size that keeps a
@@ -229,14 +230,96 @@ class GridConfig:
         object.__setattr__(self, "image_seeds", frozenset(self.image_seeds))
 
 
-def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, plans: list[Plan], config: GridConfig) -> dict:
-    """Run ``plans`` (plus, for ``config.trajectory_steps``, per-step measurements) on ``seeds``
-    into ``store`` under ``run``. Chunks of samples are written in one transaction each; rows
-    already in the store are not recomputed. Returns the evaluation counts (spent, minimum, naive)."""
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk of a grid, all a worker needs to compute its rows and kept images (no model, no store)."""
+
+    index: int  # the chunk's place in the grid
+    seeds: list[int]
+    cond: Cond  # the chunk's conditions, as the sampler takes them
+    stored_cond: list  # each sample's condition as its rows store it
+    plans: list[Plan]  # the plans this chunk still needs
+    trajectory_steps: tuple = ()
+    image_seeds: frozenset = frozenset()  # this chunk's seeds whose images are kept
+    max_batch: int | None = None
+
+
+@dataclass
+class ChunkOutput:
+    """What computing a chunk gives the writer: its rows, its kept images and the work it took."""
+
+    index: int
+    rows: list[dict]
+    images: dict  # seed -> {variant id: (C, H, W) uint8}
+    evaluations: int  # U-Net evaluations spent (each on the chunk's samples)
+    samples: int
+    seconds: float  # the worker's compute time for the chunk
+    worker: str  # host/pid of the process that computed it
+
+
+def compute_chunk(sampler: Sampler, job: ChunkJob, on_evaluation=None) -> ChunkOutput:
+    """A chunk's rows (SSIM/PSNR of every plan and per-step measurement against the baseline) and
+    kept images; pure: the same job gives the same output in any process (a Ray worker included)."""
     import os
+    import socket
     import time
 
     from .metrics import psnr, ssim
+
+    t0 = time.perf_counter()
+    m, ch_seeds, ch_stored, steps = sampler.model, job.seeds, job.stored_cond, job.trajectory_steps
+    res = SweepEngine(sampler, max_batch=job.max_batch, on_evaluation=on_evaluation).run_chunk(
+        ch_seeds, job.cond, job.plans, keep_x_t=set(steps), keep_x_est0=set(steps))
+    base_vid = variant_id({"type": "baseline"})
+    base_img = m.decode(res.baseline_x0)
+    rows = [dict(seed=s, variant={"type": "baseline"}, cond=c, extra={}) for s, c in zip(ch_seeds, ch_stored)]
+    keep_imgs = {s: {base_vid: to_uint8(base_img[k])} for k, s in enumerate(ch_seeds) if s in job.image_seeds}
+    for plan, x0 in zip(job.plans, res.finals):
+        variant = plan.to_dict()
+        vid = variant_id(variant)
+        img = m.decode(x0)
+        ss, pp = ssim(img, base_img), psnr(img, base_img)
+        for k, s in enumerate(ch_seeds):
+            rows.append(dict(seed=s, variant=variant, cond=ch_stored[k], ssim=float(ss[k]), psnr=float(pp[k])))
+            if s in keep_imgs:
+                keep_imgs[s][vid] = to_uint8(img[k])
+    for t in steps:
+        for kind, store_ in (("x_t", res.x_t), ("x_est0", res.x_est0)):
+            img = m.decode(store_[t])
+            ss, pp = ssim(img, base_img), psnr(img, base_img)
+            for k, s in enumerate(ch_seeds):
+                rows.append(dict(seed=s, variant={"type": kind, "t": int(t)}, cond=ch_stored[k],
+                                 ssim=float(ss[k]), psnr=float(pp[k])))
+                if s in keep_imgs:
+                    keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = to_uint8(img[k])
+    return ChunkOutput(job.index, rows, keep_imgs, res.evaluations, len(ch_seeds), time.perf_counter() - t0,
+                       f"{socket.gethostname()}/{os.getpid()}")
+
+
+def write_chunk(store, run: str, out_dir, out: ChunkOutput, stats: dict) -> None:
+    """The driver's half of a chunk: its images, then its rows and ``stats`` in one transaction (rows
+    in the store imply their images exist)."""
+    import os
+
+    for s, imgs in out.images.items():
+        f = _images_file(out_dir, run, s)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        old = _read_images(f)
+        old.update(imgs)
+        torch.save(old, f.with_suffix(".tmp"))
+        os.replace(f.with_suffix(".tmp"), f)
+    store.write(run, out.rows, stats=stats)
+
+
+def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, plans: list[Plan], config: GridConfig,
+             executor=None) -> dict:
+    """Run ``plans`` (plus, for ``config.trajectory_steps``, per-step measurements) on ``seeds``
+    into ``store`` under ``run``. Chunks of samples are written in one transaction each; rows
+    already in the store are not recomputed. ``executor`` (``unetscope.executor``): where the chunks
+    are computed; None or an in-process one: here, in order; else its ``map`` sends them out and
+    this process writes each as it completes (any order). Returns the evaluation counts (spent,
+    minimum, naive) and each worker's throughput."""
+    import time
 
     c = config
     out_dir, trajectory_steps, chunk_size, max_batch, image_seeds = (c.out_dir, c.trajectory_steps, c.chunk_size,
@@ -244,7 +327,6 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
     if max_batch is not None and max_batch < min(chunk_size, len(seeds)):
         raise PlanError(f"max_batch ({max_batch}) must be at least the chunk size ({min(chunk_size, len(seeds))}): "
                         "a U-Net call holds at least one chunk")
-    m = sampler.model
     variants = [p.to_dict() for p in plans]
     traj = [{"type": k, "t": int(t)} for t in trajectory_steps for k in ("x_t", "x_est0")]
     vids = [variant_id(v) for v in variants]
@@ -261,60 +343,47 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
         need_traj = any((s, v) not in done for s in ch_seeds for v in tids + [base_vid])
         if need or need_traj:
             todo.append((idx, need))
+    jobs = [ChunkJob(k, [seeds[i] for i in idx], cond_slice(cond, idx, len(seeds)), [stored_cond[i] for i in idx],
+                     [plans[j] for j in need], trajectory_steps, frozenset(seeds[i] for i in idx if seeds[i] in image_seeds),
+                     max_batch) for k, (idx, need) in enumerate(todo)]
     stats = store.stats(run)
     spent_before, seconds_before = stats.get("evaluations_spent", 0), stats.get("seconds", 0)
     bar = None
-    total = sum(count_evaluations([plans[j] for j in need], sampler.steps)[0] for _, need in todo)
+    total = sum(count_evaluations(job.plans, sampler.steps)[0] for job in jobs)
     if c.progress and total:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=run, unit="eval")
-    engine = SweepEngine(sampler, max_batch=max_batch, on_evaluation=bar.update if bar is not None else None)
-    spent, t0 = 0, time.perf_counter()
-    for idx, need in todo:
-        ch_seeds, ch_cond = [seeds[i] for i in idx], cond_slice(cond, idx, len(seeds))
-        ch_stored = [stored_cond[i] for i in idx]
-        res = engine.run_chunk(ch_seeds, ch_cond, [plans[j] for j in need], keep_x_t=set(trajectory_steps),
-                               keep_x_est0=set(trajectory_steps))
-        spent += res.evaluations
-        base_img = m.decode(res.baseline_x0)
-        rows = [dict(seed=s, variant={"type": "baseline"}, cond=c, extra={}) for s, c in zip(ch_seeds, ch_stored)]
-        keep_imgs = {s: {base_vid: to_uint8(base_img[k])} for k, s in enumerate(ch_seeds) if s in image_seeds}
-        for j, x0 in zip(need, res.finals):
-            img = m.decode(x0)
-            ss, pp = ssim(img, base_img), psnr(img, base_img)
-            for k, s in enumerate(ch_seeds):
-                rows.append(dict(seed=s, variant=variants[j], cond=ch_stored[k],
-                                 ssim=float(ss[k]), psnr=float(pp[k])))
-                if s in keep_imgs:
-                    keep_imgs[s][vids[j]] = to_uint8(img[k])
-        for t in trajectory_steps:
-            for kind, store_ in (("x_t", res.x_t), ("x_est0", res.x_est0)):
-                img = m.decode(store_[t])
-                ss, pp = ssim(img, base_img), psnr(img, base_img)
-                for k, s in enumerate(ch_seeds):
-                    rows.append(dict(seed=s, variant={"type": kind, "t": int(t)}, cond=ch_stored[k],
-                                     ssim=float(ss[k]), psnr=float(pp[k])))
-                    if s in keep_imgs:
-                        keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = to_uint8(img[k])
-        for s, imgs in keep_imgs.items():  # images first: rows in the store imply their images exist
-            f = _images_file(out_dir, run, s)
-            f.parent.mkdir(parents=True, exist_ok=True)
-            old = _read_images(f)
-            old.update(imgs)
-            torch.save(old, f.with_suffix(".tmp"))
-            os.replace(f.with_suffix(".tmp"), f)
+    here = executor is None or getattr(executor, "in_process", False)
+    if here:  # in order, in this process, the bar moved per evaluation
+        outputs = ((job.index, compute_chunk(sampler, job, bar.update if bar is not None else None)) for job in jobs)
+    else:
+        outputs = executor.map(compute_chunk, jobs, sampler)
+    spent, t0, workers = 0, time.perf_counter(), {}
+    for k, (_, out) in enumerate(outputs, 1):
+        spent += out.evaluations
+        w = workers.setdefault(out.worker, dict(chunks=0, evaluations=0, image_evaluations=0, seconds=0.0))
+        w["chunks"] += 1
+        w["evaluations"] += out.evaluations
+        w["image_evaluations"] += out.evaluations * out.samples
+        w["seconds"] += out.seconds
         # the chunk's rows with the work they took (sampling time summed over resumed calls)
-        store.write(run, rows, stats={"evaluations_spent": spent_before + spent,
-                                      "seconds": seconds_before + time.perf_counter() - t0})
+        write_chunk(store, run, out_dir, out, {"evaluations_spent": spent_before + spent,
+                                               "seconds": seconds_before + time.perf_counter() - t0})
+        if bar is not None and not here:
+            bar.update(out.evaluations)
+            bar.set_postfix_str(f"chunks {k}/{len(jobs)}, {len(workers)} workers", refresh=False)
     if bar is not None:
         bar.close()
+    for w in workers.values():
+        w["image_evaluations_per_s"] = w["image_evaluations"] / w["seconds"] if w["seconds"] > 0 else 0.0
     n_chunks = len(chunks)
     store.set_stat(run, "evaluations_minimum", minimum * n_chunks)
     store.set_stat(run, "evaluations_naive", naive * n_chunks)
     seconds = time.perf_counter() - t0
     return dict(plans=len(plans), spent=spent_before + spent, spent_now=spent, minimum=minimum * n_chunks, naive=naive * n_chunks,
-                seconds=seconds, seconds_total=seconds_before + seconds if todo else seconds_before, chunks_run=len(todo))
+                seconds=seconds, seconds_total=seconds_before + seconds if todo else seconds_before, chunks_run=len(todo),
+                workers=workers)
 
 
 def per_sample_cond(cond, n: int) -> list:

@@ -61,8 +61,9 @@ def check_experiment(name: str, S: int, K: int, overrides: dict | None = None) -
 
 def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, overrides: dict | None = None, *,
                    chunk_size: int = 16, max_batch: int | None = None, image_seeds: int = 4, progress: bool = True,
-                   log=print) -> dict:
-    """Run (or resume) one experiment; dependencies run first if their results are missing."""
+                   log=print, executor=None) -> dict:
+    """Run (or resume) one experiment; dependencies run first if their results are missing.
+    ``executor`` (``unetscope.executor``, entered): where the chunks are computed (None: here)."""
     from ..store import ResultStore
     from ..sweep import GridConfig, run_grid
 
@@ -80,7 +81,8 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
                 log(f"{name} needs {d} on the same model, sampler and samples: "
                     + ("resuming it" if partial else "running it first"))
                 run_experiment(d, model, sampler, seeds, cond, out_dir, partial["settings"]["params"] if partial else None,
-                               chunk_size=chunk_size, max_batch=max_batch, image_seeds=image_seeds, progress=progress, log=log)
+                               chunk_size=chunk_size, max_batch=max_batch, image_seeds=image_seeds, progress=progress, log=log,
+                               executor=executor)
             deps[d] = store.rows(_latest(store, d, ident)["run"])
         _same_model_or_refuse(store, ident["model"])
         p = exp.resolve(S, K, overrides or {}, deps)
@@ -100,9 +102,13 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
                           max_batch=max_batch, image_seeds=list(seeds)[:image_seeds], progress=progress)
         if p.get("skipped"):
             store.set_stat(run, "skipped", p["skipped"])
-            stats = dict(plans=0, spent=0, spent_now=0, minimum=0, naive=0, seconds=0.0, seconds_total=0.0, chunks_run=0)
+            stats = dict(plans=0, spent=0, spent_now=0, minimum=0, naive=0, seconds=0.0, seconds_total=0.0, chunks_run=0,
+                         workers={})
         else:
-            stats = run_grid(store, run, sampler, list(seeds), cond, plans, grid)
+            stats = run_grid(store, run, sampler, list(seeds), cond, plans, grid, executor=executor)
+            if executor is not None and not getattr(executor, "in_process", True) and stats["workers"]:
+                log(f"{run}: {len(stats['workers'])} workers, image-evaluations/s: " + ", ".join(
+                    f"{k} {w['image_evaluations_per_s']:.1f} ({w['chunks']} chunks)" for k, w in sorted(stats["workers"].items())))
         store.set_stat(run, "complete", True)
     summary = render(out_dir, run)
     summary["stats"] = stats

@@ -1,0 +1,198 @@
+"""``--executor ray`` on a local Ray instance with 2 CPUs: the same rows as the in-process engine
+(bitwise on the CPU), a killed worker or a killed driver changes nothing, and a cluster that is not
+there or a model that fails in a worker is one line and exit 2."""
+
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import ray
+
+from conftest import run_cli
+
+SMALL = ["--steps", "10", "--samples", "4", "--chunk-size", "1", "--t-step", "3", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray instance for the module, set up as the executor sets up its own (quiet, workers'
+    output in Ray's logs) and with the dashboard, which serves the state API the kill test reads."""
+    ray.init(num_cpus=2, include_dashboard=True, logging_level=logging.ERROR, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _rows(out):
+    with sqlite3.connect(out / "results.sqlite") as c:
+        return sorted(c.execute("SELECT run, seed, variant_id, variant, cond, ssim, psnr FROM results"))
+
+
+def _spent(out):
+    """evaluations_spent summed over the folder's runs (each chunk adds its own once, when written)."""
+    from unetscope.store import ResultStore
+
+    with ResultStore(out / "results.sqlite") as st:
+        return sum(st.stats(r["run"]).get("evaluations_spent", 0) for r in st.runs())
+
+
+def _images(out):
+    return {p.relative_to(out): p.read_bytes() for p in sorted((out / "images").rglob("*.pt"))}
+
+
+@pytest.fixture(scope="module")
+def local_runs(tiny_model_dir, tmp_path_factory):
+    """The in-process engine's folders for phases and block-utility (the reference rows)."""
+    from unetscope.cli import main
+
+    root = tmp_path_factory.mktemp("local")
+    for exp in ("phases", "block-utility"):
+        assert main([str(a) for a in ["sweep", exp, "--model", tiny_model_dir, "--out", root / exp, *SMALL]]) == 0
+    return root
+
+
+def test_ray_rows_equal_the_local_engine(cluster, local_runs, tiny_model_dir, tmp_path, capsys):
+    """phases from the command line (workers load the model's reference); block-utility from the API
+    with a model object (shipped once through the object store)."""
+    import unetscope as us
+    from unetscope.executor import RayExecutor
+
+    code, out, err = run_cli(["sweep", "phases", "--model", tiny_model_dir, "--out", tmp_path / "phases", *SMALL,
+                              "--executor", "ray"], capsys)
+    assert code == 0, err
+    workers = [line for line in err.splitlines() if "workers, image-evaluations/s" in line]
+    assert workers and "2 workers" in workers[0], err  # four chunks on two slots
+    res = us.experiment("block-utility", us.load_model(tiny_model_dir), tmp_path / "block-utility", params={"t_step": 3},
+                        executor=RayExecutor(threads=1), steps=10, samples=4, chunk_size=1, progress=False)
+    assert len(res["stats"]["workers"]) == 2 and res["stats"]["chunks_run"] == 4
+    for exp in ("phases", "block-utility"):
+        assert _rows(tmp_path / exp) == _rows(local_runs / exp)
+        assert _images(tmp_path / exp) == _images(local_runs / exp)
+        assert _spent(tmp_path / exp) == _spent(local_runs / exp)
+
+
+def test_a_killed_worker_changes_no_row(cluster, local_runs, tiny_model_dir, tmp_path):
+    from ray.util.state import list_actors
+
+    import unetscope as us
+    from unetscope.executor import RayExecutor
+
+    out = tmp_path / "killed-worker"
+    killed = []
+
+    def killer():  # once a chunk is stored, SIGKILL a live worker: its chunk is run again
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            time.sleep(0.05)
+            if not (out / "results.sqlite").exists():
+                continue
+            try:
+                with sqlite3.connect(out / "results.sqlite") as c:
+                    if c.execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0] < 1:
+                        continue
+            except sqlite3.Error:
+                continue
+            live = [a.pid for a in list_actors(filters=[("class_name", "=", "Slot"), ("state", "=", "ALIVE")])]
+            if live:
+                os.kill(live[0], signal.SIGKILL)
+                killed.append(live)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    res = us.experiment("block-utility", tiny_model_dir, out, executor=RayExecutor(threads=1), params={"t_step": 3},
+                        steps=10, samples=4, chunk_size=1, progress=False)
+    t.join()
+    assert killed, "no worker was killed"
+    assert _rows(out) == _rows(local_runs / "block-utility")
+    # the killed worker's restart (a process that was not alive at the kill) computed a chunk
+    pids = {int(k.rsplit("/", 1)[1]) for k in res["stats"]["workers"]}
+    assert pids - set(killed[0]), (killed, res["stats"]["workers"])
+
+
+def test_a_killed_driver_resumes_from_the_database(cluster, local_runs, tiny_model_dir, tmp_path):
+    out = tmp_path / "killed-driver"
+    cmd = [sys.executable, "-m", "unetscope.cli", "sweep", "block-utility", "--model", str(tiny_model_dir), "--out", str(out),
+           *SMALL, "--executor", "ray", "--ray-address", cluster, "--workers", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, n = time.time() + 150, 0
+    while time.time() < deadline and p.poll() is None:  # SIGKILL once a chunk is stored
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(out / "results.sqlite") as c:
+                n = c.execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0]
+        except sqlite3.Error:
+            n = 0
+        if n >= 1:
+            os.kill(p.pid, signal.SIGKILL)
+            break
+    p.wait()
+    assert 1 <= n < 4, "the driver was not killed partway"
+    stored = _spent(out)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert _rows(out) == _rows(local_runs / "block-utility")
+    # nothing stored was computed again: the resumed call spent exactly what the missing chunks cost
+    assert _spent(out) == _spent(local_runs / "block-utility")
+    assert f"evaluations spent {_spent(out)} (this call {_spent(out) - stored})" in r.stdout, r.stdout
+
+
+def test_a_closed_ray_address_is_one_line(cluster, tiny_model_dir, tmp_path, capsys):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    code, _, err = run_cli(["sweep", "phases", "--model", tiny_model_dir, "--out", tmp_path / "o", *SMALL,
+                            "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"no Ray cluster at 127.0.0.1:{port}" in err, err
+    assert time.time() - t0 < 30 and not (tmp_path / "o").exists()
+
+
+def test_executor_flags_are_checked_before_anything_is_written(cluster, tiny_model_dir, tmp_path, capsys):
+    for argv, msg in [(["--ray-address", "auto"], "--ray-address: only with --executor ray"),
+                      (["--executor", "ray", "--cpus-per-task", "-1"], "cpus_per_task must be a number >= 0"),
+                      (["--executor", "ray", "--cpus-per-task", "0"], "a worker needs a CPU or a GPU"),
+                      (["--executor", "ray", "--gpus-per-task", "1.5"], "gpus_per_task above 1 must be a whole number"),
+                      (["--executor", "ray", "--gpus-per-task", "0.5"], "give --device cuda"),
+                      (["--executor", "ray", "--workers", "0"], "workers must be an integer >= 1")]:
+        code, _, err = run_cli(["sweep", "phases", "--model", tiny_model_dir, "--out", tmp_path / "o", *SMALL, *argv], capsys)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert not (tmp_path / "o").exists()
+
+
+BAD_ADAPTER = '''
+from unetscope import load_model
+
+
+def make_model():
+    """The tiny model, with a prepare() that fails on the last steps' timesteps (only a worker samples)."""
+    m = load_model({folder!r})
+    prepare = m.units.prepare
+
+    def bad(x, timesteps, cond):
+        if int(timesteps.min()) < 100:
+            raise ValueError("bad adapter: no embedding below timestep 100")
+        return prepare(x, timesteps, cond)
+
+    m.units.prepare = bad
+    return m
+'''
+
+
+def test_a_model_failing_in_a_worker_is_one_line(cluster, tiny_model_dir, tmp_path):
+    """The whole default path in a fresh process: a local Ray instance started, the worker's error
+    raised in the driver as one line, the instance closed."""
+    f = tmp_path / "bad_adapter.py"
+    f.write_text(BAD_ADAPTER.format(folder=str(tiny_model_dir)))
+    r = subprocess.run([sys.executable, "-m", "unetscope.cli", "sweep", "phases", "--model", f"{f}:make_model", "--out",
+                        str(tmp_path / "o"), *SMALL, "--executor", "ray", "--cpus-per-task", "2"],
+                       capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ""})
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if "should be kept in float32" not in ln]  # diffusers' own, locally too
+    assert len(lines) == 1 and "bad adapter: no embedding below timestep 100" in lines[0], r.stderr
+    assert lines[0].startswith("unetscope sweep: error:") and "Traceback" not in r.stderr
