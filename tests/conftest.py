@@ -19,6 +19,36 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def seeds_stored(db) -> int:
+    """Distinct seeds with rows in a results database (0 while it does not exist or is being written)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            return c.execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def kill_when_stored(pid_of, db, at_least: int, timeout: float = 120, until=lambda: False) -> int:
+    """SIGKILL the process ``pid_of()`` names (None: not yet) once ``db`` holds ``at_least`` seeds;
+    gives up after ``timeout`` s or when ``until()``. Returns the seeds stored at the kill (0: none)."""
+    import os
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and not until():
+        time.sleep(0.05)
+        n = seeds_stored(db)
+        if n >= at_least:
+            pid = pid_of()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                return n
+    return 0
+
+
 def tiny_unet(attention=True, layers=1, classes=None, out_channels=1, resnet_updown=False, seed=0):
     """A tiny diffusers UNet2DModel (16x16 inputs are too small for SSIM; 32x32 is used)."""
     from diffusers import UNet2DModel

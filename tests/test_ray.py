@@ -4,7 +4,6 @@ there or a model that fails in a worker is one line and exit 2."""
 
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ import time
 import pytest
 import ray
 
-from conftest import run_cli
+from conftest import kill_when_stored, run_cli
 
 SMALL = ["--steps", "10", "--samples", "4", "--chunk-size", "1", "--t-step", "3", "--threads", "1", "--quiet"]
 
@@ -86,22 +85,15 @@ def test_a_killed_worker_changes_no_row(cluster, local_runs, tiny_model_dir, tmp
     out = tmp_path / "killed-worker"
     killed = []
 
+    def live_worker():  # a Slot actor's process, once one is alive
+        live = [a.pid for a in list_actors(filters=[("class_name", "=", "Slot"), ("state", "=", "ALIVE")])]
+        if live:
+            killed.append(live)
+            return live[0]
+        return None
+
     def killer():  # once a chunk is stored, SIGKILL a live worker: its chunk is run again
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            time.sleep(0.05)
-            if not (out / "results.sqlite").exists():
-                continue
-            try:
-                with sqlite3.connect(out / "results.sqlite") as c:
-                    if c.execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0] < 1:
-                        continue
-            except sqlite3.Error:
-                continue
-            live = [a.pid for a in list_actors(filters=[("class_name", "=", "Slot"), ("state", "=", "ALIVE")])]
-            if live:
-                os.kill(live[0], signal.SIGKILL)
-                killed.append(live)
+        kill_when_stored(live_worker, out / "results.sqlite", 1)
 
     t = threading.Thread(target=killer)
     t.start()
@@ -120,17 +112,7 @@ def test_a_killed_driver_resumes_from_the_database(cluster, local_runs, tiny_mod
     cmd = [sys.executable, "-m", "unetscope.cli", "sweep", "block-utility", "--model", str(tiny_model_dir), "--out", str(out),
            *SMALL, "--executor", "ray", "--ray-address", cluster, "--workers", "1"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, n = time.time() + 150, 0
-    while time.time() < deadline and p.poll() is None:  # SIGKILL once a chunk is stored
-        time.sleep(0.05)
-        try:
-            with sqlite3.connect(out / "results.sqlite") as c:
-                n = c.execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0]
-        except sqlite3.Error:
-            n = 0
-        if n >= 1:
-            os.kill(p.pid, signal.SIGKILL)
-            break
+    n = kill_when_stored(lambda: p.pid, out / "results.sqlite", 1, timeout=150, until=lambda: p.poll() is not None)
     p.wait()
     assert 1 <= n < 4, "the driver was not killed partway"
     stored = _spent(out)
@@ -196,3 +178,66 @@ def test_a_model_failing_in_a_worker_is_one_line(cluster, tiny_model_dir, tmp_pa
     lines = [ln for ln in r.stderr.strip().splitlines() if "should be kept in float32" not in ln]  # diffusers' own, locally too
     assert len(lines) == 1 and "bad adapter: no embedding below timestep 100" in lines[0], r.stderr
     assert lines[0].startswith("unetscope sweep: error:") and "Traceback" not in r.stderr
+
+
+SEARCH = ["--steps", "10", "--samples", "12", "--calibration", "4", "--validation", "4", "--budget", "0.7",
+          "--repeats", "1", "--threads", "1", "--quiet"]
+
+
+def test_search_on_ray_finds_the_local_schedule(cluster, tiny_model_dir, tmp_path, capsys):
+    """``shortcut search --executor ray``: every candidate scored on two workers (the seeds shared out
+    in two chunks), the same schedule, scores and uniform rival as the in-process search (one chunk)."""
+    import json
+
+    import unetscope as us
+
+    local = us.search_shortcut(tiny_model_dir, tmp_path / "local", budget=0.7, steps=10, samples=12, calibration=4,
+                               validation=4, repeats=1)
+    assert list(local["search"]["workers"]) == [f"{socket.gethostname()}/{os.getpid()}"]
+    code, out, err = run_cli(["shortcut", "search", "--model", tiny_model_dir, "--out", tmp_path / "ray", *SEARCH,
+                              "--executor", "ray"], capsys)
+    assert code == 0, err
+    saved = {k: json.loads((tmp_path / k / "schedule.json").read_text()) for k in ("local", "ray")}
+    assert saved["ray"] == saved["local"]  # the plan, its calibration and validation SSIM, bit for bit
+    assert saved["ray"]["interventions"], saved
+    held = {k: json.loads((tmp_path / k / "summary.json").read_text()) for k in ("local", "ray")}
+    assert [r["ssim"] for r in held["ray"]["per_sample"]] == [r["ssim"] for r in held["local"]["per_sample"]]
+    rival = local["uniform_rival"]
+    assert f"held-out mean SSIM {rival['held_out_ssim_mean']:.3f}" in out, out
+    # through the API with an executor object: two workers, neither of them this process
+    from unetscope.executor import RayExecutor
+
+    res = us.search_shortcut(tiny_model_dir, tmp_path / "api", budget=0.7, steps=10, samples=12, calibration=4,
+                             validation=4, repeats=1, executor=RayExecutor(threads=1))
+    workers = res["search"]["workers"]
+    assert len(workers) == 2 and f"{socket.gethostname()}/{os.getpid()}" not in workers, workers
+    assert res["search"]["history"] == local["search"]["history"] and res["uniform_rival"] == rival
+    # the same image-evaluations, shared out: each worker scored half the seeds of every batch
+    n = sum(w["image_evaluations"] for w in workers.values())
+    assert n == sum(w["image_evaluations"] for w in local["search"]["workers"].values())
+    assert all(w["chunks"] == next(iter(workers.values()))["chunks"] for w in workers.values())
+
+
+def test_search_chunk_size_and_run_flags(cluster, tiny_model_dir, tmp_path, capsys):
+    """--chunk-size is the search's own; a shortcut run (timed here) refuses the executor flags."""
+    for argv, msg in [(["shortcut", "--preset", "paper", "--executor", "ray"], "--executor ray and --chunk-size are for shortcut search"),
+                      (["shortcut", "--preset", "paper", "--chunk-size", "2"], "--executor ray and --chunk-size are for shortcut search"),
+                      (["shortcut", "search", "--chunk-size", "0"], "--chunk-size must be at least 1"),
+                      (["shortcut", "search", "--workers", "2"], "--workers: only with --executor ray")]:
+        code, _, err = run_cli([*argv, "--model", tiny_model_dir, "--out", tmp_path / "o", "--steps", "10", "--quiet"], capsys)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert not (tmp_path / "o").exists()
+
+
+def test_reproduce_on_ray_writes_the_local_rows(cluster, tiny_model_dir, tmp_path, capsys):
+    """Every experiment of ``reproduce`` through the executor: the same database and report as in process."""
+    small = ["--model", tiny_model_dir, "--samples", "2", "--steps", "10", "--t-step", "5", "--chunk-size", "1",
+             "--threads", "1", "--quiet"]
+    for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        code, _, err = run_cli(["reproduce", *small, "--out", tmp_path / name, *extra], capsys)
+        assert code == 0, err
+    rows = _rows(tmp_path / "ray")
+    assert rows == _rows(tmp_path / "local")
+    assert len({r[0] for r in rows}) >= 6  # the runs of every experiment
+    assert _spent(tmp_path / "ray") == _spent(tmp_path / "local")
+    assert (tmp_path / "ray" / "report.html").stat().st_size > 0

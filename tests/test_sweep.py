@@ -2,16 +2,14 @@
 the report are written."""
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
+from conftest import kill_when_stored
 from unetscope import DropBlocks, Plan, ReuseEncoder, Sampler, SkipSteps, StopEarly, ZeroSkips, load_model
 from unetscope.sweep import SweepEngine, count_evaluations
 
@@ -80,18 +78,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     killed = tmp_path / "killed"
     p = subprocess.Popen(_sweep_cmd(tiny_model_dir, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = killed / "results.sqlite"
-    deadline = time.time() + 120
-    n = 0
-    while time.time() < deadline and p.poll() is None:  # kill once some chunks are stored
-        time.sleep(0.05)
-        try:
-            with sqlite3.connect(db) as c:
-                n = c.execute("SELECT COUNT(DISTINCT seed) FROM results").fetchone()[0]
-        except sqlite3.Error:
-            n = 0
-        if n >= 2:
-            os.kill(p.pid, signal.SIGKILL)
-            break
+    n = kill_when_stored(lambda: p.pid, db, 2, until=lambda: p.poll() is not None)  # once some chunks are stored
     p.wait()
     assert 2 <= n < 6, "the sweep was not interrupted partway"
     partial = _rows(db)

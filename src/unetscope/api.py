@@ -203,19 +203,24 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
                     target_quantile: float | None = None, quantile: float = 0.1, budget: float | None = None,
                     calibration: int = 8, validation: int | None = None, rounds: int = 40,
                     write: str | Path | None = None, repeats: int = 3, log: Callable[[str], Any] | None = None,
-                    **sampling) -> dict:
+                    executor=None, chunk_size: int | None = None, **sampling) -> dict:
     """``unetscope shortcut search``: search a schedule on the first ``calibration`` seeds, keeping
     only moves whose target also holds (with a margin) on the next ``validation`` seeds, write it
     (``write``, default ``out/schedule.json``) and measure it on the rest, the held-out test seeds
     the search never saw, next to the best uniform schedule of no more compute. A quality target
     (``target_mean``, ``target_min``, ``target_quantile`` on the ``quantile``; a mean of 0.8 when none
     is given) or a compute ``budget`` (fraction of the baseline). 32 samples unless given: 8 to
-    calibrate, 8 to validate, 16 held out. Returns ``{"search", "schedule", "held_out",
+    calibrate, 8 to validate, 16 held out. ``executor``: where candidates are scored (``"local"``,
+    None, ``"ray"`` or a ``RayExecutor``), in chunks of ``chunk_size`` seeds (None: one per worker);
+    the held-out timing always runs here. Returns ``{"search", "schedule", "held_out",
     "held_out_meets_target", "uniform_rival", ...}``."""
     from .shortcut import SearchConfig, heldout_ssim, run_shortcut, save_schedule, search
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise SettingsError(f"rounds must be at least 1, got {rounds!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise SettingsError(f"chunk_size must be an integer >= 1 or None (one chunk per worker), got {chunk_size!r}")
+    ex = make_executor(executor, model)
     cfg = SearchConfig(target_mean=target_mean, target_min=target_min, target_quantile=target_quantile,
                        quantile=quantile, budget=budget, max_rounds=rounds)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
@@ -231,34 +236,38 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     if isinstance(validation, bool) or not isinstance(validation, int) or not 0 <= validation < n - calibration:
         raise SettingsError(f"validation must be in 0..{n - calibration - 1} ({n} samples, {calibration} calibrate, "
                             f"at least one is held out), got {validation!r}")
-    out = out_folder(out)
-    target = Path(write) if write else out / "schedule.json"
-    if not target.parent.is_dir():
-        raise SettingsError(f"cannot write the schedule to {str(target)!r}: its folder does not exist")
     split = calibration + validation
     cal, val, hold = seeds[:calibration], seeds[calibration:split], seeds[split:]
 
     def part(lo, hi):
         return None if cond is None else cond_slice(cond, list(range(lo, hi)), n)
 
-    with folder_lock(out):
-        res = search(run.sampler, cal, part(0, calibration), cfg, validation_seeds=val or None,
-                     validation_cond=part(calibration, split), log=log)
-        save_schedule(res["plan"], target, meta=dict(
-            target=res["target"], calibration_seeds=cal, validation_seeds=val,
-            calibration_ssim_mean=res["calibration_ssim_mean"], validation_ssim_mean=res["validation_ssim_mean"],
-            predicted_compute=res["predicted_compute"], model=run.model.describe(), sampler=run.sampler.describe()))
-        if not res["plan"]:
-            raise SettingsError(f"no schedule meets the target ({res['target']}) on the calibration and validation seeds, "
-                                f"not even the first move; wrote the empty schedule to {target}: lower the target, "
-                                "use more steps or more validation seeds")
-        held = run_shortcut(run.sampler, res["plan"], hold, part(split, n), out, repeats=repeats, name="search")
-        rival = None
-        if res["uniform_rival"] is not None:
-            from .plan import Plan
+    ex.check(run.model)
+    with ex:  # Ray: joined (or started) before the folder is made
+        out = out_folder(out)
+        target = Path(write) if write else out / "schedule.json"
+        if not target.parent.is_dir():
+            raise SettingsError(f"cannot write the schedule to {str(target)!r}: its folder does not exist")
+        with folder_lock(out):
+            res = search(run.sampler, cal, part(0, calibration), cfg, validation_seeds=val or None,
+                         validation_cond=part(calibration, split), log=log, executor=ex, chunk_size=chunk_size)
+            save_schedule(res["plan"], target, meta=dict(
+                target=res["target"], calibration_seeds=cal, validation_seeds=val,
+                calibration_ssim_mean=res["calibration_ssim_mean"], validation_ssim_mean=res["validation_ssim_mean"],
+                predicted_compute=res["predicted_compute"], model=run.model.describe(), sampler=run.sampler.describe()))
+            if not res["plan"]:
+                raise SettingsError(f"no schedule meets the target ({res['target']}) on the calibration and validation "
+                                    f"seeds, not even the first move; wrote the empty schedule to {target}: lower the "
+                                    "target, use more steps or more validation seeds")
+            rival = None
+            if res["uniform_rival"] is not None:
+                from .plan import Plan
 
-            ss = heldout_ssim(run.sampler, Plan.from_dict(res["uniform_rival"]["plan"]), hold, part(split, n))
-            rival = dict(res["uniform_rival"], held_out_ssim_mean=float(ss.mean()), held_out_ssim_min=float(ss.min()))
+                ss = heldout_ssim(run.sampler, Plan.from_dict(res["uniform_rival"]["plan"]), hold, part(split, n),
+                                  executor=ex, chunk_size=chunk_size)
+                rival = dict(res["uniform_rival"], held_out_ssim_mean=float(ss.mean()), held_out_ssim_min=float(ss.min()))
+            ex.close()  # the workers are gone before the held-out seeds are timed here
+            held = run_shortcut(run.sampler, res["plan"], hold, part(split, n), out, repeats=repeats, name="search")
     import numpy as np
 
     meets = None if budget is not None else bool(cfg.meets(np.array([r["ssim"] for r in held["per_sample"]])))

@@ -310,12 +310,17 @@ def _cmd_reproduce(args) -> None:
 def _cmd_shortcut(args) -> None:
     from .api import measure_shortcut, search_shortcut
 
+    executor = _executor(args)
     if args.action == "search":
         if args.schedule or args.preset:
             raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
         if args.write and not Path(args.write).parent.is_dir():  # before any work
             raise UsageError(f"--write {args.write!r}: its folder does not exist")
+        if args.chunk_size is not None and args.chunk_size < 1:
+            raise UsageError(f"--chunk-size must be at least 1, got {args.chunk_size}")
     else:
+        if executor != "local" or args.chunk_size is not None:
+            raise UsageError("--executor ray and --chunk-size are for shortcut search; a shortcut run is timed in this process")
         from .shortcut import PRESETS, load_schedule
 
         if bool(args.schedule) == bool(args.preset):
@@ -338,9 +343,14 @@ def _cmd_shortcut(args) -> None:
         res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
                               target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
                               calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
+                              executor=executor, chunk_size=args.chunk_size,
                               log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), **kw)
         found, summ = res["search"], res["held_out"]
         nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
+        if executor != "local" and found["workers"] and not args.quiet:
+            print(f"search: {len(found['workers'])} workers, image-evaluations/s: " + ", ".join(
+                f"{k} {w['image_evaluations_per_s']:.1f} ({w['chunks']} chunks)" for k, w in sorted(found["workers"].items())),
+                file=sys.stderr)
         print(f"searched schedule for {found['target']} ({len(found['history'])} rounds, {found['evaluations']} "
               f"evaluations): {found['plan']!r}")
         val = "" if found["validation_ssim_mean"] is None else \
@@ -569,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "rest); the rest are held out")
     g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
     g.add_argument("--rounds", type=int, default=40, help="search: at most this many greedy rounds")
+    _executor_args(c)
+    c.add_argument("--chunk-size", type=int, default=None,
+                   help="search: seeds per chunk a worker scores (default: the seeds shared out, one chunk per worker)")
     c.set_defaults(func=_cmd_shortcut)
 
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")

@@ -14,9 +14,8 @@ on Ray, one sampler per worker, built once when the worker starts, from the mode
 for a model given as a Python object, from one copy put in Ray's object store. A worker never
 receives the model with a task.
 
-``unetscope shortcut search`` does not use it yet: its candidate plans, each scored on the
-calibration seeds, are such items (``fn(sampler, plan) -> scores``), to be sent through ``map``
-once the search is written to take an executor.
+``unetscope shortcut search`` uses it too: each batch of candidate plans is scored on chunks of the
+calibration (or validation) seeds, one chunk per worker (``shortcut.score_chunk``).
 
 Ray's design here: one actor per slot (``cpus_per_task`` CPUs and ``gpus_per_task`` GPUs; a fraction
 of a GPU puts several slots on one GPU), each fed one item at a time, so a slot is never idle while
@@ -60,8 +59,15 @@ class LocalExecutor:
     def __exit__(self, *exc):
         return None
 
+    def close(self) -> None:
+        return None
+
     def check(self, model) -> None:
         return None
+
+    def parallelism(self) -> int:
+        """Items computed at once."""
+        return 1
 
     def map(self, fn: Callable[[Any, Any], Any], items: Iterable, sampler) -> Iterator[tuple[int, Any]]:
         for i, item in enumerate(items):
@@ -272,6 +278,10 @@ class RayExecutor:
             raise ExecutorError(f"the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs: no slot of "
                                 f"{self.cpus_per_task:g} CPUs and {self.gpus_per_task:g} GPUs fits")
         return min(n)
+
+    def parallelism(self) -> int:
+        """Items computed at once: the cluster's slots (at most ``workers``)."""
+        return min(self.slots(), self.workers or self.slots())
 
     def _pool(self, spec: WorkerSpec, box: list | None, n: int) -> list:
         """``n`` workers for ``spec``: those of an earlier call (a reproduce's experiments share them), and new ones."""

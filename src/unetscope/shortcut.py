@@ -26,7 +26,8 @@ from .sampler import Sampler, SamplerError, cond_slice
 from .sweep import per_sample_cond
 
 __all__ = ["load_schedule", "save_schedule", "paper_preset", "PRESETS", "measure", "plan_flops", "search", "SearchConfig",
-           "uniform_cache_cuts", "uniform_reuse_cuts", "run_shortcut", "heldout_ssim", "ShortcutError", "unit_flops"]
+           "uniform_cache_cuts", "uniform_reuse_cuts", "run_shortcut", "heldout_ssim", "score_plans", "score_chunk", "ScoreJob",
+           "Scores", "ShortcutError", "unit_flops"]
 
 
 class ShortcutError(ValueError):
@@ -315,35 +316,102 @@ class SearchConfig:
         return " and ".join(p for p in parts if p)
 
 
+@dataclass(frozen=True)
+class ScoreJob:
+    """Plans to score on one chunk of seeds: all a worker needs (no model, no store)."""
+
+    seeds: list[int]
+    cond: Cond  # the chunk's conditions, as the sampler takes them
+    plans: list[Plan]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A chunk's per-sample SSIM of each plan against the baseline, and the work it took."""
+
+    ssim: np.ndarray  # (plans, seeds)
+    evaluations: int  # U-Net evaluations spent (each on the chunk's samples)
+    seconds: float
+    worker: str  # host/pid of the process that computed it
+
+
+def score_chunk(sampler: Sampler, job: ScoreJob, on_evaluation=None) -> Scores:
+    """Per-sample SSIM of ``job.plans`` against the baseline on ``job.seeds``, by the sweep engine
+    (shared prefixes); pure: the same job gives the same scores in any process (a Ray worker included)."""
+    from .sweep import SweepEngine, worker_id
+
+    t0 = time.perf_counter()
+    m = sampler.model
+    res = SweepEngine(sampler, on_evaluation=on_evaluation).run_chunk(list(job.seeds), job.cond, list(job.plans))
+    base = m.decode(res.baseline_x0)
+    ss = np.stack([ssim(m.decode(x0), base).numpy() for x0 in res.finals]) if res.finals else \
+        np.zeros((0, len(job.seeds)))
+    return Scores(ss, res.evaluations, time.perf_counter() - t0, worker_id())
+
+
+def _chunks(n: int, executor, chunk_size: int | None) -> list[list[int]]:
+    """Seed indices in chunks: ``chunk_size`` each, or (None) one chunk per worker of ``executor``."""
+    if chunk_size is None:
+        chunk_size = math.ceil(n / max(1, executor.parallelism() if executor is not None else 1))
+    return [list(range(i, min(i + chunk_size, n))) for i in range(0, n, chunk_size)]
+
+
+def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Cond = None, *, executor=None,
+                chunk_size: int | None = None, on_evaluation=None, workers: dict | None = None) -> tuple[np.ndarray, int]:
+    """Per-sample SSIM of each plan against the baseline on ``seeds``, ``(plans, seeds)``, and the
+    U-Net evaluations spent; ``workers`` (a dict), when given, gains each worker's chunks,
+    evaluations, image-evaluations and seconds. ``executor`` (``unetscope.executor``, None: here): where the chunks of
+    seeds (``chunk_size`` each; None: one per worker) are computed. Each chunk runs every plan with
+    shared prefixes. ``on_evaluation()`` is called once per U-Net evaluation (for a chunk computed
+    on a worker, when it returns)."""
+    seeds = list(seeds)
+    plans = [sampler.check_plan(p) for p in plans]  # a bad plan fails here, not on a worker
+    idx = _chunks(len(seeds), executor, chunk_size)
+    jobs = [ScoreJob([seeds[i] for i in ix], cond_slice(cond, ix, len(seeds)), plans) for ix in idx]
+    out = np.zeros((len(plans), len(seeds)))
+    spent = 0
+    here = executor is None or getattr(executor, "in_process", False)
+    if here:
+        results = ((k, score_chunk(sampler, job, on_evaluation)) for k, job in enumerate(jobs))
+    else:
+        results = executor.map(score_chunk, jobs, sampler)
+    for k, r in results:
+        out[:, idx[k]] = r.ssim
+        spent += r.evaluations
+        if workers is not None:
+            w = workers.setdefault(r.worker, dict(chunks=0, evaluations=0, image_evaluations=0, seconds=0.0))
+            w["chunks"] += 1
+            w["evaluations"] += r.evaluations
+            w["image_evaluations"] += r.evaluations * len(idx[k])
+            w["seconds"] += r.seconds
+        for _ in range(0 if here or on_evaluation is None else r.evaluations):
+            on_evaluation()
+    return out, spent
+
+
 class _Evaluator:
-    """Per-sample SSIM of schedules on one set of seeds, by the sweep engine (shared prefixes),
-    each schedule evaluated once."""
+    """Per-sample SSIM of schedules on one set of seeds (``score_plans``), each schedule evaluated once."""
 
-    def __init__(self, sampler: Sampler, seeds, cond, progress):
-        from .sweep import SweepEngine
-
+    def __init__(self, sampler: Sampler, seeds, cond, progress, executor=None, chunk_size=None, workers=None):
         self.sampler, self.seeds, self.cond = sampler, list(seeds), cond
-        self.engine = SweepEngine(sampler, on_evaluation=progress)
+        self.progress, self.executor, self.chunk_size, self.workers = progress, executor, chunk_size, workers
         self.known: dict[_Sched, np.ndarray] = {}
-        self.base = None
         self.evaluations = 0
 
     def __call__(self, cands) -> list[np.ndarray]:
         todo = list(dict.fromkeys(c for c in cands if c not in self.known and (c.cuts or c.stop)))
         if todo:
-            m = self.sampler.model
-            res = self.engine.run_chunk(self.seeds, self.cond, [c.plan() for c in todo])
-            self.evaluations += res.evaluations
-            if self.base is None:
-                self.base = m.decode(res.baseline_x0)
-            for c, x0 in zip(todo, res.finals):
-                self.known[c] = ssim(m.decode(x0), self.base).numpy()
+            ss, spent = score_plans(self.sampler, [c.plan() for c in todo], self.seeds, self.cond, executor=self.executor,
+                                    chunk_size=self.chunk_size, on_evaluation=self.progress, workers=self.workers)
+            self.evaluations += spent
+            for c, row in zip(todo, ss):
+                self.known[c] = row
         return [self.known[c] if (c.cuts or c.stop) else np.ones(len(self.seeds)) for c in cands]
 
 
 def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: SearchConfig | None = None, *,
            validation_seeds: list[int] | None = None, validation_cond: Cond = None, progress=None, log=None,
-           **settings) -> dict:
+           executor=None, chunk_size: int | None = None, **settings) -> dict:
     """Greedy cut-relax-cut search for little compute at a quality target (or for the best
     quality within a compute budget), calibrated on ``seeds`` and checked on ``validation_seeds``.
 
@@ -363,6 +431,10 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
 
     Either way the result is never below the best uniform schedule of equal or lower compute on the
     validation seeds: that schedule is returned instead when it is better (``uniform_rival``).
+
+    ``executor`` (``unetscope.executor``; None: this process): where each batch of candidates is
+    scored, in chunks of ``chunk_size`` seeds (None: one chunk per worker); the search itself and
+    its choices stay here, so the result does not depend on where the scores were computed.
     ``settings`` are ``SearchConfig``'s fields, as keywords."""
     from .flops import FlopTable
 
@@ -377,8 +449,10 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
     flops = FlopTable(m.runner, x1, t1, c1, sampler.denoiser.rows_per_sample)
     empty = _Sched((), None)
     base_cost = flops.plan(Plan(), S)
-    cal = _Evaluator(sampler, seeds, cond, progress)
-    val = _Evaluator(sampler, validation_seeds, validation_cond, progress) if validation_seeds else None
+    workers: dict = {}  # host/pid -> the work each worker did
+    cal = _Evaluator(sampler, seeds, cond, progress, executor, chunk_size, workers)
+    val = _Evaluator(sampler, validation_seeds, validation_cond, progress, executor, chunk_size, workers) \
+        if validation_seeds else None
     say = log or (lambda _m: None)
 
     def cost(c: _Sched) -> float:
@@ -519,6 +593,8 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
         cur = rival
     ss_cal = cal([cur])[0]
     ss_val = val([cur])[0] if val is not None else None
+    for w in workers.values():
+        w["image_evaluations_per_s"] = w["image_evaluations"] / w["seconds"] if w["seconds"] > 0 else 0.0
     return dict(plan=cur.plan(), predicted_compute=cost(cur), history=history, target=cfg.describe_target(),
                 calibration_ssim_mean=float(ss_cal.mean()), calibration_ssim_min=float(ss_cal.min()),
                 validation_ssim_mean=None if ss_val is None else float(ss_val.mean()),
@@ -526,18 +602,19 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
                 validation_holds=None if ss_val is None else bool(cfg.budget is not None or cfg.holds(ss_val)),
                 uniform_rival=None if rival is None else dict(plan=rival.plan().to_dict(), compute=cost(rival),
                                                              ssim_mean=quality(rival)),
-                evaluations=cal.evaluations + (val.evaluations if val else 0),
+                evaluations=cal.evaluations + (val.evaluations if val else 0), workers=workers,
                 flops_per_nb=[flops(StepAction(drop_blocks=nb)) for nb in range(K + 1)])
 
 
 @torch.no_grad()
-def heldout_ssim(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None) -> np.ndarray:
-    """Per-sample SSIM of ``plan`` against the baseline on ``seeds`` (no timing)."""
-    from .sweep import SweepEngine
-
-    m = sampler.model
-    res = SweepEngine(sampler).run_chunk(list(seeds), cond, [sampler.check_plan(plan)])
-    return ssim(m.decode(res.finals[0]), m.decode(res.baseline_x0)).numpy()
+def heldout_ssim(sampler: Sampler, plan: Plan | list[Plan], seeds: list[int], cond: Cond = None, *,
+                 executor=None, chunk_size: int | None = None) -> np.ndarray:
+    """Per-sample SSIM against the baseline on ``seeds`` (no timing) of ``plan``, ``(seeds,)``; or of
+    each of several plans, ``(plans, seeds)``, with one baseline and shared prefixes. ``executor``
+    and ``chunk_size`` as in ``score_plans``."""
+    several = isinstance(plan, (list, tuple)) and bool(plan) and all(isinstance(p, Plan) for p in plan)
+    ss, _ = score_plans(sampler, list(plan) if several else [plan], seeds, cond, executor=executor, chunk_size=chunk_size)
+    return ss if several else ss[0]
 
 
 # --- a shortcut run: measure, store, figures -----------------------------------------------------

@@ -30,7 +30,7 @@ from .sampler import Sampler, StepOutput, cond_slice
 from .store import variant_id
 
 __all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "GridConfig", "load_images", "auto_max_batch",
-           "ChunkJob", "ChunkOutput", "compute_chunk", "write_chunk"]
+           "ChunkJob", "ChunkOutput", "compute_chunk", "write_chunk", "worker_id"]
 
 # pixels per U-Net call when max_batch is not set (images x height x width, guidance's doubling included):
 # on the CPU the batch that fits the caches (benchmarks/batch_size.py), elsewhere a size that keeps a
@@ -257,11 +257,17 @@ class ChunkOutput:
     worker: str  # host/pid of the process that computed it
 
 
+def worker_id() -> str:
+    """The host/pid of this process: which worker computed a chunk."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 def compute_chunk(sampler: Sampler, job: ChunkJob, on_evaluation=None) -> ChunkOutput:
     """A chunk's rows (SSIM/PSNR of every plan and per-step measurement against the baseline) and
     kept images; pure: the same job gives the same output in any process (a Ray worker included)."""
-    import os
-    import socket
     import time
 
     from .metrics import psnr, ssim
@@ -292,8 +298,7 @@ def compute_chunk(sampler: Sampler, job: ChunkJob, on_evaluation=None) -> ChunkO
                                  ssim=float(ss[k]), psnr=float(pp[k])))
                 if s in keep_imgs:
                     keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = to_uint8(img[k])
-    return ChunkOutput(job.index, rows, keep_imgs, res.evaluations, len(ch_seeds), time.perf_counter() - t0,
-                       f"{socket.gethostname()}/{os.getpid()}")
+    return ChunkOutput(job.index, rows, keep_imgs, res.evaluations, len(ch_seeds), time.perf_counter() - t0, worker_id())
 
 
 def write_chunk(store, run: str, out_dir, out: ChunkOutput, stats: dict) -> None:
