@@ -59,9 +59,14 @@ def main():
             t0 = time.perf_counter()
             res = search(sampler, cal, cond_of(cal), target_mean=a.target_mean, max_rounds=a.rounds,
                          validation_seeds=val or None, validation_cond=cond_of(val) if v else None)
-            ss = heldout_ssim(sampler, res["plan"], test, cond_of(test)) if res["plan"] else torch.ones(len(test)).numpy()
             rival = res["uniform_rival"]
-            rs = heldout_ssim(sampler, Plan.from_dict(rival["plan"]), test, cond_of(test)) if rival else None
+            # the result and its rival on the held-out seeds, with one baseline and shared prefixes
+            plans = [res["plan"]] + ([Plan.from_dict(rival["plan"])] if rival else [])
+            scored = heldout_ssim(sampler, plans, test, cond_of(test)) if res["plan"] else None
+            ss = scored[0] if scored is not None else torch.ones(len(test)).numpy()
+            rs = None
+            if rival:
+                rs = scored[1] if scored is not None else heldout_ssim(sampler, plans[1], test, cond_of(test))
             pt = dict(calibration=n, validation=v, plan=res["plan"].to_dict(), compute=res["predicted_compute"],
                       calibration_ssim_mean=res["calibration_ssim_mean"], validation_ssim_mean=res["validation_ssim_mean"],
                       held_out_ssim_mean=float(ss.mean()), held_out_ssim_min=float(ss.min()),

@@ -359,11 +359,11 @@ def _chunks(n: int, executor, chunk_size: int | None) -> list[list[int]]:
 def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Cond = None, *, executor=None,
                 chunk_size: int | None = None, on_evaluation=None, workers: dict | None = None) -> tuple[np.ndarray, int]:
     """Per-sample SSIM of each plan against the baseline on ``seeds``, ``(plans, seeds)``, and the
-    U-Net evaluations spent; ``workers`` (a dict), when given, gains each worker's chunks,
-    evaluations, image-evaluations and seconds. ``executor`` (``unetscope.executor``, None: here): where the chunks of
-    seeds (``chunk_size`` each; None: one per worker) are computed. Each chunk runs every plan with
-    shared prefixes. ``on_evaluation()`` is called once per U-Net evaluation (for a chunk computed
-    on a worker, when it returns)."""
+    U-Net evaluations spent. ``executor`` (``unetscope.executor``; None: here): where the chunks of
+    seeds (``chunk_size`` each; None: one per worker) are computed; each chunk runs every plan with
+    shared prefixes. ``on_evaluation()`` is called once per U-Net evaluation (for a chunk computed on
+    a worker, when it returns). ``workers`` (a dict), when given, gains each worker's chunks,
+    evaluations, image-evaluations and seconds."""
     seeds = list(seeds)
     plans = [sampler.check_plan(p) for p in plans]  # a bad plan fails here, not on a worker
     idx = _chunks(len(seeds), executor, chunk_size)
