@@ -7,7 +7,9 @@ DDPM) compared with the reference's samples:
     at 10/15/20/25 steps (``unetscope.solvers``), and the other reference at S steps;
   - shortcuts of the reference's own sampler: stopping early, DeepCache-style uniform caching
     (``uniform_cache_cuts``), encoder reuse (``uniform_reuse_cuts``), the paper's presets and the
-    schedules given with --schedule.
+    schedules given with --schedule;
+  - a shortcut stacked on a fewer-step solver (``ddim+deepcache``): DDIM at --stack-steps steps with
+    DeepCache-style caching every 2nd and 3rd step (the same samples under both references).
 Quality (the quality pass, the default): per-sample SSIM with the reference sample of the same seed,
 and, for 1x32x32 digit models, the bundled classifier's class agreement (with the reference sample's
 predicted class and with the conditioning label) and the Fréchet distance between its penultimate
@@ -39,8 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "stop-early", "deepcache", "reuse-encoder", "paper-preset", "searched")
+METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "stop-early", "deepcache", "reuse-encoder", "paper-preset", "searched",
+                "ddim+deepcache")
 SOLVERS = ("ddpm", "ddim", "dpm-solver++")
+STACKED = {"ddim+deepcache": "ddim"}  # a shortcut on a fewer-step solver: method -> the solver it runs on
 
 
 class Refused(Exception):
@@ -68,6 +72,7 @@ def parse(argv=None):
     p.add_argument("--ddpm-steps", type=_ints, default=None, help="respaced DDPM step counts (default: 30..80%% of S)")
     p.add_argument("--ddim-steps", type=_ints, default=[10, 15, 20, 25, 50])
     p.add_argument("--dpm-steps", type=_ints, default=[10, 15, 20, 25])
+    p.add_argument("--stack-steps", type=_ints, default=[20, 25, 50], help="DDIM step counts of ddim+deepcache")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help="the methods to run (comma-separated; default: all)")
     p.add_argument("--schedule", action="append", default=[], help="searched schedule file(s) to include")
     p.add_argument("--out", default="results/pareto")
@@ -129,6 +134,8 @@ def points(a, model) -> list[dict]:
         *[shortcuts("deepcache", c) for c in cache[1:]],
         solvers([("ddpm", n) for n in a.ddpm_steps if n != S]),
         shortcuts("reuse-encoder", [(f"every {e}", lambda e=e: Plan(uniform_reuse_cuts(S, e))) for e in (2, 3, 4, 5)]),
+        [("ddim+deepcache", f"S={n}, every {e}, nb={nbs[0]}", n, lambda n=n, e=e: Plan(uniform_cache_cuts(n, e, nbs[0])))
+         for n in a.stack_steps if 2 < n <= S for e in (2, 3)],
     ]
     out = []
     for group in groups:
@@ -136,12 +143,14 @@ def points(a, model) -> list[dict]:
             if method not in a.methods and not (method in a.refs and steps == S and make is None):  # references always
                 continue
             try:
-                plan = make().check(S, K) if make else None
+                plan = make().check(steps, K) if make else None
             except (ValueError, OSError) as e:
                 raise Refused(f"{method} {label}: {e}") from None
-            for ref in a.refs:
-                run = f"{method}:{steps}" if plan is None else f"{ref}:{method}:{label}"
-                out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan))
+            for ref in a.refs:  # a solver's samples (stacked shortcuts' too) are the same under both references
+                run = f"{method}:{steps}" if plan is None else \
+                    f"{method}:{label}" if method in STACKED else f"{ref}:{method}:{label}"
+                out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan,
+                                solver=STACKED.get(method)))
     return out
 
 
@@ -274,13 +283,14 @@ def quality(a, model) -> None:
     for p in todo:
         r = reference(p["ref"])
         t0 = time.perf_counter()
-        if p["plan"] is None:  # a solver's samples: the same under both references
-            sp = sampler_for(model, a, p["method"], p["steps"])
+        if p["plan"] is None or p["solver"]:  # a solver's samples (with a stacked shortcut): the same under both references
+            sp = sampler_for(model, a, p["solver"] or p["method"], p["steps"])
+            plan = None if p["plan"] is None else sp.check_plan(p["plan"])
             if p["run"] not in runs:
-                runs[p["run"]] = to_uint8(sp.sample(seeds, cond).images).float() / 255
+                runs[p["run"]] = to_uint8(sp.sample(seeds, cond, plan).images).float() / 255
             x = runs[p["run"]]
             if p["run"] not in flops:
-                flops[p["run"]] = flops_of(lambda: sp.sample(seeds[:1], c1))
+                flops[p["run"]] = flops_of(lambda: sp.sample(seeds[:1], c1, plan))
             f = flops[p["run"]]
         else:
             sp = r["sampler"]
@@ -339,8 +349,8 @@ def timing(a, model) -> None:
             sp = sampler_for(model, a, p["ref"], a.steps)
             refs[p["ref"]] = (sp, flops_of(lambda: sp.sample(seeds[:1], c1)))
         rs, rf = refs[p["ref"]]
-        sp = sampler_for(model, a, p["method"], p["steps"]) if p["plan"] is None else rs
-        plan = None if p["plan"] is None else rs.check_plan(p["plan"])
+        sp = sampler_for(model, a, p["solver"] or p["method"], p["steps"]) if p["plan"] is None or p["solver"] else rs
+        plan = None if p["plan"] is None else sp.check_plan(p["plan"])
         t, _ = interleave({"entry": lambda: sp.sample(seeds, cond, plan), "reference": lambda: rs.sample(seeds, cond)},
                           a.repeats, warmup=1)
         f = flops_of(lambda: sp.sample(seeds[:1], c1, plan))
@@ -413,7 +423,7 @@ def verdicts(ref, rows, timed) -> None:
     """Where each shortcut stands against the best solver or DeepCache-style point at no more cost."""
     key = "time_fraction" if timed else "compute_fraction"
     for e in rows:
-        if e["method"] not in ("paper-preset", "searched", "reuse-encoder"):
+        if e["method"] not in ("paper-preset", "searched", "reuse-encoder", "ddim+deepcache"):
             continue
         rivals = [r for r in rows if r["method"] in (*SOLVERS, "stop-early", "deepcache") and r[key] <= e[key] + 1e-9
                   and r[key] < 1 - 1e-9]
@@ -436,7 +446,8 @@ def figure(path: Path, rows, st, timed) -> None:
     nrow = 2 if has_fd else 1
     fig, axes = plt.subplots(nrow, len(refs), figsize=(5.6 * len(refs), 3.9 * nrow), dpi=100, squeeze=False)
     style = {"ddpm": ("o-", "C0"), "ddim": ("s-", "C1"), "dpm-solver++": ("P-", "C2"), "stop-early": ("x-", "C7"),
-             "deepcache": ("^-", "C3"), "reuse-encoder": ("v-", "C4"), "paper-preset": ("D", "C5"), "searched": ("*", "C6")}
+             "deepcache": ("^-", "C3"), "reuse-encoder": ("v-", "C4"), "paper-preset": ("D", "C5"), "searched": ("*", "C6"),
+             "ddim+deepcache": ("<--", "C8")}
     key = "time_fraction" if timed else "compute_fraction"
     for j, ref in enumerate(refs):
         rr = [r for r in rows if r["ref"] == ref]
@@ -447,8 +458,8 @@ def figure(path: Path, rows, st, timed) -> None:
                 groups = {}
                 for r in rr:
                     if r["method"] == method and r.get(metric) is not None:
-                        # DeepCache-style points: one curve per nb
-                        g = r["label"].split(", ")[1] if method == "deepcache" else ""
+                        # DeepCache-style points: one curve per nb; on DDIM, one per period
+                        g = r["label"].split(", ")[1] if method in ("deepcache", "ddim+deepcache") else ""
                         groups.setdefault(g, []).append(r)
                 for g, es in sorted(groups.items()):
                     es.sort(key=lambda r: r[key])

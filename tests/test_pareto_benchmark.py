@@ -92,6 +92,35 @@ def test_the_timing_pass_is_separate_and_fills_the_time_column(quality_run, tiny
     assert r.returncode == 2 and "timing pass made with other settings (repeats differ)" in r.stderr
 
 
+def test_a_shortcut_stacked_on_fewer_ddim_steps(tiny_model_dir, tmp_path):
+    """ddim+deepcache: DDIM at --stack-steps with DeepCache-style caching, what running it alone gives;
+    its FLOPs against the 10-step reference's; timed on the DDIM sampler it runs on."""
+    from unetscope import Plan, Sampler, load_model, ssim
+    from unetscope.images import to_uint8
+    from unetscope.shortcut import uniform_cache_cuts
+
+    argv = ["--model", tiny_model_dir, "--samples", "3", "--steps", "10", "--refs", "ddim", "--methods", "ddim+deepcache",
+            "--stack-steps", "6", "--ddim-steps", "5", "--dpm-steps", "5", "--threads", "1", "--out", tmp_path / "o"]
+    r = _run(*argv)
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = load_model(tiny_model_dir)
+    nb = (3 * model.num_blocks) // 4
+    stored = json.loads((tmp_path / "o" / "quality" / "ddim" / f"ddim-deepcache-S-6-every-2-nb-{nb}.json").read_text())
+    seeds, cond = [1000, 1001, 1002], [0, 1, 2]
+    q = lambda tr: to_uint8(tr.images).float() / 255  # noqa: E731
+    ref = q(Sampler(model, steps=10, method="ddim", guidance=3.0).sample(seeds, cond))
+    six = Sampler(model, steps=6, method="ddim", guidance=3.0)
+    alone = q(six.sample(seeds, cond, Plan(uniform_cache_cuts(6, 2, nb))))
+    assert stored["ssim"] == pytest.approx(ssim(alone, ref).tolist(), abs=1e-4) and stored["sampler"]["steps"] == 6
+    assert 0.2 < stored["compute_fraction"] < 0.6  # 6 of 10 steps, some of them cut
+    assert {p["label"] for p in json.loads((tmp_path / "o" / "pareto.json").read_text())["points"]} >= \
+        {f"S=6, every 2, nb={nb}", f"S=6, every 3, nb={nb}"}
+    r = _run(*argv, "--timing-only", "--samples", "2", "--repeats", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    t = json.loads((tmp_path / "o" / "timing" / "ddim" / f"ddim-deepcache-S-6-every-2-nb-{nb}.json").read_text())
+    assert t["compute_fraction"] == pytest.approx(stored["compute_fraction"]) and t["time_fraction"] > 0
+
+
 def test_bad_arguments_are_one_line_errors(tiny_model_dir, tmp_path):
     for argv, msg in ((["--refs", "dpm"], "--refs takes"), (["--methods", "magic"], "--methods takes"),
                       (["--ddim-steps", "0"], "step counts must be >= 1"), (["--samples", "1"], "--samples must be >= 2")):
