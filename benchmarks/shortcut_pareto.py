@@ -396,7 +396,8 @@ def report(a) -> None:
     drop = ("ssim", "predicted")
     write_atomic(out / "pareto.json", strict_json(dict(settings=st, points=[{k: v for k, v in r.items() if k not in drop}
                                                                             for r in rows])))
-    timed = all("time_fraction" in r for r in rows)
+    # a reference's panel is drawn against measured time once every point under it is timed
+    timed = {ref: all("time_fraction" in r for r in rows if r["ref"] == ref) for ref in {r["ref"] for r in rows}}
     lines = [f"Model {st['model']['name']}, S = {st['steps']}, guidance {st['guidance']}, {st['samples']} samples per point "
              f"(seeds {st['first_seed']}..{st['first_seed'] + st['samples'] - 1}).", "",
              "| reference | method | label | steps | compute | time | mean SSIM | min SSIM | agree (ref) | agree (label) | Fréchet | n |",
@@ -414,9 +415,11 @@ def report(a) -> None:
     write_atomic(out / "table.md", "\n".join(lines) + "\n")
     figure(Path(a.figure) if a.figure else out / "pareto.png", rows, st, timed)
     print(f"wrote {out / 'pareto.json'}, {out / 'table.md'} and {a.figure or out / 'pareto.png'} "
-          f"({len(rows)} points; x axis: {'measured time' if timed else 'compute (not all points timed)'})")
+          f"({len(rows)} points; x axis: " + ", ".join(
+              f"{ref.upper()} reference {'measured time' if t else 'compute (not all points timed)'}"
+              for ref, t in sorted(timed.items())) + ")")
     for ref in sorted({r["ref"] for r in rows}):
-        verdicts(ref, [r for r in rows if r["ref"] == ref], timed)
+        verdicts(ref, [r for r in rows if r["ref"] == ref], timed[ref])
 
 
 def verdicts(ref, rows, timed) -> None:
@@ -448,9 +451,9 @@ def figure(path: Path, rows, st, timed) -> None:
     style = {"ddpm": ("o-", "C0"), "ddim": ("s-", "C1"), "dpm-solver++": ("P-", "C2"), "stop-early": ("x-", "C7"),
              "deepcache": ("^-", "C3"), "reuse-encoder": ("v-", "C4"), "paper-preset": ("D", "C5"), "searched": ("*", "C6"),
              "ddim+deepcache": ("<--", "C8")}
-    key = "time_fraction" if timed else "compute_fraction"
     for j, ref in enumerate(refs):
         rr = [r for r in rows if r["ref"] == ref]
+        key = "time_fraction" if timed[ref] else "compute_fraction"
         for i, (metric, ylabel) in enumerate([("ssim_mean", "mean SSIM vs the reference"),
                                               ("frechet", "Fréchet distance (classifier features)")][:nrow]):
             ax = axes[i][j]
@@ -475,7 +478,7 @@ def figure(path: Path, rows, st, timed) -> None:
                     ax.axhline(other[0]["frechet"], color="gray", ls="--", lw=1)
                     ax.text(ax.get_xlim()[0], other[0]["frechet"], f" {other[0]['method'].upper()}-{st['steps']}",
                             color="gray", fontsize=7, va="bottom")
-            ax.set_xlabel(("measured time" if timed else "compute (FLOPs)") + f" / {ref.upper()}-{st['steps']}")
+            ax.set_xlabel(("measured time" if timed[ref] else "compute (FLOPs)") + f" / {ref.upper()}-{st['steps']}")
             ax.set_ylabel(ylabel)
             ax.set_title(f"reference: {ref.upper()} {st['steps']} steps ({st['samples']} samples)", fontsize=10)
             ax.grid(alpha=0.3)
