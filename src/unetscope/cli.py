@@ -348,9 +348,9 @@ def _cmd_shortcut(args) -> None:
         found, summ = res["search"], res["held_out"]
         nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
         if executor != "local" and found["workers"] and not args.quiet:
-            print(f"search: {len(found['workers'])} workers, image-evaluations/s: " + ", ".join(
-                f"{k} {w['image_evaluations_per_s']:.1f} ({w['chunks']} chunks)" for k, w in sorted(found["workers"].items())),
-                file=sys.stderr)
+            from .executor import describe_workers
+
+            print(f"search: {describe_workers(found['workers'])}", file=sys.stderr)
         print(f"searched schedule for {found['target']} ({len(found['history'])} rounds, {found['evaluations']} "
               f"evaluations): {found['plan']!r}")
         val = "" if found["validation_ssim_mean"] is None else \

@@ -37,10 +37,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExecutorError", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
+__all__ = ["ExecutorError", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS", "tally_work", "describe_workers"]
 
 EXECUTORS = ("local", "ray")
 CONNECT_TIMEOUT_S = 5  # joining a cluster: how long to wait for its head before giving up (one line, exit 2)
+
+
+def tally_work(workers: dict, worker: str, evaluations: int, samples: int, seconds: float) -> None:
+    """Add one computed item to ``workers`` (host/pid -> chunks, evaluations, image-evaluations,
+    seconds and image-evaluations per second)."""
+    w = workers.setdefault(worker, dict(chunks=0, evaluations=0, image_evaluations=0, seconds=0.0))
+    w["chunks"] += 1
+    w["evaluations"] += evaluations
+    w["image_evaluations"] += evaluations * samples
+    w["seconds"] += seconds
+    w["image_evaluations_per_s"] = w["image_evaluations"] / w["seconds"] if w["seconds"] > 0 else 0.0
+
+
+def describe_workers(workers: dict) -> str:
+    """One line: each worker's throughput."""
+    return f"{len(workers)} workers, image-evaluations/s: " + ", ".join(
+        f"{k} {w['image_evaluations_per_s']:.1f} ({w['chunks']} chunks)" for k, w in sorted(workers.items()))
 
 
 class ExecutorError(ValueError):

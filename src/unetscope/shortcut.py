@@ -364,7 +364,13 @@ def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Con
     shared prefixes. ``on_evaluation()`` is called once per U-Net evaluation (for a chunk computed on
     a worker, when it returns). ``workers`` (a dict), when given, gains each worker's chunks,
     evaluations, image-evaluations and seconds."""
+    from .executor import tally_work
+
     seeds = list(seeds)
+    if not seeds:
+        raise ShortcutError("no seeds to score the plans on")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ShortcutError(f"chunk_size must be an integer >= 1 or None (one chunk per worker), got {chunk_size!r}")
     plans = [sampler.check_plan(p) for p in plans]  # a bad plan fails here, not on a worker
     idx = _chunks(len(seeds), executor, chunk_size)
     jobs = [ScoreJob([seeds[i] for i in ix], cond_slice(cond, ix, len(seeds)), plans) for ix in idx]
@@ -379,11 +385,7 @@ def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Con
         out[:, idx[k]] = r.ssim
         spent += r.evaluations
         if workers is not None:
-            w = workers.setdefault(r.worker, dict(chunks=0, evaluations=0, image_evaluations=0, seconds=0.0))
-            w["chunks"] += 1
-            w["evaluations"] += r.evaluations
-            w["image_evaluations"] += r.evaluations * len(idx[k])
-            w["seconds"] += r.seconds
+            tally_work(workers, r.worker, r.evaluations, len(idx[k]), r.seconds)
         for _ in range(0 if here or on_evaluation is None else r.evaluations):
             on_evaluation()
     return out, spent
@@ -593,8 +595,6 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
         cur = rival
     ss_cal = cal([cur])[0]
     ss_val = val([cur])[0] if val is not None else None
-    for w in workers.values():
-        w["image_evaluations_per_s"] = w["image_evaluations"] / w["seconds"] if w["seconds"] > 0 else 0.0
     return dict(plan=cur.plan(), predicted_compute=cost(cur), history=history, target=cfg.describe_target(),
                 calibration_ssim_mean=float(ss_cal.mean()), calibration_ssim_min=float(ss_cal.min()),
                 validation_ssim_mean=None if ss_val is None else float(ss_val.mean()),

@@ -326,6 +326,8 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
     minimum, naive) and each worker's throughput."""
     import time
 
+    from .executor import tally_work
+
     c = config
     out_dir, trajectory_steps, chunk_size, max_batch, image_seeds = (c.out_dir, c.trajectory_steps, c.chunk_size,
                                                                       c.max_batch, c.image_seeds)
@@ -367,11 +369,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
     spent, t0, workers = 0, time.perf_counter(), {}
     for k, (_, out) in enumerate(outputs, 1):
         spent += out.evaluations
-        w = workers.setdefault(out.worker, dict(chunks=0, evaluations=0, image_evaluations=0, seconds=0.0))
-        w["chunks"] += 1
-        w["evaluations"] += out.evaluations
-        w["image_evaluations"] += out.evaluations * out.samples
-        w["seconds"] += out.seconds
+        tally_work(workers, out.worker, out.evaluations, out.samples, out.seconds)
         # the chunk's rows with the work they took (sampling time summed over resumed calls)
         write_chunk(store, run, out_dir, out, {"evaluations_spent": spent_before + spent,
                                                "seconds": seconds_before + time.perf_counter() - t0})
@@ -380,8 +378,6 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
             bar.set_postfix_str(f"chunks {k}/{len(jobs)}, {len(workers)} workers", refresh=False)
     if bar is not None:
         bar.close()
-    for w in workers.values():
-        w["image_evaluations_per_s"] = w["image_evaluations"] / w["seconds"] if w["seconds"] > 0 else 0.0
     n_chunks = len(chunks)
     store.set_stat(run, "evaluations_minimum", minimum * n_chunks)
     store.set_stat(run, "evaluations_naive", naive * n_chunks)

@@ -107,8 +107,9 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
         else:
             stats = run_grid(store, run, sampler, list(seeds), cond, plans, grid, executor=executor)
             if executor is not None and not getattr(executor, "in_process", True) and stats["workers"]:
-                log(f"{run}: {len(stats['workers'])} workers, image-evaluations/s: " + ", ".join(
-                    f"{k} {w['image_evaluations_per_s']:.1f} ({w['chunks']} chunks)" for k, w in sorted(stats["workers"].items())))
+                from ..executor import describe_workers
+
+                log(f"{run}: {describe_workers(stats['workers'])}")
         store.set_stat(run, "complete", True)
     summary = render(out_dir, run)
     summary["stats"] = stats
