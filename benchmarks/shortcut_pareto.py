@@ -8,8 +8,9 @@ DDPM) compared with the reference's samples:
   - shortcuts of the reference's own sampler: stopping early, DeepCache-style uniform caching
     (``uniform_cache_cuts``), encoder reuse (``uniform_reuse_cuts``), the paper's presets and the
     schedules given with --schedule;
-  - a shortcut stacked on a fewer-step solver (``ddim+deepcache``): DDIM at --stack-steps steps with
-    DeepCache-style caching every 2nd and 3rd step (the same samples under both references).
+  - a shortcut stacked on a fewer-step solver: DDIM at --stack-steps steps (``ddim+deepcache``) and
+    DPM-Solver++ at --dpm-stack-steps steps (``dpm+deepcache``) with DeepCache-style caching every 2nd
+    and 3rd step (the same samples under both references).
 Quality (the quality pass, the default): per-sample SSIM with the reference sample of the same seed,
 and, for 1x32x32 digit models, the bundled classifier's class agreement (with the reference sample's
 predicted class and with the conditioning label) and the Fréchet distance between its penultimate
@@ -42,9 +43,10 @@ import numpy as np
 import torch
 
 METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "stop-early", "deepcache", "reuse-encoder", "paper-preset", "searched",
-                "ddim+deepcache")
+                "ddim+deepcache", "dpm+deepcache")
 SOLVERS = ("ddpm", "ddim", "dpm-solver++")
-STACKED = {"ddim+deepcache": "ddim"}  # a shortcut on a fewer-step solver: method -> the solver it runs on
+STACKED = {"ddim+deepcache": "ddim", "dpm+deepcache": "dpm-solver++"}  # a shortcut on a fewer-step solver: method ->
+# the solver it runs on
 
 
 class Refused(Exception):
@@ -71,8 +73,10 @@ def parse(argv=None):
     p.add_argument("--refs", default="ddpm,ddim", help="reference settings: ddpm, ddim or both")
     p.add_argument("--ddpm-steps", type=_ints, default=None, help="respaced DDPM step counts (default: 30..80%% of S)")
     p.add_argument("--ddim-steps", type=_ints, default=[10, 15, 20, 25, 50])
-    p.add_argument("--dpm-steps", type=_ints, default=[10, 15, 20, 25])
+    p.add_argument("--dpm-steps", type=_ints, default=[10, 12, 13, 15, 20, 25])
     p.add_argument("--stack-steps", type=_ints, default=[20, 25, 50], help="DDIM step counts of ddim+deepcache")
+    p.add_argument("--dpm-stack-steps", type=_ints, default=[15, 20, 25, 30, 50],
+                   help="DPM-Solver++ step counts of dpm+deepcache")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help="the methods to run (comma-separated; default: all)")
     p.add_argument("--schedule", action="append", default=[], help="searched schedule file(s) to include")
     p.add_argument("--out", default="results/pareto")
@@ -136,6 +140,8 @@ def points(a, model) -> list[dict]:
         shortcuts("reuse-encoder", [(f"every {e}", lambda e=e: Plan(uniform_reuse_cuts(S, e))) for e in (2, 3, 4, 5)]),
         [("ddim+deepcache", f"S={n}, every {e}, nb={nbs[0]}", n, lambda n=n, e=e: Plan(uniform_cache_cuts(n, e, nbs[0])))
          for n in a.stack_steps if 2 < n <= S for e in (2, 3)],
+        [("dpm+deepcache", f"S={n}, every {e}, nb={nbs[0]}", n, lambda n=n, e=e: Plan(uniform_cache_cuts(n, e, nbs[0])))
+         for n in a.dpm_stack_steps if 2 < n <= T for e in (2, 3)],
     ]
     out = []
     for group in groups:
@@ -422,20 +428,42 @@ def report(a) -> None:
         verdicts(ref, [r for r in rows if r["ref"] == ref], timed[ref])
 
 
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The upper-left envelope of (cost, quality) points: each point no other beats at no more cost."""
+    out = []
+    for c, q in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not out or q > out[-1][1]:
+            out.append((c, q))
+    return out
+
+
+def on_frontier(front: list[tuple[float, float]], cost: float) -> float | None:
+    """The baselines' quality at ``cost``, linear between their frontier's points (None: cheaper than
+    all of them; the best of them above its most expensive point)."""
+    if not front or cost < front[0][0] - 1e-12:
+        return None
+    for (c0, q0), (c1, q1) in zip(front, front[1:]):
+        if c0 <= cost <= c1:
+            return q0 + (q1 - q0) * (cost - c0) / (c1 - c0) if c1 > c0 else max(q0, q1)
+    return front[-1][1]
+
+
 def verdicts(ref, rows, timed) -> None:
-    """Where each shortcut stands against the best solver or DeepCache-style point at no more cost."""
+    """Where each shortcut stands against the baselines' curve: the frontier of the solvers', stopping
+    early's and DeepCache-style points (quality against cost), linear between its points."""
     key = "time_fraction" if timed else "compute_fraction"
+    base = [r for r in rows if r["method"] in (*SOLVERS, "stop-early", "deepcache") and r[key] < 1 - 1e-9]
+    front = frontier([(r[key], r["ssim_mean"]) for r in base])
     for e in rows:
-        if e["method"] not in ("paper-preset", "searched", "reuse-encoder", "ddim+deepcache"):
+        if e["method"] not in ("paper-preset", "searched", "reuse-encoder", *STACKED):
             continue
-        rivals = [r for r in rows if r["method"] in (*SOLVERS, "stop-early", "deepcache") and r[key] <= e[key] + 1e-9
-                  and r[key] < 1 - 1e-9]
-        best = max(rivals, key=lambda r: r["ssim_mean"], default=None)
-        if best:
-            verdict = "ahead of" if e["ssim_mean"] >= best["ssim_mean"] else "behind"
-            print(f"{ref} ref, {e['label']}: SSIM {e['ssim_mean']:.3f} at {key.split('_')[0]} {e[key]:.3f}; {verdict} the "
-                  f"best baseline at no more cost ({best['method']} {best['label']}: SSIM {best['ssim_mean']:.3f}, "
-                  f"{best[key]:.3f})")
+        q = on_frontier(front, e[key])
+        where = f"{e['method']} {e['label']}: SSIM {e['ssim_mean']:.3f} at {key.split('_')[0]} {e[key]:.3f}"
+        if q is None:
+            print(f"{ref} ref, {where}; cheaper than every baseline")
+        else:
+            verdict = "on or above" if e["ssim_mean"] >= q - 1e-9 else "below"
+            print(f"{ref} ref, {where}; {verdict} the baselines' curve ({q:.3f} there, {e['ssim_mean'] - q:+.3f})")
 
 
 def figure(path: Path, rows, st, timed) -> None:
@@ -450,7 +478,7 @@ def figure(path: Path, rows, st, timed) -> None:
     fig, axes = plt.subplots(nrow, len(refs), figsize=(5.6 * len(refs), 3.9 * nrow), dpi=100, squeeze=False)
     style = {"ddpm": ("o-", "C0"), "ddim": ("s-", "C1"), "dpm-solver++": ("P-", "C2"), "stop-early": ("x-", "C7"),
              "deepcache": ("^-", "C3"), "reuse-encoder": ("v-", "C4"), "paper-preset": ("D", "C5"), "searched": ("*", "C6"),
-             "ddim+deepcache": ("<--", "C8")}
+             "ddim+deepcache": ("<--", "C8"), "dpm+deepcache": (">--", "C9")}
     for j, ref in enumerate(refs):
         rr = [r for r in rows if r["ref"] == ref]
         key = "time_fraction" if timed[ref] else "compute_fraction"
@@ -462,7 +490,7 @@ def figure(path: Path, rows, st, timed) -> None:
                 for r in rr:
                     if r["method"] == method and r.get(metric) is not None:
                         # DeepCache-style points: one curve per nb; on DDIM, one per period
-                        g = r["label"].split(", ")[1] if method in ("deepcache", "ddim+deepcache") else ""
+                        g = r["label"].split(", ")[1] if method in ("deepcache", *STACKED) else ""
                         groups.setdefault(g, []).append(r)
                 for g, es in sorted(groups.items()):
                     es.sort(key=lambda r: r[key])

@@ -402,7 +402,7 @@ MORE_BAD = [
     (["shortcut", "search", "--budget", "nan"], "search budget must be a number in (0, 1]"),
     (["shortcut", "search", "--budget", 0.5, "--target-mean", 0.8], "or a compute budget, not both"),
     (["shortcut", "search", "--samples", 4, "--calibration", 2, "--validation", 2], "validation must be in 0..1"),
-    (["shortcut", "search", "--validation", -1], "validation must be in 0..23"),
+    (["shortcut", "search", "--validation", -1], "validation must be in 0..39"),
     (["shortcut", "search", "--preset", "paper"], "shortcut search writes a schedule"),
 ]
 

@@ -93,15 +93,18 @@ def test_the_timing_pass_is_separate_and_fills_the_time_column(quality_run, tiny
     assert r.returncode == 2 and "timing pass made with other settings (repeats differ)" in r.stderr
 
 
-def test_a_shortcut_stacked_on_fewer_ddim_steps(tiny_model_dir, tmp_path):
-    """ddim+deepcache: DDIM at --stack-steps with DeepCache-style caching, what running it alone gives;
-    its FLOPs against the 10-step reference's; timed on the DDIM sampler it runs on."""
+def test_a_shortcut_stacked_on_fewer_solver_steps(tiny_model_dir, tmp_path):
+    """ddim+deepcache and dpm+deepcache: DDIM at --stack-steps and DPM-Solver++ at --dpm-stack-steps
+    with DeepCache-style caching, what running each alone gives; FLOPs against the 10-step
+    reference's; timed on the solver it runs on."""
     from unetscope import Plan, Sampler, load_model, ssim
     from unetscope.images import to_uint8
     from unetscope.shortcut import uniform_cache_cuts
+    from unetscope.solvers import DPMSolverSampler
 
-    argv = ["--model", tiny_model_dir, "--samples", "3", "--steps", "10", "--refs", "ddim", "--methods", "ddim+deepcache",
-            "--stack-steps", "6", "--ddim-steps", "5", "--dpm-steps", "5", "--threads", "1", "--out", tmp_path / "o"]
+    argv = ["--model", tiny_model_dir, "--samples", "3", "--steps", "10", "--refs", "ddim", "--methods",
+            "ddim+deepcache,dpm+deepcache", "--stack-steps", "6", "--dpm-stack-steps", "7", "--ddim-steps", "5",
+            "--dpm-steps", "5", "--threads", "1", "--out", tmp_path / "o"]
     r = _run(*argv)
     assert r.returncode == 0, r.stderr[-2000:]
     model = load_model(tiny_model_dir)
@@ -114,12 +117,18 @@ def test_a_shortcut_stacked_on_fewer_ddim_steps(tiny_model_dir, tmp_path):
     alone = q(six.sample(seeds, cond, Plan(uniform_cache_cuts(6, 2, nb))))
     assert stored["ssim"] == pytest.approx(ssim(alone, ref).tolist(), abs=1e-4) and stored["sampler"]["steps"] == 6
     assert 0.2 < stored["compute_fraction"] < 0.6  # 6 of 10 steps, some of them cut
+    dpm = json.loads((tmp_path / "o" / "quality" / "ddim" / f"dpm-deepcache-S-7-every-3-nb-{nb}.json").read_text())
+    alone = q(DPMSolverSampler(model, 7, guidance=3.0).sample(seeds, cond, Plan(uniform_cache_cuts(7, 3, nb))))
+    assert dpm["ssim"] == pytest.approx(ssim(alone, ref).tolist(), abs=1e-4)
+    assert dpm["sampler"]["method"] == "dpmsolver++2m" and 0.3 < dpm["compute_fraction"] < 0.7
     assert {p["label"] for p in json.loads((tmp_path / "o" / "pareto.json").read_text())["points"]} >= \
         {f"S=6, every 2, nb={nb}", f"S=6, every 3, nb={nb}"}
     r = _run(*argv, "--timing-only", "--samples", "2", "--repeats", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     t = json.loads((tmp_path / "o" / "timing" / "ddim" / f"ddim-deepcache-S-6-every-2-nb-{nb}.json").read_text())
     assert t["compute_fraction"] == pytest.approx(stored["compute_fraction"]) and t["time_fraction"] > 0
+    t = json.loads((tmp_path / "o" / "timing" / "ddim" / f"dpm-deepcache-S-7-every-3-nb-{nb}.json").read_text())
+    assert t["compute_fraction"] == pytest.approx(dpm["compute_fraction"]) and t["time_fraction"] > 0
 
 
 def test_bad_arguments_are_one_line_errors(tiny_model_dir, tmp_path):
@@ -143,3 +152,15 @@ def test_the_command_lines_in_the_docs_parse():
     for ln in lines:
         a = mod.parse(shlex.split(ln)[2:])
         assert a.samples >= 2 and a.refs
+
+
+def test_the_baselines_curve_is_their_frontier_linear_between_points():
+    spec = importlib.util.spec_from_file_location("pareto", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pts = [(0.1, 0.8), (0.2, 0.9), (0.15, 0.7), (0.5, 0.95), (0.4, 0.85)]  # (0.15, 0.7), (0.4, 0.85) are beaten
+    front = mod.frontier(pts)
+    assert front == [(0.1, 0.8), (0.2, 0.9), (0.5, 0.95)]
+    assert mod.on_frontier(front, 0.15) == pytest.approx(0.85) and mod.on_frontier(front, 0.35) == pytest.approx(0.925)
+    assert mod.on_frontier(front, 0.05) is None and mod.on_frontier(front, 0.9) == 0.95
+    assert mod.on_frontier(front, 0.2) == pytest.approx(0.9)

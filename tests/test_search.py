@@ -9,7 +9,7 @@ import pytest
 
 import unetscope as us
 from unetscope import Plan, Sampler, SkipSteps
-from unetscope.shortcut import SearchConfig, ShortcutError, heldout_ssim, search, uniform_cache_cuts
+from unetscope.shortcut import SearchConfig, ShortcutError, heldout_ssim, search, student_t, uniform_cache_cuts
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = f"{ROOT / 'examples' / 'mnist_unet.py'}:make_model"
@@ -45,6 +45,28 @@ def test_margin_rules_on_synthetic_scores():
     assert SearchConfig().targets == {"mean": 0.8} and SearchConfig(budget=0.5).targets == {}
     with pytest.raises(ShortcutError, match="not both"):
         SearchConfig(budget=0.5, target_min=0.7)
+
+
+def test_the_mean_margin_widens_with_the_tail_the_calibration_seeds_saw():
+    cfg = SearchConfig(target_mean=0.9)
+    easy = np.array([0.93, 0.95, 0.94, 0.96, 0.92, 0.95, 0.94, 0.93])  # mean 0.94, all easy: tight bounds
+    assert cfg.holds(easy)
+    # the same validation scores, next to calibration seeds of the same schedule that met the tail:
+    # pooled s = 0.19, Student's bound 0.94 - 1.415 * 0.19 / sqrt(8) = 0.85 < 0.9
+    hard_cal = np.array([0.35, 0.97, 0.96, 0.40, 0.95, 0.97, 0.96, 0.95])
+    pooled = np.concatenate([easy, hard_cal]).std(ddof=1)
+    bound = easy.mean() - student_t(0.9, 7) * pooled / np.sqrt(8)
+    assert bound < 0.9 and not cfg.holds(easy, spread=hard_cal)
+    assert cfg.holds(easy, spread=easy[::-1])  # an easy calibration set changes nothing
+    assert cfg.holds(np.full(8, 0.95), spread=np.full(8, 0.95))  # no spread at all: s = 0
+    # only the mean target reads the spread
+    assert SearchConfig(target_min=0.9).holds(easy, spread=hard_cal)
+
+
+@pytest.mark.parametrize("df,p,exact", [(1, 0.9, 3.0777), (2, 0.9, 1.8856), (3, 0.9, 1.6377), (7, 0.9, 1.4149),
+                                        (15, 0.95, 1.7531), (30, 0.99, 2.4573), (1000, 0.9, 1.2824)])
+def test_student_t_quantiles_match_the_tables(df, p, exact):
+    assert student_t(p, df) == pytest.approx(exact, rel=5e-3)
 
 
 def test_search_meets_its_target_on_held_out_seeds_and_beats_the_uniform_start(sampler):

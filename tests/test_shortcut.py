@@ -133,6 +133,11 @@ def test_timing_protocol_warms_up_interleaves_and_warns():
     assert len(gap) == 1 and "differ by 0.50" in gap[0] and "--threads" in gap[0]
     spread = timing_warnings(Timing([1.0, 1.5, 1.0]), Timing([0.5, 0.5, 0.5]))
     assert len(spread) == 1 and "spread by 50%" in spread[0]
+    # the same gap, predicted by the times of single evaluations: the model's own, not the machine's
+    own = timing_warnings(Timing([1.0] * 3), Timing([0.8] * 3), compute_saving=0.35, predicted_saving=0.18)
+    assert len(own) == 1 and "as the times of single evaluations predict (18.0%)" in own[0] and "--threads" not in own[0]
+    off = timing_warnings(Timing([1.0] * 3), Timing([0.8] * 3), compute_saving=0.35, predicted_saving=0.30)
+    assert len(off) == 1 and "machine is busy" in off[0]
     with pytest.raises(ValueError, match="repeats must be"):
         interleave({"a": make("baseline")}, repeats=0)
 
@@ -146,8 +151,46 @@ def test_measure_reports_medians_spreads_and_refuses_an_empty_schedule(model):
     assert len(t["baseline"]["runs"]) == 2 and t["repeats"] == 2 and t["warmup"] == 1
     assert t["baseline"]["min"] <= t["baseline"]["median"] <= t["baseline"]["max"]
     assert res["seconds_baseline"] == t["baseline"]["median"] and isinstance(res["warnings"], list)
+    assert -1 < res["time_saving_predicted"] < 1
     with pytest.raises(ShortcutError, match="holds no interventions"):
         measure(s, Plan(), [0], [1])
+
+
+def test_the_time_a_plan_takes_predicted_from_single_evaluations(model):
+    """action_seconds times one evaluation per distinct action (a fake clock: each call costs its
+    units); predicted_time_fraction sums them over the plan's evaluations, plus the per-step time
+    outside the U-Net that the baseline's measured seconds leave."""
+    from unetscope.plan import NO_ACTION
+    from unetscope.shortcut import action_seconds, predicted_time_fraction
+
+    s = Sampler(model, steps=10, guidance=3.0)
+    K = model.num_blocks
+    plan = Plan([DropBlocks(K - 1, 8, 3, "cache"), SkipSteps(4, 2)])  # steps 8..6 cut; 4 jumps over 3, 2
+    now = [0.0]
+    den = s.denoiser
+
+    class Counting:  # every evaluation advances the clock by the units it runs
+        rows_per_sample = den.rows_per_sample
+
+        def __call__(self, *a, **k):
+            res = den(*a, **k)
+            now[0] += res.units_run
+            return res
+
+    s.denoiser = Counting()
+    try:
+        sec = action_seconds(s, plan, [0, 1, 2], [1, 2, 3], repeats=3, clock=lambda: now[0])
+    finally:
+        s.denoiser = den
+    drop = StepAction(drop_blocks=K - 1, fill="cache")
+    assert set(sec) == {NO_ACTION, drop}  # a jump is no U-Net action of its own
+    full, cut = sec[NO_ACTION], sec[drop]
+    assert (full, cut) == (len(NO_ACTION.computes(K)), len(drop.computes(K)))  # the units each ran, by the clock
+    want = (5 * full + 3 * cut) / (10 * full)  # 8 evaluations: 3 cut, 5 full (10, 9, 5, 4, 1)
+    assert predicted_time_fraction(s, plan, sec) == pytest.approx(want)
+    other = 4.0  # seconds per step outside the U-Net
+    withb = predicted_time_fraction(s, plan, sec, seconds_baseline=10 * (full + other))
+    assert withb == pytest.approx((5 * full + 3 * cut + 8 * other) / (10 * (full + other)))
 
 
 def test_shortcuts_run_under_ddim(model, tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from unetscope import Denoiser, Sampler, load_model
+from unetscope import Denoiser, DropBlocks, Plan, ReuseEncoder, Sampler, SkipSteps, StopEarly, load_model
+from unetscope.plan import PlanError, StepAction
 from unetscope.noise import NoiseBank
 from unetscope.sampler import SamplerError
 from unetscope.solvers import DPMSolverSampler
@@ -21,9 +22,11 @@ def model(tiny_model_dir):
 
 
 @torch.no_grad()
-def _hand_dpm_solver_pp_2m(model, steps, guidance):
+def _hand_dpm_solver_pp_2m(model, steps, guidance, cut_at=None):
     """Lu et al. (2022), DPM-Solver++(2M) in lambda = log(alpha / sigma): first order at the first
-    step, x_est0 at the last (final sigma zero), 2M in between; eps-prediction, x_est0 clipped."""
+    step, x_est0 at the last (final sigma zero), 2M in between; eps-prediction, x_est0 clipped.
+    ``cut_at(i)``: the evaluation i's (0 first) ``(StepAction, index of the evaluation whose
+    activations it reads or None)``; every evaluation keeps every site it computes."""
     T = model.schedule.num_train_timesteps
     ab = model.schedule.alphas_cumprod.numpy()
     taus = np.linspace(0, T - 1, steps + 1).round()[::-1][:-1].astype(int)  # diffusers' "linspace" spacing
@@ -32,9 +35,15 @@ def _hand_dpm_solver_pp_2m(model, steps, guidance):
     den = Denoiser(model, guidance)
     c = model.make_cond(LABELS, len(SEEDS))
     x = NoiseBank(SEEDS, model.sample_shape).initial()
-    prev = None
+    prev, kept = None, []
+    K = model.num_blocks
+    every_site = [f"E[{i}]" for i in range(K)] + ["M"] + [f"D[{j}]" for j in range(K)]
     for i, tau in enumerate(taus):
-        eps = den(x, torch.full((len(SEEDS),), int(tau)), c).out
+        action, read = cut_at(i) if cut_at else (None, None)
+        fill = None if read is None else {s: kept[read][s] for s in action.needs(K)}
+        res = den(x, torch.full((len(SEEDS),), int(tau)), c, action, fill=fill, capture=every_site)
+        kept.append(res.captured)
+        eps = res.out
         x0 = ((x - sigma[i] * eps) / alpha[i]).clamp(-1, 1)
         if i == len(taus) - 1:
             return x0
@@ -77,7 +86,31 @@ def test_batches_give_the_same_samples_and_bad_settings_are_refused(model):
         DPMSolverSampler(model, 0)
     with pytest.raises(SamplerError, match="seeds must be"):
         DPMSolverSampler(model, 5, guidance=3.0).sample([1.5], [1])
-    from unetscope import Plan, StopEarly
+    for walk in (StopEarly(2), SkipSteps(4, 2)):
+        with pytest.raises(SamplerError, match="U-Net's interventions .* only"):
+            DPMSolverSampler(model, 5, guidance=3.0).sample(SEEDS, LABELS, Plan([walk]))
+    with pytest.raises(PlanError):  # checked against the solver's own steps
+        DPMSolverSampler(model, 5, guidance=3.0).sample(SEEDS, LABELS, Plan([DropBlocks(1, 9, 2, "cache")]))
 
-    with pytest.raises(SamplerError, match="takes no plan"):
-        DPMSolverSampler(model, 5, guidance=3.0).sample(SEEDS, LABELS, Plan([StopEarly(2)]))
+
+def test_a_plan_runs_on_the_solvers_own_steps(model):
+    """Step t of the plan is the solver's evaluation S - t (0 first); a cache cut reads the last
+    evaluation that computed its site: DeepCache-style caching stacked on DPM-Solver++, against the
+    hand solver."""
+    S, K = 7, model.num_blocks
+    nb = max(1, K - 1)
+    plan = Plan([DropBlocks(nb, 5, 2, "cache"), DropBlocks(K, 2, 1)])  # steps 5, 4 read step 6's; step 2 zeros
+    cache, zero = StepAction(drop_blocks=nb, fill="cache"), StepAction(drop_blocks=K)
+    cuts = {S - 5: (cache, S - 6), S - 4: (cache, S - 6), S - 2: (zero, None)}
+    want = _hand_dpm_solver_pp_2m(model, S, 3.0, cut_at=lambda i: cuts.get(i, (None, None)))
+    got = DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS, plan)
+    assert torch.allclose(got.x0, want.float(), atol=2e-4), (got.x0 - want).abs().max()
+    plain = DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS)
+    assert (got.x0 - plain.x0).abs().max() > 1e-3 and got.plan == plan and got.nfe == S
+    assert got.units_run < plain.units_run  # the cut units were not run
+    assert torch.equal(DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS, Plan()).x0, plain.x0)
+    reuse = Plan([ReuseEncoder(4, 3)])  # the encoder's outputs of step 5 at steps 4..2
+    cuts = {S - t: (StepAction(reuse_encoder=True), S - 5) for t in (4, 3, 2)}
+    want = _hand_dpm_solver_pp_2m(model, S, 3.0, cut_at=lambda i: cuts.get(i, (None, None)))
+    got = DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS, reuse)
+    assert torch.allclose(got.x0, want.float(), atol=2e-4), (got.x0 - want).abs().max()

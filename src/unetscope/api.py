@@ -209,11 +209,13 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     (``write``, default ``out/schedule.json``) and measure it on the rest, the held-out test seeds
     the search never saw, next to the best uniform schedule of no more compute. A quality target
     (``target_mean``, ``target_min``, ``target_quantile`` on the ``quantile``; a mean of 0.8 when none
-    is given) or a compute ``budget`` (fraction of the baseline). 32 samples unless given: 8 to
-    calibrate, 8 to validate, 16 held out. ``executor``: where candidates are scored (``"local"``,
+    is given) or a compute ``budget`` (fraction of the baseline). 48 samples unless given: 8 to
+    calibrate, 16 to validate (``validation`` None: at least 16 and as many as ``calibration``, at
+    most half the rest), 24 held out. ``executor``: where candidates are scored (``"local"``,
     None, ``"ray"`` or a ``RayExecutor``), in chunks of ``chunk_size`` seeds (None: one per worker);
     the held-out timing always runs here. Returns ``{"search", "schedule", "held_out",
-    "held_out_meets_target", "uniform_rival", ...}``."""
+    "held_out_meets_target", "held_out_interval"`` (a 90% bootstrap interval of the held-out mean
+    SSIM)``, "uniform_rival", ...}``."""
     from .shortcut import SearchConfig, heldout_ssim, run_shortcut, save_schedule, search
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -224,7 +226,7 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     cfg = SearchConfig(target_mean=target_mean, target_min=target_min, target_quantile=target_quantile,
                        quantile=quantile, budget=budget, max_rounds=rounds)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
-        sampling["samples"] = 32
+        sampling["samples"] = 48
     run = setup(model, **sampling)
     seeds, cond = run.seeds, run.cond
     n = len(seeds)
@@ -232,7 +234,7 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
         raise SettingsError(f"calibration must be in 1..{n - 1} (the rest of the samples validate and are held out), "
                             f"got {calibration!r}")
     if validation is None:
-        validation = min(calibration, (n - calibration) // 2)
+        validation = min(max(calibration, 16), (n - calibration) // 2)
     if isinstance(validation, bool) or not isinstance(validation, int) or not 0 <= validation < n - calibration:
         raise SettingsError(f"validation must be in 0..{n - calibration - 1} ({n} samples, {calibration} calibrate, "
                             f"at least one is held out), got {validation!r}")
@@ -270,8 +272,11 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
             held = run_shortcut(run.sampler, res["plan"], hold, part(split, n), out, repeats=repeats, name="search")
     import numpy as np
 
-    meets = None if budget is not None else bool(cfg.meets(np.array([r["ssim"] for r in held["per_sample"]])))
+    hs = np.array([r["ssim"] for r in held["per_sample"]])
+    meets = None if budget is not None else bool(cfg.meets(hs))
+    boot = hs[np.random.default_rng(0).integers(0, len(hs), size=(2000, len(hs)))].mean(axis=1)
     return dict(search=res, schedule=target, held_out=held, held_out_meets_target=meets, uniform_rival=rival,
+                held_out_interval=(float(np.quantile(boot, 0.05)), float(np.quantile(boot, 0.95))),
                 calibration_seeds=cal, validation_seeds=val, held_out_seeds=hold)
 
 

@@ -330,7 +330,7 @@ def _cmd_shortcut(args) -> None:
         if args.schedule:
             load_schedule(args.schedule)  # a bad file fails before a model loads
     if args.action == "search" and args.samples is None and args.seeds is None:
-        args.samples = 32  # 8 to calibrate, 8 to validate, 16 held out
+        args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
     kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
     if args.action == "search":
@@ -359,7 +359,9 @@ def _cmd_shortcut(args) -> None:
               f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
         verdict = "" if res["held_out_meets_target"] is None else \
             ("; meets the target" if res["held_out_meets_target"] else "; MISSES the target")
-        print(f"  held out ({nh} samples): mean SSIM {summ['ssim_mean']:.3f} (min {summ['ssim_min']:.3f}){verdict}, "
+        lo, hi = res["held_out_interval"]
+        print(f"  held out ({nh} samples): mean SSIM {summ['ssim_mean']:.3f} (90% interval {lo:.3f}-{hi:.3f}, min "
+              f"{summ['ssim_min']:.3f}){verdict}, "
               f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
         r = res["uniform_rival"]
         if r is not None:
@@ -382,7 +384,8 @@ def _print_timing(summ: dict) -> None:
     t = summ["timing"]
     b, s = t["baseline"], t["shortcut"]
     print(f"  time (median of {t['repeats']} interleaved runs after {t['warmup']} warm-up): baseline {b['median']:.2f} s "
-          f"({b['min']:.2f}-{b['max']:.2f}), shortcut {s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f})")
+          f"({b['min']:.2f}-{b['max']:.2f}), shortcut {s['median']:.2f} s ({s['min']:.2f}-{s['max']:.2f}); "
+          f"predicted from single evaluations: time saving {summ['time_saving_predicted']:.1%}")
     for w in summ["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
 
@@ -459,7 +462,7 @@ def _sampling_args(p) -> None:
     g.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; two processes with default threads on two cores run ~10x slower)")
     s = p.add_argument_group("samples")
-    s.add_argument("--samples", type=int, default=None, help="number of samples, seeds 0..N-1 (default 16)")
+    s.add_argument("--samples", type=int, default=None, help="number of samples, seeds 0..N-1 (default 16; shortcut search 48)")
     s.add_argument("--seeds", default=None, help="seeds: 0-15 or 3,5,9")
     s.add_argument("--class", dest="class_", default=None, help="class label, or one per sample (comma-separated)")
     s.add_argument("--prompt", action="append", default=None, help="text prompt (repeat: one per sample)")
@@ -575,8 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search: instead of a target, the best mean SSIM at this compute fraction or less")
     g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (default 8)")
     g.add_argument("--validation", type=int, default=None,
-                   help="search: samples that check each move (default: as many as --calibration, at most half the "
-                        "rest); the rest are held out")
+                   help="search: samples that check each move (default: at least 16 and as many as --calibration, at "
+                        "most half the rest); the rest are held out")
     g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
     g.add_argument("--rounds", type=int, default=40, help="search: at most this many greedy rounds")
     _executor_args(c)

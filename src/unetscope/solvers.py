@@ -30,7 +30,12 @@ class DPMSolverSampler:
     """DPM-Solver++(2M) over ``steps`` U-Net evaluations with classifier-free guidance of ``guidance``.
 
     ``clip_x0`` as in ``Sampler`` (on by default for pixel-space models). ``sample`` returns a
-    ``Trajectory`` like ``Sampler.sample`` (no plan: the solver has no interventions)."""
+    ``Trajectory`` like ``Sampler.sample``.
+
+    A plan of the U-Net's interventions runs on the solver's own steps (step ``steps`` is its first
+    evaluation, step 1 its last): ``DropBlocks`` (zeros, or the cache of the step before) and
+    ``ReuseEncoder``, so DeepCache-style caching stacks on DPM-Solver++. ``SkipSteps`` and
+    ``StopEarly`` change the solver's walk and are refused: take fewer ``steps`` instead."""
 
     method = "dpmsolver++2m"
 
@@ -58,11 +63,29 @@ class DPMSolverSampler:
         s.set_timesteps(self.steps)
         return s
 
+    def check_plan(self, plan: Plan | Sequence | None) -> Plan:
+        """``plan`` checked against this solver's steps and the model's K; U-Net interventions only."""
+        from .plan import SkipSteps, StopEarly
+
+        if plan is None:
+            return Plan()
+        if not isinstance(plan, Plan):
+            plan = Plan(tuple(plan))
+        plan = plan.check(self.steps, self.model.num_blocks)
+        walk = [it for it in plan.interventions if isinstance(it, (SkipSteps, StopEarly))]
+        if walk:
+            raise SamplerError(f"DPM-Solver++ takes the U-Net's interventions (DropBlocks, ReuseEncoder) only, got "
+                               f"{walk[0]!r}: a multistep solver's steps are not skipped or stopped; take fewer steps")
+        return plan
+
     @torch.no_grad()
     def sample(self, seeds: Sequence[int], cond: Cond = None, plan: Plan | None = None) -> Trajectory:
-        """One image per seed, from the noise bank's ``x_S`` of each seed."""
-        if plan:
-            raise SamplerError("DPM-Solver++ takes no plan: interventions belong to Sampler's steps")
+        """One image per seed, from the noise bank's ``x_S`` of each seed, under ``plan`` (None: none)."""
+        from .plan import NO_ACTION
+
+        plan = self.check_plan(plan)
+        acts, K = plan.actions(), self.model.num_blocks
+        keep = plan.cache_sites(K)
         seeds = list(seeds)
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63 for s in seeds):
             raise SamplerError(f"seeds must be a non-empty sequence of integers in 0..2^63-1, got {seeds[:3]!r}")
@@ -75,9 +98,13 @@ class DPMSolverSampler:
             c = m.make_cond(cond_slice(cond, range(i, i + len(chunk)), n), len(chunk))
             x = NoiseBank(chunk, m.sample_shape).initial().to(m.device)  # (N, C, H, W)
             sched = self.scheduler()
+            cache: dict = {}
             for k, tau in enumerate(sched.timesteps.tolist()):
+                t = sched.timesteps.numel() - k  # the plan's step: steps .. 1
+                a = acts.get(t, NO_ACTION)
                 tt = torch.full((len(chunk),), int(tau), dtype=torch.long, device=x.device)
-                res = self._full.denoiser(x, tt, c)
+                res = self._full.denoiser(x, tt, c, a.unet, fill=a.take(cache, K, t), capture=keep)
+                cache.update(res.captured)
                 if not torch.isfinite(res.out).all():
                     raise NonFiniteSampleError(f"the model produced NaN or inf at DPM-Solver++ step {k + 1} "
                                                f"(timestep {int(tau)}); nothing was stored")
@@ -85,7 +112,7 @@ class DPMSolverSampler:
                 x = sched.step(x_est0, int(tau), x).prev_sample.to(x.dtype)
                 units += res.units_run
                 if i == 0:
-                    steps_run.append(sched.timesteps.numel() - k)
+                    steps_run.append(t)
             x0s.append(x.float().cpu())
-        return Trajectory(x0=torch.cat(x0s), seeds=[int(s) for s in seeds], plan=Plan(), model=m, steps_run=steps_run,
+        return Trajectory(x0=torch.cat(x0s), seeds=[int(s) for s in seeds], plan=plan, model=m, steps_run=steps_run,
                           units_run=units, seconds=time.perf_counter() - start)
