@@ -7,6 +7,8 @@ rerun skips the points already in the JSON.
 
     python benchmarks/search_calibration.py --model examples/mnist_unet.py:make_model --steps 100 \\
         --target-mean 0.8 --sizes 4 8 16 --held-out 32 --out results/search-calibration/mnist.json
+
+Each file records the search's margin rule (``rule``): a file made under another rule is refused.
 """
 
 import argparse
@@ -21,6 +23,11 @@ from unetscope import Plan
 from unetscope.shortcut import heldout_ssim, search
 from unetscope.store import strict_json, write_atomic
 
+# the margin a move's validation scores must clear (SearchConfig.holds): the 90% bootstrap bound of
+# the mean, and Student's bound with the calibration seeds' spread pooled in (files made before the
+# second bound hold no "rule": "bootstrap")
+RULE = "bootstrap+student-pooled"
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,6 +39,8 @@ def main():
     p.add_argument("--held-out", type=int, default=32)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--no-validation", action="store_true", help="also run each size without validation seeds")
+    p.add_argument("--validation", type=int, nargs="+", default=None,
+                   help="validation sizes to run with each calibration size (default: as many as it)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -47,12 +56,16 @@ def main():
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(out.read_text()) if out.exists() else dict(model=model.describe(), steps=a.steps, guidance=guidance,
-                                                                  target_mean=a.target_mean, held_out_seeds=test, points=[])
+                                                                  target_mean=a.target_mean, held_out_seeds=test, points=[],
+                                                                  rule=RULE)
     if data["model"] != model.describe() or data["steps"] != a.steps or data["target_mean"] != a.target_mean:
         raise SystemExit(f"{out} holds other settings; use another --out")
+    if data.get("rule", "bootstrap") != RULE:
+        raise SystemExit(f"{out} was made under the margin rule {data.get('rule', 'bootstrap')!r}, not {RULE!r}; "
+                         "use another --out")
     done = {(pt["calibration"], pt["validation"]) for pt in data["points"]}
     for n in a.sizes:
-        for v in ([n, 0] if a.no_validation else [n]):
+        for v in (a.validation or [n]) + ([0] if a.no_validation else []):
             if (n, v) in done:
                 continue
             cal, val = list(range(n)), list(range(1000, 1000 + v))

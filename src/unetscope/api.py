@@ -214,8 +214,8 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     most half the rest), 24 held out. ``executor``: where candidates are scored (``"local"``,
     None, ``"ray"`` or a ``RayExecutor``), in chunks of ``chunk_size`` seeds (None: one per worker);
     the held-out timing always runs here. Returns ``{"search", "schedule", "held_out",
-    "held_out_meets_target", "held_out_interval"`` (a 90% bootstrap interval of the held-out mean
-    SSIM)``, "uniform_rival", ...}``."""
+    "held_out_meets_target", "held_out_interval", "uniform_rival", ...}``; ``held_out_interval`` is
+    a 90% bootstrap interval of the held-out mean SSIM."""
     from .shortcut import SearchConfig, heldout_ssim, run_shortcut, save_schedule, search
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:

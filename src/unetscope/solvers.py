@@ -33,9 +33,9 @@ class DPMSolverSampler:
     ``Trajectory`` like ``Sampler.sample``.
 
     A plan of the U-Net's interventions runs on the solver's own steps (step ``steps`` is its first
-    evaluation, step 1 its last): ``DropBlocks`` (zeros, or the cache of the step before) and
-    ``ReuseEncoder``, so DeepCache-style caching stacks on DPM-Solver++. ``SkipSteps`` and
-    ``StopEarly`` change the solver's walk and are refused: take fewer ``steps`` instead."""
+    evaluation, step 1 its last): ``DropBlocks`` (zeros, or the cache of the last step that computed
+    the dropped part) and ``ReuseEncoder``, so DeepCache-style caching stacks on DPM-Solver++.
+    ``SkipSteps`` and ``StopEarly`` change the solver's walk and are refused: take fewer ``steps``."""
 
     method = "dpmsolver++2m"
 
