@@ -33,13 +33,17 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.first_seed < 0 or a.count < 2 or a.threads < 1:
         p.error("--first-seed must be >= 0, --count >= 2 and --threads >= 1")
+    try:
+        searched = load_schedule(a.schedule)
+    except ValueError as e:  # a missing or bad file (ShortcutError, PlanError)
+        p.error(str(e))
     torch.set_num_threads(a.threads)
     m = us.load_model("default")
     sp = Sampler(m, steps=100, guidance=3.0)
     seeds = list(range(a.first_seed, a.first_seed + a.count))
     cond = [s % 10 for s in seeds]
     names = ["searched", "uniform every4 nb9", "uniform every5 nb9", "uniform every6 nb9"]
-    plans = [load_schedule(a.schedule)] + [Plan(uniform_cache_cuts(100, e, 9)) for e in (4, 5, 6)]
+    plans = [searched] + [Plan(uniform_cache_cuts(100, e, 9)) for e in (4, 5, 6)]
     t = time.time()
     ss = heldout_ssim(sp, plans, seeds, cond)  # one baseline, shared prefixes
     for name, s in zip(names, ss):

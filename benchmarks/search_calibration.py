@@ -44,6 +44,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    if any(n < 1 for n in a.sizes) or any(v < 1 for v in a.validation or []) or a.held_out < 1:
+        p.error("--sizes, --validation and --held-out must be >= 1")
     torch.set_num_threads(a.threads)
     model = us.load_model(a.model)
     guidance = a.guidance if a.guidance is not None else (3.0 if model.conditioning == "class" else 1.0)

@@ -191,6 +191,13 @@ def test_the_time_a_plan_takes_predicted_from_single_evaluations(model):
     other = 4.0  # seconds per step outside the U-Net
     withb = predicted_time_fraction(s, plan, sec, seconds_baseline=10 * (full + other))
     assert withb == pytest.approx((5 * full + 3 * cut + 8 * other) / (10 * (full + other)))
+    from unetscope.shortcut import ShortcutError
+
+    with pytest.raises(ShortcutError, match="every U-Net action of the plan"):
+        predicted_time_fraction(s, plan, {NO_ACTION: full})
+    # batched by the sampler (2 of 3 seeds a chunk) with one label per seed: the first chunk is timed
+    b = Sampler(model, steps=10, guidance=3.0, batch_size=2)
+    assert set(action_seconds(b, plan, [0, 1, 2], [1, 2, 3], repeats=1)) == {NO_ACTION, drop}
 
 
 def test_shortcuts_run_under_ddim(model, tmp_path):

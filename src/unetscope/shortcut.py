@@ -164,10 +164,11 @@ def action_seconds(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = 
 
     plan = sampler.check_plan(plan)
     m, K = sampler.model, sampler.model.num_blocks
-    seeds = list(seeds)[:sampler.batch_size or len(seeds)]
+    n = len(seeds)
+    seeds = list(seeds)[:sampler.batch_size or n]  # the first chunk, as the sampler batches them
     x = NoiseBank(seeds, m.sample_shape).initial().to(m.device)
     tau = torch.full((len(seeds),), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
-    c = m.make_cond(cond_slice(cond, range(len(seeds)), len(seeds)) if cond is not None else None, len(seeds))
+    c = m.make_cond(cond_slice(cond, range(len(seeds)), n), len(seeds))
     acts = list(dict.fromkeys([NO_ACTION] + [st.action.unet for st in plan.walk(sampler.steps)]))
     sites = sorted({s for a in acts for s in a.needs(K)})
     full = sampler.denoiser(x, tau, c, capture=sites)
@@ -187,9 +188,13 @@ def predicted_time_fraction(sampler: Sampler, plan: Plan, seconds: dict[StepActi
     from .plan import NO_ACTION
 
     S = sampler.steps
+    walk = list(sampler.check_plan(plan).walk(S))
+    missing = {st.action.unet for st in walk} - set(seconds)
+    if NO_ACTION not in seconds or missing:
+        raise ShortcutError("seconds must time every U-Net action of the plan and the full evaluation "
+                            "(action_seconds(sampler, plan, ...) gives them)")
     unet = chunks * seconds[NO_ACTION]  # one step's evaluations
     other = max(0.0, seconds_baseline / S - unet) if seconds_baseline else 0.0
-    walk = list(sampler.check_plan(plan).walk(S))
     return sum(chunks * seconds[st.action.unet] + other for st in walk) / (S * (unet + other))
 
 
