@@ -5,6 +5,7 @@ import json
 import pickle
 import sqlite3
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,6 +139,9 @@ CLI_BAD = [
     (["shortcut", "search", "--write", "no/such/folder/s.json"], "its folder does not exist"),
     (["sample", "--prompts", "LATIN1"], "cannot be read as UTF-8 text"),
     (["intervene", "--plan", "LATIN1"], "cannot be read as UTF-8 text"),
+    (["intervene", "--plan", '{"interventions": [{"type": "StopEarly", "at": 2}], "intervention": []}'],
+     "a plan has no key 'intervention'; it takes interventions"),
+    (["shortcut", "--schedule", "SCHEDULE_MISSPELT"], "a plan has no key 'intervention'"),
 ]
 
 
@@ -145,7 +149,9 @@ CLI_BAD = [
 def test_refused_command_lines(argv, message, tiny_model_dir, tmp_path, capsys):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     (tmp_path / "empty.json").write_text('{"interventions": []}')
-    places = {"LATIN1": tmp_path / "latin1.txt", "SCHEDULE_EMPTY": tmp_path / "empty.json"}
+    (tmp_path / "misspelt.json").write_text('{"interventions": [{"type": "StopEarly", "at": 2}], "intervention": []}')
+    places = {"LATIN1": tmp_path / "latin1.txt", "SCHEDULE_EMPTY": tmp_path / "empty.json",
+              "SCHEDULE_MISSPELT": tmp_path / "misspelt.json"}
     argv = [places.get(a, a) for a in argv]
     out = tmp_path / "out"
     code, _, err = run(argv + ["--model", tiny_model_dir, "--steps", 4, "--out", out, "--quiet"], capsys)
@@ -156,6 +162,29 @@ def test_refused_command_lines(argv, message, tiny_model_dir, tmp_path, capsys):
 
 def _api_model():
     return us.wrap(NaNUnits(), sample_shape=(1, 16, 16))
+
+
+class FineUnits(NaNUnits):
+    def decoder(self, j, h, skip, ctx):
+        return h + skip
+
+
+def _class_model():
+    return us.wrap(NaNUnits(), sample_shape=(1, 16, 16), conditioning="class", num_classes=3)
+
+
+def test_research_code_integers_are_integers():
+    """NumPy and 0-d torch integers are taken wherever an int is, and stored as the ints they hold."""
+    for at in (np.int64(5), np.int32(5), torch.tensor(5)):
+        s = us.StopEarly(at)
+        assert s == us.StopEarly(5) and type(s.at) is int and json.dumps(s.to_dict())
+    plan = us.Plan(us.DropBlocks(np.int64(1), np.int64(3), n=torch.tensor(2)))  # one intervention: a plan of one
+    assert plan == us.Plan([us.DropBlocks(1, 3, 2)])
+    s = us.Sampler(us.wrap(FineUnits(), sample_shape=(1, 16, 16)), steps=np.int64(4), batch_size=np.int16(2))
+    assert s.steps == 4 and type(s.steps) is int and s.batch_size == 2
+    tr = s.sample(np.arange(2), keep="x_t")  # a string is one name
+    assert {4, 3, 2, 1} <= set(tr.x_t) and not tr.x_est0
+    assert torch.equal(tr.x0, s.sample([0, 1]).x0)
 
 
 API_BAD = [
@@ -174,7 +203,19 @@ API_BAD = [
     (lambda: us.setup(_api_model(), seeds=[1, -1]), us.SettingsError, "seeds must be a non-empty list"),
     (lambda: us.experiment("phases", _api_model(), "/nonexistent/never", t_step=0), us.SettingsError, "t_step must be"),
     (lambda: us.measure_shortcut(_api_model(), "/nonexistent/never"), us.SettingsError, "give one of schedule"),
-]
+    (lambda: us.load_model("default", device="cuda:7"), us.ModelError, "device 'cuda:7' is not available"),
+    (lambda: us.load_model("default", device="mps"), us.ModelError, "device 'mps' is not available"),
+    (lambda: us.load_model("default", device="gpu0"), us.ModelError, "device 'gpu0' is not a device name"),
+    (lambda: us.Sampler(_class_model(), steps=4).sample([0], cond="abc"), us.ModelError, "class labels must be integers in 0..2"),
+    (lambda: us.Sampler(_class_model(), steps=4).sample([0], cond=[[1], [2, 3]]), us.ModelError, "class labels must be integers"),
+    (lambda: us.Plan("DropBlocks"), us.PlanError, "a Plan takes an intervention or a list of them"),
+    (lambda: us.Plan(5), us.PlanError, "a Plan takes an intervention or a list of them"),
+    (lambda: us.StopEarly(np.float64(5.0)), us.PlanError, "StopEarly.at must be an integer"),
+    (lambda: us.StopEarly(np.bool_(True)), us.PlanError, "StopEarly.at must be an integer"),
+    (lambda: us.DropBlocks(torch.tensor(2.0), 5), us.PlanError, "DropBlocks.nb must be an integer"),
+    (lambda: us.Sampler(_api_model(), steps=4).sample([0], keep="x_T"), us.SamplerError, "keep may hold x_t, x_est0; got 'x_T'"),
+] + ([] if torch.cuda.is_available() else [
+    (lambda: us.load_model("default", device="cuda"), us.ModelError, "device 'cuda' is not available on this machine; it has cpu")])
 
 
 @pytest.mark.parametrize("call, error, message", API_BAD, ids=[m for _, _, m in API_BAD])
@@ -211,10 +252,18 @@ def _broken_folders(root, base):
         "config.json not UTF-8": (variant("configbytes", lambda d: (d / "config.json").write_bytes(b"\xff\xfe{")), "cannot read"),
         "scheduler config a list": (variant("schedlist", lambda d: (d / "scheduler_config.json").write_text("[]")),
                                     "must hold a JSON object"),
+        "scheduler T a string": (variant("schedT", lambda d: _edit_json(d / "scheduler_config.json", num_train_timesteps="1000")),
+                                 "num_train_timesteps must be an integer >= 1, got '1000'"),
+        "unused beta NaN": (variant("schedNaN", lambda d: _edit_json(d / "scheduler_config.json", beta_start=float("nan"))),
+                            "beta_start must be a number in (0, 1), got nan"),
         "null_class out of range": (variant("nullclass", lambda d: (d / "unetscope.json").write_text('{"null_class": 99}')),
                                     "null_class must be a class index in 0..10"),
         "weights unreadable": (variant("unreadable", lambda d: ((d / st).unlink(), (d / st).mkdir())), "cannot load the U-Net"),
     }
+
+
+def _edit_json(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +272,8 @@ def broken(tmp_path_factory, tiny_model_dir):
 
 
 BROKEN = ["truncated safetensors", "no weights file", "pickled .bin only", "config.json a list", "config.json wrong types",
-          "config.json not UTF-8", "scheduler config a list", "null_class out of range", "weights unreadable"]
+          "config.json not UTF-8", "scheduler config a list", "scheduler T a string", "unused beta NaN",
+          "null_class out of range", "weights unreadable"]
 
 
 @pytest.mark.parametrize("case", BROKEN)
@@ -269,7 +319,7 @@ def test_a_damaged_database_is_one_line(tiny_model_dir, tmp_path, capsys):
     assert code == 2 and "damaged or not a results database" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_two_processes_on_one_folder(tiny_model_dir, tmp_path):
+def test_two_processes_on_one_folder(tiny_model_dir, tmp_path, capsys):
     """The rule: one writer per run folder. A second process is refused at once with a message while
     another holds the folder, and the folder's database ends equal to an uninterrupted run's."""
     import subprocess
@@ -298,9 +348,9 @@ def test_two_processes_on_one_folder(tiny_model_dir, tmp_path):
     codes, errs = [first.wait(timeout=300), other.returncode], [first.stderr.read(), other.stderr]
     assert 0 in codes, errs
     assert all(c == 0 or "in use by another unetscope process" in e for c, e in zip(codes, errs)), errs
-    assert subprocess.run(cmd(shared), capture_output=True).returncode == 0  # completes whatever a refusal left
-    alone = subprocess.run(cmd(tmp_path / "alone"), capture_output=True, text=True)
-    assert alone.returncode == 0
+    # once both have exited (the lock is free): completing whatever a refusal left, and the reference, run here
+    assert run(cmd(shared)[3:], capsys)[0] == 0
+    assert run(cmd(tmp_path / "alone")[3:], capsys)[0] == 0
 
     def rows(out):
         with sqlite3.connect(out / "results.sqlite") as db:
@@ -363,7 +413,7 @@ MORE_BAD = [
     (["sample", "--seeds", "0-1", "--samples", 3], "disagrees with --seeds"),
     (["sample", "--prompt", "a cat"], "--prompt/--prompts need a text-conditioned model"),
     (["sample", "--prompts", "no/such/prompts.txt"], "does not exist"),
-    (["sample", "--device", "nonsense"], "cannot load"),
+    (["sample", "--device", "nonsense"], "device 'nonsense' is not a device name; this machine has cpu"),
     (["intervene", "--skip-steps", 0, "--start", 3], "SkipSteps.n must be in"),
     (["intervene", "--skip-steps", 1, "--start", 1], "SkipSteps.start must be in"),
     (["intervene", "--drop-blocks", 0, "--start", 3], "DropBlocks.nb must be in"),
@@ -448,3 +498,11 @@ def test_reproduce_with_too_few_steps_says_what_it_skipped(tiny_model_dir, tmp_p
     assert code == 0, err
     assert "relax: Not run: cut-relax-cut needs two cuts" in text
     assert "Not run" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("lr", ["nan", "-1", "inf", "0"])
+def test_train_refuses_a_bad_learning_rate_before_making_its_folder(lr, tmp_path, capsys):
+    out = tmp_path / "train"
+    code, _, err = run(["train", "--arch", "tiny", "--steps", 1, "--lr", lr, "--out", out, "--quiet"], capsys)
+    assert code == 2 and "lr must be a finite number > 0" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

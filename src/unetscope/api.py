@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from .checks import as_int
 from .executor import make_executor
 from .models import Cond, DiffusionModel, ModelError, load_model
 from .sampler import Sampler, cond_slice
@@ -71,17 +72,19 @@ def setup(model: str | DiffusionModel = "default", *, samples: int | None = None
     unconditional branch, else 1."""
     if seeds is None:
         n = 16 if samples is None else samples
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if as_int(n) is None or as_int(n) < 1:
             raise SettingsError(f"samples must be an integer >= 1, got {n!r}")
-        seeds = list(range(n))
+        seeds = list(range(as_int(n)))
     else:
         seeds = list(seeds)
-        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        if not seeds or not all(as_int(s) is not None and as_int(s) >= 0 for s in seeds):
             raise SettingsError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+        seeds = [as_int(s) for s in seeds]
         if samples is not None and samples != len(seeds):
             raise SettingsError(f"samples={samples} disagrees with {len(seeds)} seeds; give one of them")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    if as_int(steps) is None or as_int(steps) < 1:
         raise SettingsError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps!r}")
+    steps = as_int(steps)
     m = load(model, device=device, dtype=dtype)
     if guidance is None:
         guidance = 3.0 if m.has_null_branch else 1.0

@@ -168,7 +168,9 @@ def plan_from_args(args):
             if not Path(text).is_file():
                 raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
             text = _read_text("--plan", text)
-        plan = Plan.from_json(text)
+        from .shortcut import SCHEDULE_META
+
+        plan = Plan.from_json(text, SCHEDULE_META)  # a schedule file's own record is read past
         if not plan:
             raise UsageError("--plan holds no interventions: nothing to intervene on")
         return plan
@@ -431,13 +433,16 @@ def _cmd_train(args) -> None:
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} exists and is not a folder")
+    made = not Path(args.out).exists()
     try:
         cfg = TrainConfig(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, checkpoint_every=args.checkpoint_every, limit_images=args.limit_images)
         res = train(cfg, args.out, resume=not args.restart, progress=not args.quiet)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    except OSError as e:
+    except (ValueError, OSError) as e:
+        if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
+            Path(args.out).rmdir()  # a refused run leaves no empty folder behind
+        if isinstance(e, ValueError):
+            raise UsageError(str(e)) from None
         raise UsageError(f"cannot write to --out {args.out!r}: {e.strerror or e}") from None
     print(f"trained to step {res['step']} in {res['seconds']:.0f} s; last loss {res['loss']:.4f}; output in {args.out}")
 

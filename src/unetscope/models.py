@@ -9,6 +9,7 @@ conditioning. Nothing is ever downloaded: folders are read with ``local_files_on
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
@@ -110,7 +111,10 @@ class DiffusionModel:
         if self.conditioning == "class":
             if cond is None:
                 raise ModelError(f"{self.name} is class-conditional: give class labels (0..{self.num_classes_real - 1})")
-            raw = torch.as_tensor(cond)
+            try:
+                raw = torch.as_tensor(cond)
+            except (TypeError, ValueError, RuntimeError):  # a string, a ragged list, objects
+                raise ModelError(f"class labels must be integers in 0..{self.num_classes_real - 1}, got {cond!r}"[:200]) from None
             if raw.is_floating_point() or raw.dtype == torch.bool or raw.is_complex():
                 raise ModelError(f"class labels must be integers, got {cond!r}"[:200])
             labels = raw.to(torch.long).reshape(-1)
@@ -222,12 +226,42 @@ def _pretrained(cls, folder: Path, what: str, **kw):
     return model
 
 
+# the scheduler-config fields unetscope reads, and what each must hold (JSON types: no "1000" for 1000)
+_SCHEDULER_FIELDS = {
+    "num_train_timesteps": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "beta_start": ("a number in (0, 1)", lambda v: _is_real(v) and 0 < v < 1),
+    "beta_end": ("a number in (0, 1)", lambda v: _is_real(v) and 0 < v < 1),
+    "beta_schedule": ("a string", lambda v: isinstance(v, str)),
+    "variance_type": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "prediction_type": ("a string", lambda v: isinstance(v, str)),
+    "clip_sample": ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_scheduler_config(cfg: dict, where: str = "scheduler config") -> dict:
+    """A scheduler config is valid or refused whole: each field unetscope reads has its JSON type,
+    even where the schedule does not use it (``beta_start`` of a cosine schedule included)."""
+    for key, (what, ok) in _SCHEDULER_FIELDS.items():
+        if key in cfg and not ok(cfg[key]):
+            raise ModelError(f"{where}: {key} must be {what}, got {cfg[key]!r}")
+    return cfg
+
+
 def _schedule_from(cfg: dict) -> NoiseSchedule:
     if cfg.get("trained_betas") is not None:
         raise ModelError("schedulers with trained_betas are not supported")
+    check_scheduler_config(cfg)
     try:
-        return NoiseSchedule(cfg.get("beta_schedule", "linear"), int(cfg.get("num_train_timesteps", 1000)),
-                             float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02)))
+        return NoiseSchedule(cfg.get("beta_schedule", "linear"), cfg.get("num_train_timesteps", 1000),
+                             cfg.get("beta_start", 1e-4), cfg.get("beta_end", 0.02))
     except ValueError as e:
         raise ModelError(f"scheduler config: {e}") from None
 
@@ -309,12 +343,39 @@ def load_factory(ref: str) -> DiffusionModel:
     return obj
 
 
+def available_devices() -> list[str]:
+    """The devices torch can use here: ``cpu``, each ``cuda:N``, and ``mps`` where they exist."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch.device that exists on this machine; a ModelError naming those that do."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        d = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelError(f"device {device!r} is not a device name; this machine has {', '.join(available_devices())}") from None
+    here = available_devices()
+    name = "cuda:0" if d.type == "cuda" and d.index is None else "mps" if d.type == "mps" else str(d)
+    if d.type == "cpu" or name in here:
+        return d
+    raise ModelError(f"device {str(device)!r} is not available on this machine; it has {', '.join(here)}")
+
+
 def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> DiffusionModel:
     """Load ``"default"``, a local diffusers folder (a U-Net folder with ``scheduler_config.json``,
     or a pipeline folder with ``unet/`` and ``scheduler/``), or a factory of your own code,
     ``FILE.py:FACTORY`` / ``package.module:FACTORY``. Never touches the network."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = check_device(device)
     if isinstance(dtype, str):
         names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
         if dtype not in names:
@@ -344,7 +405,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     sched_file = sched_dir / "scheduler_config.json"
     if not sched_file.exists():
         raise ModelError(f"{path}: no scheduler_config.json next to the UNet (needed for the noise schedule)")
-    ucfg, scfg = _read_json(unet_dir / "config.json"), _read_json(sched_file)
+    ucfg, scfg = _read_json(unet_dir / "config.json"), check_scheduler_config(_read_json(sched_file), str(sched_file))
     meta = _read_json(unet_dir / "unetscope.json") if (unet_dir / "unetscope.json").exists() else {}
 
     from diffusers import UNet2DConditionModel, UNet2DModel

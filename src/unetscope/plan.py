@@ -15,9 +15,11 @@ top), ``"M"`` (the middle's output) and ``"D[j]"`` (decoder unit j's output).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, NamedTuple
+
+from .checks import as_int
 
 __all__ = ["PlanError", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "Plan",
            "StepAction", "PlanStep", "FILLS", "NO_ACTION", "INTERVENTIONS", "site", "intervention_from_dict"]
@@ -35,10 +37,13 @@ def site(kind: str, index: int | None = None) -> str:
 
 
 def _int_field(obj, name: str, low: int, high: int | None = None, what: str = "") -> None:
-    value = getattr(obj, name)
+    raw = getattr(obj, name)
     cls = type(obj).__name__
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PlanError(f"{cls}.{name} must be an integer, got {value!r}")
+    value = as_int(raw)
+    if value is None:
+        raise PlanError(f"{cls}.{name} must be an integer, got {raw!r}")
+    if type(raw) is not int:  # np.int64(5), torch.tensor(5): stored as the int they hold
+        object.__setattr__(obj, name, value)
     if value < low or (high is not None and value > high):
         rng = f"{low}..{high}" if high is not None else f">= {low}"
         raise PlanError(f"{cls}.{name} must be in {rng}{what}, got {value}")
@@ -279,7 +284,13 @@ class Plan:
     interventions: tuple = field(default_factory=tuple)
 
     def __post_init__(self):
-        items = tuple(self.interventions)
+        items = self.interventions
+        if isinstance(items, Intervention):  # Plan(DropBlocks(...)): a plan of one
+            items = (items,)
+        elif isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
+            raise PlanError(f"a Plan takes an intervention or a list of them ({', '.join(INTERVENTIONS)}); "
+                            f"got {items!r}")
+        items = tuple(items)
         for it in items:
             if not isinstance(it, Intervention):
                 raise PlanError(f"a Plan holds interventions ({', '.join(INTERVENTIONS)}); got {it!r}")
@@ -382,19 +393,29 @@ class Plan:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
-    def from_dict(cls, obj: Any) -> "Plan":
-        items = obj.get("interventions") if isinstance(obj, dict) else obj
+    def from_dict(cls, obj: Any, meta: Collection[str] = ()) -> "Plan":
+        """A plan from ``{"interventions": [...]}`` or a bare list. Other top-level keys are refused
+        (a misspelled ``"intervention"`` would otherwise be ignored), except the names in ``meta``
+        (a schedule file's own metadata, which the plan does not read)."""
+        if isinstance(obj, dict):
+            extra = sorted((k for k in obj if k != "interventions" and k not in meta), key=str)
+            if extra:
+                allowed = ", ".join(["interventions", *sorted(meta)])
+                raise PlanError(f"a plan has no key {extra[0]!r}; it takes {allowed}")
+            items = obj.get("interventions")
+        else:
+            items = obj
         if not isinstance(items, list):
             raise PlanError('a plan is {"interventions": [...]} or a list of interventions')
         return cls(tuple(intervention_from_dict(d) for d in items))
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str, meta: Collection[str] = ()) -> "Plan":
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             raise PlanError(f"plan is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-        return cls.from_dict(obj)
+        return cls.from_dict(obj, meta)
 
     def __repr__(self) -> str:
         return f"Plan([{', '.join(map(repr, self.interventions))}])"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .checks import as_int
 from .guidance import Denoiser
 from .models import Cond, DiffusionModel, ModelError
 from .noise import NoiseBank
@@ -38,7 +39,7 @@ class NonFiniteSampleError(SamplerError):
     """The model produced NaN or inf: sampling stops at the first step where it happens."""
 
 
-def _check_seeds(seeds) -> list[int]:
+def check_seeds(seeds) -> list[int]:
     """Seeds as a list of integers in 0..2^63-1 (a float seed is refused, not truncated)."""
     try:
         seeds = list(seeds)
@@ -46,12 +47,15 @@ def _check_seeds(seeds) -> list[int]:
         raise SamplerError(f"seeds must be a sequence of integers, got {type(seeds).__name__}") from None
     if not seeds:
         raise SamplerError("give at least one seed")
+    out = []
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) and not (torch.is_tensor(s) and s.dim() == 0 and not s.is_floating_point()):
+        v = as_int(s)
+        if v is None:
             raise SamplerError(f"seeds must be integers, got {s!r}")
-        if not 0 <= int(s) < 2**63:
-            raise SamplerError(f"seeds must be in 0..2^63-1, got {int(s)}")
-    return [int(s) for s in seeds]
+        if not 0 <= v < 2**63:
+            raise SamplerError(f"seeds must be in 0..2^63-1, got {v}")
+        out.append(v)
+    return out
 
 
 def cond_slice(cond: Cond, idx, n: int) -> Cond:
@@ -125,8 +129,9 @@ class Sampler:
         if method not in METHODS:
             raise SamplerError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         T = model.schedule.num_train_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-            raise SamplerError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps!r}")
+        steps_in, steps = steps, as_int(steps)
+        if steps is None or not 1 <= steps <= T:
+            raise SamplerError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps_in!r}")
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and 0 <= eta <= 1):
             raise SamplerError(f"eta must be a number in [0, 1], got {eta!r}")
         if eta and method != "ddim":
@@ -141,8 +146,10 @@ class Sampler:
             raise SamplerError(f"variance must be fixed_small, fixed_large or learned_range, got {variance!r}")
         if variance == "learned_range" and model.variance_type != "learned_range":
             raise SamplerError("variance learned_range needs a model that outputs 2C channels (learned variance)")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-            raise SamplerError(f"batch_size must be an integer >= 1 (or None: one batch), got {batch_size!r}")
+        if batch_size is not None:
+            if as_int(batch_size) is None or as_int(batch_size) < 1:
+                raise SamplerError(f"batch_size must be an integer >= 1 (or None: one batch), got {batch_size!r}")
+            batch_size = as_int(batch_size)
         self.model, self.steps, self.method, self.eta = model, steps, method, float(eta)
         self.guidance, self.variance, self.batch_size, self.progress = float(guidance), variance, batch_size, progress
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
@@ -183,8 +190,9 @@ class Sampler:
         a = action or NO_ACTION
         if not isinstance(a, StepAction):
             raise SamplerError(f"action must be a StepAction (Plan.actions() or Plan.walk() give them), got {type(a).__name__}")
-        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= self.steps:
-            raise SamplerError(f"t must be an integer in 1..{self.steps} (the sampler's steps), got {t!r}")
+        t_in, t = t, as_int(t)
+        if t is None or not 1 <= t <= self.steps:
+            raise SamplerError(f"t must be an integer in 1..{self.steps} (the sampler's steps), got {t_in!r}")
         if not torch.is_tensor(x_t) or tuple(x_t.shape[1:]) != tuple(m.sample_shape):
             raise SamplerError(f"x_t must be a tensor of shape (N, {', '.join(map(str, m.sample_shape))}), "
                                f"got {tuple(x_t.shape) if torch.is_tensor(x_t) else type(x_t).__name__}")
@@ -278,7 +286,7 @@ class Sampler:
         (``"D[j]"``, ``"E[i]"``, ``"M"``) to keep in ``cache`` (prefix sharing)."""
         plan = self.check_plan(plan)
         m = self.model
-        seeds = _check_seeds(seeds)
+        seeds = check_seeds(seeds)
         bank = NoiseBank(seeds, m.sample_shape)
         c = m.make_cond(cond, len(seeds))
         keep = plan.cache_sites(m.num_blocks) | set(capture)
@@ -300,10 +308,11 @@ class Sampler:
                start: tuple[int, torch.Tensor] | None = None) -> Trajectory:
         """Sample one image per seed under ``plan`` (empty: the baseline). ``keep`` may hold
         ``"x_t"`` and/or ``"x_est0"`` to keep every step's tensors (off: memory stays flat)."""
+        keep = (keep,) if isinstance(keep, str) else tuple(keep)  # keep="x_t" is one name
         bad = [k for k in keep if k not in KEEP]
         if bad:
             raise SamplerError(f"keep may hold {', '.join(KEEP)}; got {bad[0]!r}")
-        seeds = _check_seeds(seeds)
+        seeds = check_seeds(seeds)
         plan = self.check_plan(plan)
         m = self.model
         chunks = [seeds] if not self.batch_size else [seeds[i:i + self.batch_size] for i in range(0, len(seeds), self.batch_size)]
@@ -343,6 +352,7 @@ class Sampler:
         """The baseline and the intervened run from the same noise, in one call. The intervened
         run starts from the baseline's ``x_t`` at the plan's first intervened step (prefix sharing)."""
         plan = self.check_plan(plan)
+        keep = (keep,) if isinstance(keep, str) else tuple(keep)
         first = plan.first_step()
         share = first is not None and first < self.steps and not plan.reads_cache()
         base = self.sample(seeds, cond, None, keep=tuple(set(keep) | ({"x_t"} if share else set())))

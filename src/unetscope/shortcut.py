@@ -37,6 +37,11 @@ class ShortcutError(ValueError):
 
 
 # --- schedules as data ---------------------------------------------------------------------------
+# what save_schedule writes beside the interventions (a search's record): read past, never used
+SCHEDULE_META = ("target", "calibration_seeds", "validation_seeds", "calibration_ssim_mean", "validation_ssim_mean",
+                 "predicted_compute", "model", "sampler", "target_ssim", "target_min_ssim", "note")
+
+
 def load_schedule(path) -> Plan:
     """A schedule from a JSON or YAML file: ``{"interventions": [...]}`` or a bare list."""
     path = Path(path)
@@ -53,12 +58,15 @@ def load_schedule(path) -> Plan:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ShortcutError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        return Plan.from_dict(obj)
-    return Plan.from_json(text)
+        return Plan.from_dict(obj, SCHEDULE_META)
+    return Plan.from_json(text, SCHEDULE_META)
 
 
 def save_schedule(plan: Plan, path, meta: dict | None = None) -> Path:
     path = Path(path)
+    unknown = sorted(set(meta or {}) - set(SCHEDULE_META))
+    if unknown:
+        raise ShortcutError(f"a schedule's metadata has no key {unknown[0]!r}; it takes {', '.join(SCHEDULE_META)}")
     obj = {**(meta or {}), **plan.to_dict()}
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml

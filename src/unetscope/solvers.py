@@ -21,7 +21,8 @@ import torch
 from .models import Cond, DiffusionModel
 from .noise import NoiseBank
 from .plan import Plan
-from .sampler import NonFiniteSampleError, Sampler, SamplerError, Trajectory, cond_slice
+from .checks import as_int
+from .sampler import NonFiniteSampleError, Sampler, SamplerError, Trajectory, check_seeds, cond_slice
 
 __all__ = ["DPMSolverSampler"]
 
@@ -42,8 +43,9 @@ class DPMSolverSampler:
     def __init__(self, model: DiffusionModel, steps: int = 20, guidance: float = 1.0, clip_x0: bool | None = None,
                  batch_size: int | None = None):
         T = model.schedule.num_train_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-            raise SamplerError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps!r}")
+        steps_in, steps = steps, as_int(steps)
+        if steps is None or not 1 <= steps <= T:
+            raise SamplerError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps_in!r}")
         # every training timestep kept: step t of this sampler is timestep t - 1, so its predict()
         # converts an output at any timestep tau (index tau + 1), and its denoiser is the guided runner
         self._full = Sampler(model, steps=T, method="ddim", guidance=guidance, clip_x0=clip_x0, batch_size=batch_size)
@@ -86,9 +88,7 @@ class DPMSolverSampler:
         plan = self.check_plan(plan)
         acts, K = plan.actions(), self.model.num_blocks
         keep = plan.cache_sites(K)
-        seeds = list(seeds)
-        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63 for s in seeds):
-            raise SamplerError(f"seeds must be a non-empty sequence of integers in 0..2^63-1, got {seeds[:3]!r}")
+        seeds = check_seeds(seeds)
         m, start = self.model, time.perf_counter()
         n = len(seeds)
         size = self.batch_size or max(n, 1)

@@ -71,6 +71,10 @@ class TrainConfig:
         if self.limit_images is not None and (isinstance(self.limit_images, bool) or not isinstance(self.limit_images, int)
                                               or self.limit_images < 1):
             raise ValueError(f"limit_images must be at least 1 (or unset: every image), got {self.limit_images}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an integer >= 0, got {self.warmup!r}")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
         if not 0 < self.ema_decay < 1:

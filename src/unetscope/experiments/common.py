@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..checks import as_int
 from ..figures import band, heatmap_figure, image_grid_figure, line_figure
 from ..plan import Plan
 
@@ -74,8 +75,10 @@ class Experiment:
         """Range checks of the parameters (the plans' own checks name the intervention fields)."""
         for k in ("t_step", "n", "n_max", "r_max", "ns", "nb", "smooth"):
             low = 0 if k == "r_max" else 1
-            if k in p and p[k] is not None and (isinstance(p[k], bool) or not isinstance(p[k], int) or p[k] < low):
-                raise ExperimentError(f"{self.name}: {k} must be an integer >= {low}, got {p[k]!r}")
+            if k in p and p[k] is not None:
+                if as_int(p[k]) is None or as_int(p[k]) < low:
+                    raise ExperimentError(f"{self.name}: {k} must be an integer >= {low}, got {p[k]!r}")
+                p[k] = as_int(p[k])
         if "k" in p and not (isinstance(p["k"], (int, float)) and not isinstance(p["k"], bool) and math.isfinite(p["k"])
                              and p["k"] > 0):
             raise ExperimentError(f"{self.name}: k (the band's width in standard deviations) must be a finite number > 0, "
@@ -84,8 +87,10 @@ class Experiment:
             raise ExperimentError(f"{self.name}: threshold must be in (0, 1], got {p['threshold']}")
         for k, high in (("nbs", K), ("n_values", S - 1)):
             v = p.get(k)
-            if k in p and (not isinstance(v, list) or not v or not all(isinstance(x, int) and 1 <= x <= high for x in v)):
+            if k in p and (not isinstance(v, list) or not v or not all(as_int(x) is not None and 1 <= as_int(x) <= high for x in v)):
                 raise ExperimentError(f"{self.name}: {k} must be a non-empty list of integers in 1..{high}, got {v!r}")
+            if k in p:
+                p[k] = [as_int(x) for x in v]
 
     def plans(self, p: dict, S: int, K: int) -> list:
         return []
