@@ -69,6 +69,11 @@ def test_shortcut_run_matches_the_sampler(model, tmp_path):
     assert 0 < disk["compute_saving"] < 1 and disk["nfe_shortcut"] == 8
     assert all((tmp_path / f).stat().st_size > 5000 for f in disk["figures"])
     assert [f.split("/")[-1] for f in disk["figures"]] == ["ssim_histogram.png", "best_worst.png"]
+    # the summary's numbers are the histogram's: the values it bins, the mean it marks
+    hist = json.loads((tmp_path / disk["figures"][0]).with_suffix(".json").read_text())
+    assert hist["values"] == pytest.approx([r["ssim"] for r in disk["per_sample"]])
+    assert hist["mark"] == pytest.approx(disk["ssim_mean"]) == pytest.approx(sum(hist["values"]) / 3)
+    assert f"mean = {disk['ssim_mean']:.3f}" in hist["title"]
 
 
 def test_flops_of_a_cut_step_are_the_units_it_ran(model):

@@ -3,11 +3,12 @@ image grids and histograms, shared by the experiments, the shortcut runs and the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["pyplot", "band", "line_figure", "heatmap_figure", "image_grid_figure", "histogram_figure"]
+__all__ = ["pyplot", "band", "figure_data_path", "line_figure", "heatmap_figure", "image_grid_figure", "histogram_figure"]
 
 
 def pyplot():
@@ -26,18 +27,36 @@ def band(mean, std, k: float, band_max: float | None = None) -> tuple[np.ndarray
     return mean - k * std, hi if band_max is None else np.minimum(hi, band_max)
 
 
+def _numbers(values) -> list:
+    """A curve's values for JSON: floats, NaN as null."""
+    return [None if v is None or not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float).ravel()]
+
+
+def figure_data_path(path: Path) -> Path:
+    """The JSON beside a figure's PNG that holds the numbers it draws (``phases_ssim.png`` ->
+    ``phases_ssim.json``): what a findings text is read from, and what an explorer can plot."""
+    return Path(path).with_suffix(".json")
+
+
+def _write_data(path: Path, obj: dict) -> None:
+    figure_data_path(path).write_text(json.dumps(obj, allow_nan=False))
+
+
 def line_figure(path: Path, curves: list[tuple[str, list, np.ndarray, np.ndarray]], *, xlabel: str, ylabel: str,
                 title: str, k: float = 1.0, hlines=(), vlines=(), invert_x: bool = True,
-                band_max: float | None = None) -> Path:
+                band_max: float | None = None, dashed=()) -> Path:
     """Mean curves with a band of k standard deviations; x is the step (descending, like the paper).
     ``band_max`` caps the band at a metric's largest possible value (1 for SSIM), so that a band of
-    mean + k sd does not draw values the metric cannot take."""
+    mean + k sd does not draw values the metric cannot take. ``dashed`` holds (label, xs, ys) lines
+    drawn without a band (a smoothed curve). The numbers drawn are written beside the PNG as JSON."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     for label, xs, mean, std in curves:
         line, = ax.plot(xs, mean, label=label, lw=1.6)
         if std is not None:
             ax.fill_between(xs, *band(mean, std, k, band_max), color=line.get_color(), alpha=0.18, lw=0)
+    for label, xs, ys in dashed:
+        ax.plot(xs, ys, label=label, lw=1.2, ls="--", color="k")
     for y, lab in hlines:
         ax.axhline(y, color="gray", ls="--", lw=1)
         ax.text(ax.get_xlim()[0], y, f" {lab}", va="bottom", fontsize=8, color="gray")
@@ -50,11 +69,18 @@ def line_figure(path: Path, curves: list[tuple[str, list, np.ndarray, np.ndarray
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    if len(curves) > 1:
+    if len(curves) + len(dashed) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    _write_data(path, dict(
+        kind="lines", title=title, xlabel=xlabel, ylabel=ylabel, k=k,
+        curves=[dict(label=label, x=[int(x) if float(x).is_integer() else float(x) for x in xs], mean=_numbers(mean),
+                     std=None if std is None else _numbers(std)) for label, xs, mean, std in curves],
+        dashed=[dict(label=label, x=[int(x) for x in xs], y=_numbers(ys)) for label, xs, ys in dashed],
+        hlines=[dict(y=float(y), label=str(lab)) for y, lab in hlines],
+        vlines=[dict(x=int(x) if float(x).is_integer() else float(x), label=str(lab)) for x, lab in vlines]))
     return path
 
 
@@ -75,6 +101,9 @@ def heatmap_figure(path: Path, grid: np.ndarray, rows: list, cols: list, *, xlab
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    _write_data(path, dict(kind="heatmap", title=title, xlabel=xlabel, ylabel=ylabel, rows=list(rows), cols=list(cols),
+                           values=[_numbers(r) for r in np.asarray(grid, dtype=float)],
+                           marks=[dict(row=int(r), col=int(c)) for r, c in marks]))
     return path
 
 
@@ -120,4 +149,6 @@ def histogram_figure(path: Path, values: np.ndarray, *, xlabel: str, ylabel: str
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    _write_data(path, dict(kind="histogram", title=title, xlabel=xlabel, ylabel=ylabel, values=_numbers(values),
+                           mark=None if mark is None else float(mark), range=[float(low), float(high)]))
     return path

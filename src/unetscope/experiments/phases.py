@@ -9,17 +9,41 @@ from ..plan import Plan, SkipSteps
 from .common import Experiment, curves, image_grid_figure, line_figure, scale_steps, t_grid, variant_grid
 
 
-def _smooth(y: np.ndarray, w: int) -> np.ndarray:
-    if w <= 1 or len(y) < w:
-        return y
-    pad = np.pad(y, (w // 2, w - 1 - w // 2), mode="edge")
-    return np.convolve(pad, np.ones(w) / w, mode="valid")
+def smooth_in_steps(t: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
+    """Each point's mean over the grid points within ``window // 2`` steps of it (a window in steps,
+    not grid points): on a grid coarser than the window nothing is averaged and the curve is as is."""
+    t, y = np.asarray(t, dtype=float), np.asarray(y, dtype=float)
+    half = max(int(window), 1) // 2
+    if half == 0 or len(t) < 2:
+        return y.copy()
+    near = np.abs(t[:, None] - t[None, :]) <= half  # (points, points)
+    return (near * y[None, :]).sum(1) / near.sum(1)
+
+
+def grid_runs(t: list[int], mask) -> list[tuple[int, int]]:
+    """The runs of consecutive grid points (t descending) where ``mask`` holds, as (first t, last t)."""
+    runs, cur = [], None
+    for ti, m in zip(t, mask):
+        if m:
+            cur = [ti, ti] if cur is None else [cur[0], ti]
+        elif cur is not None:
+            runs.append(tuple(cur))
+            cur = None
+    if cur is not None:
+        runs.append(tuple(cur))
+    return runs
+
+
+def format_runs(runs: list[tuple[int, int]]) -> str:
+    """``[(35, 25), (10, 10)]`` -> ``"t = 35..25 and t = 10"``."""
+    return " and ".join(f"t = {a}" if a == b else f"t = {a}..{b}" for a, b in runs)
 
 
 def segment_phases(ts: list[int], ssim_mean, threshold: float = 0.8, smooth: int = 5, dip: float = 0.02) -> dict | None:
     """The generation phases read off the mean-SSIM curve of ``SkipSteps(t, n)`` against the start t.
 
-    On the curve smoothed over ``smooth`` grid points, in sampling order (t descending):
+    On the curve averaged over ``smooth`` steps (``smooth_in_steps``: a grid coarser than that is
+    read as is), in sampling order (t descending):
     - composition: removing steps changes the output's semantics, i.e. the SSIM falls below
       ``threshold`` (the paper's 0.8). It runs from the first step to ``b1``, the last start of the
       first run of starts below the threshold (steps before that run, where removal costs nothing,
@@ -28,14 +52,15 @@ def segment_phases(ts: list[int], ssim_mean, threshold: float = 0.8, smooth: int
       ``b2`` is the start where it falls deepest under the best value reached since b1, if that fall
       is at least ``dip``. No such fall: no transition phase.
     - denoising: the rest, down to t = 1.
-    Returns b1 and b2 (None where a phase is absent), the phases, the lowest point, and the
-    starts below the threshold; None for an empty curve. Works whatever end the curve peaks at."""
+    Returns b1 and b2 (None where a phase is absent), the phases, the lowest point, the starts
+    below the threshold and their runs, and the curve read (``t``, ``y``; ``smoothed``: whether it
+    differs from the raw means); None for an empty curve. Works whatever end the curve peaks at."""
     if len(ts) == 0:
         return None
     order = np.argsort(ts)[::-1]  # descending t, like sampling
     t = np.asarray(ts)[order]
     raw = np.asarray(ssim_mean, dtype=float)[order]
-    y = _smooth(raw, smooth)
+    y = smooth_in_steps(t, raw, smooth)
     low = int(np.argmin(y))
     below = np.flatnonzero(y < threshold)
     S = int(t[0])
@@ -62,7 +87,9 @@ def segment_phases(ts: list[int], ssim_mean, threshold: float = 0.8, smooth: int
     if top >= 1:
         phases.append(dict(name="denoising", steps=[top, 1]))
     return dict(b1=b1, b2=b2, phases=phases, lowest=dict(t=int(t[low]), ssim=float(y[low])),
-                below=[int(t[i]) for i in below], threshold=threshold)
+                below=[int(t[i]) for i in below], runs=grid_runs([int(v) for v in t], y < threshold),
+                threshold=threshold, t=[int(v) for v in t], y=[float(v) for v in y],
+                smoothed=bool(not np.array_equal(y, raw)), window=int(smooth))
 
 
 class Phases(Experiment):
@@ -91,11 +118,11 @@ class Phases(Experiment):
         ts1, c1 = curves[n1]
         if seg is None or not len(ts1):
             return dict(boundaries=None, phases=[], text="No results yet.")
-        lo, below, phases = seg["lowest"], seg["below"], seg["phases"]
-        what = (f"Removing n={n_big} steps hurts most at t = {lo['t']} (smoothed mean SSIM {lo['ssim']:.3f}); "
-                + (f"the SSIM is below {thr:g} for the starts t = {below[0]}..{below[-1]}"
-                   + (f" ({len(below)} of {len(ts)} grid starts)" if len(below) != below[0] - below[-1] + 1 else "")
-                   if below else f"it never falls below {thr:g}, so no start changes the output's semantics by that measure")
+        lo, runs, phases = seg["lowest"], seg["runs"], seg["phases"]
+        read = (f"mean SSIM averaged over {seg['window']} steps, the dashed line" if seg["smoothed"] else "mean SSIM")
+        what = (f"Removing n={n_big} steps hurts most at t = {lo['t']} ({read} {lo['ssim']:.3f}); "
+                + (f"the {'averaged ' if seg['smoothed'] else ''}mean SSIM is below {thr:g} for the starts {format_runs(runs)}"
+                   if runs else f"it never falls below {thr:g}, so no start changes the output's semantics by that measure")
                 + f". Removing n={n1} changes little: mean SSIM {c1['ssim'][0].mean():.3f} (lowest {c1['ssim'][0].min():.3f}). ")
         names = [ph["name"] for ph in phases]
         seen = "; ".join(f"{ph['name']} t = {ph['steps'][0]}..{ph['steps'][1]}" for ph in phases)
@@ -109,7 +136,8 @@ class Phases(Experiment):
                       "the curve does not fall again after composition") + ").")
         return dict(
             boundaries=dict(b1=seg["b1"], b2=seg["b2"], threshold=thr),
-            phases=phases, lowest=lo,
+            phases=phases, lowest=lo, below=seg["runs"], smoothed=seg["smoothed"],
+            curve=dict(n=n_big, t=seg["t"], ssim=seg["y"]),
             min_ssim=dict({str(n): float(curves[n][1]["ssim"][0].min()) for n in p["n_values"]}),
             mean_ssim=dict({str(n): float(curves[n][1]["ssim"][0].mean()) for n in p["n_values"]}),
             text=what + cmp,
@@ -122,15 +150,18 @@ class Phases(Experiment):
             return []
         b = f["boundaries"]
         files = []
+        n_big = max(p["n_values"])
+        smooth = [(f"n = {n_big}, averaged over {p['smooth']} steps (what the findings read)", f["curve"]["t"],
+                   f["curve"]["ssim"])] if f["smoothed"] else []
         for m, label in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):
             path = line_figure(out / f"phases_{m}.png",
                                [(f"n = {n}", ts, c[m][0], c[m][1]) for n, (ts, c) in curves.items()],
                                xlabel="t_start", ylabel=label, k=p["k"], band_max=1.0 if m == "ssim" else None,
                                title=f"SkipSteps(t_start, n): {label} vs the unintervened output (mean ± {p['k']:g} sd)",
                                vlines=[(b[k], k) for k in ("b1", "b2") if b.get(k) is not None],
-                               hlines=[(b["threshold"], f"SSIM {b['threshold']:g}")] if m == "ssim" else ())
+                               hlines=[(b["threshold"], f"SSIM {b['threshold']:g}")] if m == "ssim" else (),
+                               dashed=smooth if m == "ssim" else ())
             files.append((path.name, f"{label} after removing n steps from t_start (Figs. 4, 18)"))
-        n_big = max(p["n_values"])
         ts = curves[n_big][0]
         pick = [ts[round(i * (len(ts) - 1) / 5)] for i in range(6)] if len(ts) >= 6 else ts
         g = variant_grid(images, lambda t: {"interventions": [{"type": "SkipSteps", "start": t, "n": n_big}]}, pick)
