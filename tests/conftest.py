@@ -1,9 +1,18 @@
 import json
+import os
 
 import pytest
 import torch
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead (and CI has 2 cores)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest worker per core: the processes a test starts take one thread too, or two workers'
+    # children with default threads oversubscribe the cores (an order of magnitude slower)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+# tests that share one expensive module fixture, or one local Ray instance, run in one worker
+GROUPS = {"test_ray.py": "ray", "test_pareto_benchmark.py": "pareto"}
 
 
 def pytest_addoption(parser):
@@ -11,6 +20,10 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = GROUPS.get(item.path.name) or ("ray" if item.get_closest_marker("ray") else None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")
@@ -132,7 +145,12 @@ def sd_dir(tmp_path_factory):
                          down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                          cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4).save_pretrained(root / "unet")
     DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
-    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (root / "model_index.json").write_text(json.dumps({  # loadable by StableDiffusionPipeline.from_pretrained too
+        "_class_name": "StableDiffusionPipeline", "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
+        "safety_checker": [None, None], "feature_extractor": [None, None], "image_encoder": [None, None],
+        "requires_safety_checker": False}))
     return root
 
 

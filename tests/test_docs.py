@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -37,8 +38,8 @@ def places(tmp_path_factory, tiny_model_dir):
     return {"path/to/unet-folder": str(tiny_model_dir), "prompts.txt": str(root / "prompts.txt")}
 
 
-@pytest.mark.parametrize("doc, command", COMMANDS, ids=[f"{d}: {c}" for d, c in COMMANDS])
-def test_doc_command_runs(doc, command, tmp_path, places, request):
+def _argv(command, tmp_path, places, request):
+    """The command's arguments, with the docs' placeholder paths mapped and --out under tmp_path."""
     argv = shlex.split(command)
     if "path/to/sd-pipeline" in argv:
         argv[argv.index("path/to/sd-pipeline")] = str(request.getfixturevalue("sd_dir"))
@@ -48,6 +49,46 @@ def test_doc_command_runs(doc, command, tmp_path, places, request):
         argv[i + 1] = str(tmp_path / Path(argv[i + 1]).name)
         argv.append("--quiet")
     _link_repo_folders(tmp_path)  # examples/ and tests/ resolve as they do from the repository root
+    return argv
+
+
+def _params(cases):
+    """Commands that start a Ray instance run in the pytest worker that holds the Ray tests."""
+    return [pytest.param(d, c, id=f"{d}: {c}", marks=[pytest.mark.ray] if "--executor ray" in c else [])
+            for d, c in cases]
+
+
+@pytest.mark.parametrize("doc, command", _params([(d, c) for d, c in COMMANDS if "--executor ray" not in c]))
+def test_doc_command_runs(doc, command, tmp_path, places, request, monkeypatch, capsys):
+    """Each command with the docs' flags, in this process and on at most 2 samples: the command line
+    parses and its whole path runs. The documented sizes run in ``test_doc_command_runs_as_written``."""
+    from conftest import run_cli
+
+    argv = _argv(command, tmp_path, places, request)
+    if "--samples" in argv:
+        i = argv.index("--samples")
+        argv[i + 1] = str(min(int(argv[i + 1]), 2))
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        code, _, err = run_cli(argv[1:], capsys)
+    finally:
+        torch.set_num_threads(threads)  # a command's --threads must not leak into the next test
+    assert code == 0, err[-2000:]
+
+
+# as printed, sizes included, through the real entry point: the README's main command (the first a new
+# user runs), and the commands whose fast form above cannot run here (Ray); every other command's flags
+# run in test_doc_command_runs
+AS_WRITTEN = [(d, c) for d, c in COMMANDS if "--executor ray" in c or c.startswith("unetscope intervene --model default")
+              and (d, c) == next((x for x in COMMANDS if x[1].startswith("unetscope intervene")), None)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc, command", _params(AS_WRITTEN))
+def test_doc_command_runs_as_written(doc, command, tmp_path, places, request):
+    """A command exactly as the docs print it (sizes included), in a process of its own."""
+    argv = _argv(command, tmp_path, places, request)
     r = subprocess.run([sys.executable, "-m", "unetscope.cli", *argv[1:]], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -58,8 +99,11 @@ def _link_repo_folders(where):
             (where / name).symlink_to(ROOT / name)
 
 
-@pytest.mark.parametrize("doc, code", PYTHON, ids=[d for d, _ in PYTHON])
-def test_doc_python_runs(doc, code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("doc, code", [pytest.param(d, c, id=d, marks=[pytest.mark.ray] if "RayExecutor" in c else [])
+                                       for d, c in PYTHON])
+def test_doc_python_runs(doc, code, tmp_path, monkeypatch, request):
+    if "path/to/sd-pipeline" in code:
+        code = code.replace("path/to/sd-pipeline", str(request.getfixturevalue("sd_dir")))
     _link_repo_folders(tmp_path)
     monkeypatch.chdir(tmp_path)
     sys.path.insert(0, str(ROOT / "examples"))

@@ -2,15 +2,19 @@
 stored points (what they hold is recomputed here), resuming without recomputing, refusing a folder
 made with other settings, the separate timing pass, and the command lines the docs show."""
 
+import contextlib
 import importlib.util
+import io
 import json
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "shortcut_pareto.py"
@@ -18,7 +22,29 @@ TINY = ["--samples", "3", "--steps", "10", "--ddim-steps", "5", "--dpm-steps", "
         "ddim,dpm-solver++,stop-early", "--threads", "1"]
 
 
+def _script():
+    spec = importlib.util.spec_from_file_location("shortcut_pareto", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _run(*argv):
+    """The script's main() in this process (a fresh module each call): exit code, stdout and stderr
+    as a subprocess would give them; test_bad_arguments_are_one_line_errors runs it as a process too."""
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = _script().main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        finally:
+            torch.set_num_threads(threads)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _run_process(*argv):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, argv)], capture_output=True, text=True)
 
 
@@ -136,7 +162,7 @@ def test_bad_arguments_are_one_line_errors(tiny_model_dir, tmp_path):
                       (["--ddim-steps", "0"], "step counts must be >= 1"), (["--samples", "1"], "--samples must be >= 2")):
         r = _run("--model", tiny_model_dir, *argv, "--out", tmp_path / "o")
         assert r.returncode == 2 and msg in r.stderr
-    r = _run("--model", tiny_model_dir, "--steps", "10", "--threads", "1", "--out", tmp_path / "o")  # DDIM 15 > S = 10
+    r = _run_process("--model", tiny_model_dir, "--steps", "10", "--threads", "1", "--out", tmp_path / "o")  # DDIM 15 > S = 10
     assert r.returncode == 2 and "ddim at 15 steps: more than the reference's S = 10" in r.stderr
     assert not (tmp_path / "o" / "quality").exists()
 

@@ -31,6 +31,11 @@ def _compute(sampler, plan):
     return t.plan(plan, sampler.steps) / t.plan(Plan(), sampler.steps)
 
 
+def _uniform(sampler):
+    """Every uniform cached schedule the search could start from at S = 10."""
+    return [Plan(uniform_cache_cuts(10, every, nb)) for every in (2, 3, 4, 5, 6, 8) for nb in range(1, 7)]
+
+
 def test_margin_rules_on_synthetic_scores():
     cfg = SearchConfig(target_mean=0.8)
     tight = np.array([0.6, 1.0] * 4)  # mean exactly 0.8: the point estimate meets it, the lower bound does not
@@ -74,7 +79,7 @@ def test_search_meets_its_target_on_held_out_seeds_and_beats_the_uniform_start(s
     res = search(sampler, CAL, None, validation_seeds=VAL, **cfg)
     plan = res["plan"]
     assert plan and res["validation_holds"] and res["calibration_ssim_mean"] >= 0.9
-    assert search(sampler, CAL, None, validation_seeds=VAL, **cfg)["plan"] == plan  # deterministic
+    # (determinism: test_shortcut searches twice on the tiny model, test_ray compares a search on Ray with one here)
     held = heldout_ssim(sampler, plan, TEST)
     assert held.mean() >= 0.9, held  # seeds the search never saw
     # never below the uniform schedule it starts from, nor any uniform one of no more compute
@@ -83,20 +88,16 @@ def test_search_meets_its_target_on_held_out_seeds_and_beats_the_uniform_start(s
     if res["history"]:
         start = Plan.from_dict(res["history"][0]["plan"])
         assert found_c <= _compute(sampler, start)
-    for every in (2, 3, 4, 5, 6, 8):
-        for nb in range(1, 7):
-            u = Plan(uniform_cache_cuts(10, every, nb))
-            if _compute(sampler, u) <= found_c:
-                v = heldout_ssim(sampler, u, VAL)
-                assert v.mean() <= res["validation_ssim_mean"] + 1e-6 or v.mean() < 0.9, (u, v.mean())
+    cheaper = [u for u in _uniform(sampler) if _compute(sampler, u) <= found_c]
+    for u, v in zip(cheaper, heldout_ssim(sampler, cheaper, VAL)):  # one baseline, shared prefixes
+        assert v.mean() <= res["validation_ssim_mean"] + 1e-6 or v.mean() < 0.9, (u, v.mean())
 
 
 def test_budget_gives_the_best_schedule_within_the_compute(sampler):
     res = search(sampler, CAL, None, validation_seeds=VAL, budget=0.6, max_rounds=4, per_round=8)
     assert res["predicted_compute"] <= 0.6 + 1e-9
-    best_uniform = max(heldout_ssim(sampler, Plan(uniform_cache_cuts(10, e, nb)), VAL).mean()
-                       for e in (2, 3, 4, 5, 6, 8) for nb in range(1, 7)
-                       if _compute(sampler, Plan(uniform_cache_cuts(10, e, nb))) <= 0.6)
+    within = [u for u in _uniform(sampler) if _compute(sampler, u) <= 0.6]
+    best_uniform = heldout_ssim(sampler, within, VAL).mean(1).max()
     assert res["validation_ssim_mean"] >= best_uniform - 1e-6
 
 

@@ -71,6 +71,7 @@ def test_guidance_reaches_the_unet_like_the_sampler(model):
     assert (a - b).abs().max() > 1e-3
 
 
+@pytest.mark.slow  # 1,140 evaluations: a long numerical check with no faster equivalent
 def test_converges_to_the_ddim_ode_solution_as_steps_grow(model):
     ref = Sampler(model, steps=1000, method="ddim", guidance=3.0).sample(SEEDS, LABELS).x0  # DDIM eta 0, every timestep
     err = [(DPMSolverSampler(model, n, guidance=3.0).sample(SEEDS, LABELS).x0 - ref).abs().mean().item()

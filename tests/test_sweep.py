@@ -71,10 +71,18 @@ def _rows(db):
         return sorted(c.execute("SELECT run, seed, variant_id, variant, cond, ssim, psnr FROM results"))
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
+def _in_process(cmd, capsys):
+    """A ``python -m unetscope.cli ...`` command line run in this process: (code, stdout, stderr)."""
+    from conftest import run_cli
+
+    return run_cli(cmd[3:], capsys)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, capsys):
+    """The sweep that is killed is a process of its own; the reference and the resumed call run here."""
     whole = tmp_path / "whole"
-    r = subprocess.run(_sweep_cmd(tiny_model_dir, whole), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    code, _, err = _in_process(_sweep_cmd(tiny_model_dir, whole), capsys)
+    assert code == 0, err
     killed = tmp_path / "killed"
     p = subprocess.Popen(_sweep_cmd(tiny_model_dir, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = killed / "results.sqlite"
@@ -84,14 +92,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     partial = _rows(db)
     seconds_killed = _seconds(db)
     assert seconds_killed > 0  # the sampling time of the stored chunks is kept across the kill
-    r = subprocess.run(_sweep_cmd(tiny_model_dir, killed), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    code, out, err = _in_process(_sweep_cmd(tiny_model_dir, killed), capsys)
+    assert code == 0, err
     final = _rows(db)
     assert final == _rows(whole / "results.sqlite")
     assert set(partial) <= set(final)  # nothing stored was lost or changed
-    spent = re_spent(r.stdout)
+    spent = re_spent(out)
     assert spent["now"] < spent["total"]  # the resumed call did not redo the stored chunks
-    assert _seconds(db) > seconds_killed and "over every call of this run" in r.stdout
+    assert _seconds(db) > seconds_killed and "over every call of this run" in out
 
 
 def _seconds(db):
@@ -108,11 +116,11 @@ def re_spent(text):
     return {"total": int(m.group(1)), "now": int(m.group(2))}
 
 
-def test_all_experiments_figures_and_report(tiny_model_dir, tmp_path):
+def test_all_experiments_figures_and_report(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "rep"
-    r = subprocess.run([sys.executable, "-m", "unetscope.cli", "reproduce", "--model", str(tiny_model_dir), "--steps", "10",
-                        "--samples", "3", "--t-step", "3", "--out", str(out), "--quiet"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    code, _, err = _in_process([sys.executable, "-m", "unetscope.cli", "reproduce", "--model", str(tiny_model_dir), "--steps",
+                                "10", "--samples", "3", "--t-step", "3", "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
     html = (out / "report.html").read_text()
     findings = sorted((out / "findings").glob("*.json"))
     assert {json.loads(f.read_text())["experiment"] for f in findings} == {
@@ -126,9 +134,8 @@ def test_all_experiments_figures_and_report(tiny_model_dir, tmp_path):
             n_figs += 1
     assert n_figs >= 15
     # exports
-    r = subprocess.run([sys.executable, "-m", "unetscope.cli", "report", str(out), "--csv", "--parquet"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    code, _, err = _in_process([sys.executable, "-m", "unetscope.cli", "report", str(out), "--csv", "--parquet"], capsys)
+    assert code == 0, err
     assert (out / "results.csv").read_text().startswith("run,seed,variant,cond,ssim,psnr")
     import pandas as pd
 
