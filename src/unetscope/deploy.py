@@ -1,0 +1,384 @@
+"""Schedules inside your own diffusers pipeline or loop: ``accelerate(pipe_or_unet, schedule)``.
+
+Built the way diffusers builds its own hooks (``diffusers.hooks``: a hook object holds its state,
+the state is reset at each generation, and removing the hook restores the module): while the handle
+is active, every call of a stock ``UNet2DModel`` / ``UNet2DConditionModel`` at step t runs under the
+schedule's action for that step through unetscope's ``UNetRunner``; a step with nothing to do, and
+nothing that a later step reads, calls the U-Net's own forward untouched (an empty schedule is the
+unhooked pipeline, bit for bit).
+
+Step t of a schedule is the generation's (S - t + 1)-th distinct timestep (``t = S`` first, like
+the paper). With the pipeline's scheduler known, a timestep's step is its place in
+``scheduler.timesteps`` (so img2img, which starts part-way, lands on the right steps); a bare U-Net
+counts the distinct timesteps since the generation began. A generation begins when the timestep goes
+up, or when the pipeline's scheduler has been set anew (its ``step_index`` back to None). Calls at
+the timestep of the call before (classifier-free guidance's two branches called apart; Heun's and
+DPM2's second call of a step) are the same step: each takes the step's action, and each keeps its
+own cache, refreshed only by calls that computed the part.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .adapters.base import UNetRunner
+from .plan import NO_ACTION, Intervention, Plan, PlanError, ReuseEncoder, SkipSteps, StepAction, StopEarly
+
+__all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]
+
+HOOK_NAME = "unetscope_schedule"
+
+
+class DeployError(ValueError):
+    """A target, schedule or call that ``accelerate`` cannot take (the U-Net is left as it was)."""
+
+
+def rescale_plan(plan: Plan, from_steps: int, to_steps: int) -> Plan:
+    """A schedule found at S = ``from_steps`` moved to S = ``to_steps``, as the presets scale: every
+    step number and count by to/from (rounded, at least 1)."""
+    if from_steps == to_steps:
+        return plan
+
+    def s(v: int) -> int:
+        return max(1, round(v * to_steps / from_steps))
+
+    items = []
+    for it in plan:
+        d = it.to_dict()
+        for k in ("start", "n", "at"):
+            if k in d:
+                d[k] = s(d[k])
+        if "start" in d and "n" in d:
+            d["n"] = min(d["n"], d["start"])
+        items.append(d)
+    return Plan.from_dict(items)
+
+
+def _plan_of(schedule) -> tuple[Plan, int | None]:
+    """A Plan and the S it was made for (None: unknown) from a Plan, interventions or a schedule file."""
+    if isinstance(schedule, Plan):
+        return schedule, None
+    if isinstance(schedule, Intervention):
+        return Plan([schedule]), None
+    if isinstance(schedule, (list, tuple)):
+        try:
+            return Plan(schedule), None
+        except PlanError as e:
+            raise DeployError(str(e)) from None
+    if isinstance(schedule, (str, Path)):
+        import json
+
+        from .shortcut import ShortcutError, load_schedule
+
+        try:
+            plan = load_schedule(schedule)
+        except (ShortcutError, PlanError) as e:
+            raise DeployError(str(e)) from None
+        steps = None
+        try:
+            if Path(schedule).suffix.lower() == ".json":
+                meta = json.loads(Path(schedule).read_text())
+                steps = (meta.get("sampler") or {}).get("steps") if isinstance(meta, dict) else None
+        except (OSError, ValueError):
+            steps = None
+        return plan, steps if isinstance(steps, int) else None
+    raise DeployError(f"schedule must be a Plan, a list of interventions or a schedule file; got {type(schedule).__name__}")
+
+
+def _unet_and_scheduler(target):
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    unet = getattr(target, "unet", target)
+    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
+        what = f"a pipeline whose .unet is a {type(unet).__name__}" if unet is not target else f"a {type(target).__name__}"
+        raise DeployError(f"accelerate takes a diffusers pipeline with a UNet2DModel/UNet2DConditionModel, or one of "
+                          f"those U-Nets; got {what}")
+    return unet, getattr(target, "scheduler", None)
+
+
+@dataclass
+class _Generation:
+    """The hook's state for one generation (reset when a new one begins)."""
+
+    last_timestep: float | None = None
+    distinct: int = 0  # distinct timesteps seen (the bare-U-Net count)
+    slot: int = 0  # this call's place among the calls at the same timestep
+    step_index_seen: bool = False  # the pipeline's scheduler has stepped in this generation
+    caches: dict = field(default_factory=dict)  # slot -> {site: tensor}
+
+
+@dataclass
+class Stats:
+    """What the hook did since it was attached (or since ``reset``)."""
+
+    calls: int = 0
+    generations: int = 0
+    units_run: int = 0  # encoder, middle and decoder units computed
+    units_full: int = 0  # what the same calls cost unhooked
+    cut_calls: int = 0  # calls that ran under an intervention
+
+    @property
+    def compute_fraction(self) -> float:
+        return self.units_run / self.units_full if self.units_full else 1.0
+
+
+class ScheduleHook:
+    """The hook on one U-Net: maps each call to its step and runs that step's action."""
+
+    def __init__(self, unet, plan: Plan, plan_steps: int | None, steps: int | None, scheduler=None):
+        from .adapters.diffusers_unet import DiffusersUNetUnits
+
+        self.unet, self.plan, self.plan_steps, self.steps, self.scheduler = unet, plan, plan_steps, steps, scheduler
+        self.units = DiffusersUNetUnits(unet)
+        self.runner = UNetRunner(self.units)
+        self.K = self.units.num_blocks
+        self.state = _Generation()
+        self.stats = Stats()
+        self._resolved: tuple[int, dict, set] | None = None  # (S, actions, the sites a later step reads)
+        self.notes: list[str] = []
+
+    # -- the generation's steps ---------------------------------------------------------------
+    def reset_state(self) -> None:
+        self.state = _Generation()
+
+    def _generation_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        n = getattr(self.scheduler, "num_inference_steps", None)
+        if isinstance(n, int) and n > 0:
+            return n
+        raise DeployError("accelerate cannot tell the generation's number of steps: give steps=S (a bare U-Net, or a "
+                          "scheduler whose set_timesteps has not run)")
+
+    def _resolve(self) -> tuple[int, dict, set]:
+        S = self._generation_steps()
+        if self._resolved is None or self._resolved[0] != S:
+            plan = self.plan
+            if self.plan_steps is not None and self.plan_steps != S:
+                plan = rescale_plan(plan, self.plan_steps, S)
+                note = (f"unetscope.accelerate: the schedule was made for S = {self.plan_steps} steps; rescaled to this "
+                        f"generation's S = {S}: {plan!r}")
+                self.notes.append(note)
+                warnings.warn(note, stacklevel=4)
+            try:
+                plan.check(S, self.K)
+            except PlanError as e:
+                raise DeployError(f"the schedule does not fit this generation (S = {S} steps, K = {self.K}): {e}") from None
+            self._resolved = (S, plan.actions(), plan.cache_sites(self.K))
+        return self._resolved
+
+    def _step_of(self, timestep: float, S: int) -> int:
+        """The schedule's step t of this call (S first), updating the generation's state."""
+        st = self.state
+        sched = self.scheduler
+        idx = getattr(sched, "step_index", None) if sched is not None else None
+        new = st.last_timestep is not None and timestep > st.last_timestep
+        if sched is not None and idx is None and st.step_index_seen:
+            new = True  # set_timesteps ran again: a new pipeline call
+        if new:
+            self.reset_state()
+            st = self.state
+        if st.last_timestep is None:
+            self.stats.generations += 1
+        if st.last_timestep is not None and timestep == st.last_timestep:
+            st.slot += 1
+        else:
+            st.slot = 0
+            st.distinct += 1
+        st.last_timestep = timestep
+        st.step_index_seen = st.step_index_seen or idx is not None
+        ts = getattr(sched, "timesteps", None) if sched is not None else None
+        if ts is not None and self.steps is None:
+            distinct = list(dict.fromkeys(float(v) for v in torch.as_tensor(ts).flatten().tolist()))
+            if timestep in distinct:
+                return S - distinct.index(timestep)
+        return S - st.distinct + 1
+
+    # -- the call -----------------------------------------------------------------------------
+    def new_forward(self, original, sample, timestep, *args, **kwargs):
+        S, actions, read_later = self._resolve()
+        t_value = float(torch.as_tensor(timestep).flatten()[0]) if torch.is_tensor(timestep) or not isinstance(
+            timestep, (int, float)) else float(timestep)
+        t = self._step_of(t_value, S)
+        if not 1 <= t <= S:
+            raise DeployError(f"this call is step {t} of a generation of S = {S} steps (more distinct timesteps than S): "
+                              "give steps= the generation's number of steps")
+        action = actions.get(t, NO_ACTION).unet
+        capture = [s for s in read_later if s in action.computes(self.K) or action == NO_ACTION]
+        self.stats.calls += 1
+        self.stats.units_full += 2 * self.K + 1
+        if action == NO_ACTION and not capture:
+            self.stats.units_run += 2 * self.K + 1
+            return original(sample, timestep, *args, **kwargs)
+        return self._run(action, capture, sample, timestep, args, kwargs)
+
+    def _run(self, action: StepAction, capture, sample, timestep, args, kwargs):
+        from diffusers import UNet2DConditionModel
+
+        conditional = isinstance(self.unet, UNet2DConditionModel)
+        names = ("encoder_hidden_states", "class_labels", "timestep_cond", "attention_mask", "cross_attention_kwargs",
+                 "added_cond_kwargs", "down_block_additional_residuals", "mid_block_additional_residual",
+                 "down_intrablock_additional_residuals", "encoder_attention_mask", "return_dict") if conditional \
+            else ("class_labels", "return_dict")
+        if len(args) > len(names):
+            raise DeployError(f"{type(self.unet).__name__} takes at most {len(names) + 2} positional arguments")
+        kw = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k in kw:
+                raise DeployError(f"{type(self.unet).__name__} got {k} twice")
+            kw[k] = v
+        unknown = sorted(set(kw) - set(names))
+        if unknown:
+            raise DeployError(f"{type(self.unet).__name__} takes no argument {unknown[0]!r}")
+        return_dict = kw.pop("return_dict", True)
+        for k in ("down_block_additional_residuals", "mid_block_additional_residual", "down_intrablock_additional_residuals"):
+            if kw.pop(k, None) is not None:
+                raise DeployError(f"{k} (ControlNet / T2I-Adapter residuals) is not supported on the steps a schedule "
+                                  "intervenes on; use a schedule without them, or no ControlNet")
+        xattn = dict(kw.pop("cross_attention_kwargs", None) or {})
+        lora_scale = xattn.pop("scale", None)
+        if xattn:
+            raise DeployError(f"cross_attention_kwargs {sorted(xattn)} are not supported on intervened steps (only 'scale')")
+        cond = {k: v for k, v in kw.items() if v is not None}
+        n = sample.shape[0]
+        tau = timestep if torch.is_tensor(timestep) else torch.tensor([timestep], dtype=torch.long if isinstance(
+            timestep, int) else torch.float32, device=sample.device)
+        tau = tau.to(sample.device).reshape(-1)
+        tau = tau.expand(n) if tau.numel() == 1 else tau
+        cache = self._cache_for(n)
+        a = action
+        if any(s not in cache for s in action.needs(self.K)):
+            a, capture = NO_ACTION, list(self._resolved[2])  # nothing cached for this call's rows yet: compute it all
+            self.notes.append(f"a call at step with {action.describe()} found no cache for its rows and ran in full")
+        scaled = lora_scale is not None and lora_scale != 1.0
+        if scaled:
+            from diffusers.utils import scale_lora_layers
+
+            scale_lora_layers(self.unet, lora_scale)
+        try:
+            out = self.runner(sample, tau, cond, a, fill=a.take(cache, self.K, 0) if a.needs(self.K) else None,
+                              capture=capture)
+        finally:
+            if scaled:
+                from diffusers.utils import unscale_lora_layers
+
+                unscale_lora_layers(self.unet, lora_scale)
+        self.state.caches.setdefault(self.state.slot, {}).update(out.captured)
+        self.stats.units_run += out.units_run
+        self.stats.cut_calls += a != NO_ACTION
+        res = out.out.to(sample.dtype)
+        if not return_dict:
+            return (res,)
+        if conditional:
+            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+            return UNet2DConditionOutput(sample=res)
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        return UNet2DOutput(sample=res)
+
+    def _cache_for(self, n: int) -> dict:
+        """This call's cache: its own slot's, else the latest slot's whose rows match (Heun's first step
+        has one call; its second calls read the first calls' cache until they computed their own)."""
+        own = self.state.caches.get(self.state.slot)
+        if own and all(v.shape[0] == n for v in own.values()):
+            return own
+        for slot in sorted(self.state.caches, reverse=True):
+            c = self.state.caches[slot]
+            if c and all(v.shape[0] == n for v in c.values()):
+                return c
+        return {}
+
+
+class Accelerated:
+    """The handle ``accelerate`` returns: a context manager; ``remove()`` restores the U-Net,
+    ``reset()`` starts a new generation, ``stats`` counts what the hook ran."""
+
+    def __init__(self, unet, hook: ScheduleHook):
+        self.unet, self.hook = unet, hook
+        self._had_forward = "forward" in unet.__dict__
+        self._old_forward = unet.__dict__.get("forward")
+        original = unet.forward
+
+        def forward(sample, timestep, *args, **kwargs):
+            return hook.new_forward(original, sample, timestep, *args, **kwargs)
+
+        forward.__wrapped__ = original
+        unet.forward = forward
+        unet._unetscope_hook = self
+        self.active = True
+
+    @property
+    def stats(self) -> Stats:
+        return self.hook.stats
+
+    @property
+    def notes(self) -> list[str]:
+        return self.hook.notes
+
+    def reset(self) -> None:
+        """Forget the current generation (its step count and caches); the next call begins a new one."""
+        self.hook.reset_state()
+
+    def remove(self) -> None:
+        """Restore the U-Net's forward as it was; idempotent."""
+        if not self.active:
+            return
+        if self._had_forward:
+            self.unet.forward = self._old_forward
+        else:
+            del self.unet.forward
+        if getattr(self.unet, "_unetscope_hook", None) is self:
+            del self.unet._unetscope_hook
+        self.active = False
+
+    def __enter__(self) -> "Accelerated":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def accelerate(target, schedule, *, steps: int | None = None) -> Accelerated:
+    """Run ``schedule`` inside a diffusers pipeline (its ``.unet``) or on a stock diffusers U-Net.
+
+    ``schedule``: a Plan, a list of interventions, or a schedule file (``unetscope shortcut search``
+    writes one; one found at another S is rescaled with a one-line note). It takes U-Net
+    interventions only (``DropBlocks``, ``ZeroSkips``, ``ReuseEncoder``): the pipeline's own
+    scheduler walks the steps, so ``SkipSteps`` and ``StopEarly`` are refused (take fewer steps).
+    ``steps``: S, the generation's number of steps (default: the pipeline scheduler's)."""
+    unet, scheduler = _unet_and_scheduler(target)
+    if getattr(unet, "_unetscope_hook", None) is not None:
+        raise DeployError("this U-Net already runs a schedule: remove() that handle first")
+    if steps is not None:
+        from .checks import as_int
+
+        if as_int(steps) is None or as_int(steps) < 1:
+            raise DeployError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = as_int(steps)
+    plan, plan_steps = _plan_of(schedule)
+    walk = [it for it in plan if isinstance(it, (SkipSteps, StopEarly))]
+    if walk:
+        raise DeployError(f"{walk[0]!r} changes the walk over the steps, which the pipeline's scheduler owns: take fewer "
+                          "steps instead (accelerate takes DropBlocks, ZeroSkips and ReuseEncoder)")
+    if steps is not None:
+        try:
+            (rescale_plan(plan, plan_steps, steps) if plan_steps else plan).check(steps, _units_k(unet))
+        except PlanError as e:
+            raise DeployError(f"the schedule does not fit S = {steps} steps: {e}") from None
+    hook = ScheduleHook(unet, plan, plan_steps, steps, scheduler if scheduler is not unet else None)
+    return Accelerated(unet, hook)
+
+
+def _units_k(unet) -> int:
+    from .adapters.base import AdapterError
+    from .adapters.diffusers_unet import DiffusersUNetUnits
+
+    try:
+        return DiffusersUNetUnits(unet).num_blocks
+    except AdapterError as e:
+        raise DeployError(str(e)) from None
