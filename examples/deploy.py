@@ -35,9 +35,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     out = a.out or tempfile.mkdtemp()
     model = us.load_model("default")
-    # 1. find a schedule on unetscope's own DDIM sampler (a small search: 2 + 2 seeds, 2 rounds)
-    found = us.search_shortcut(model, out, method="ddim", steps=a.steps, budget=0.7, samples=8, calibration=2,
-                               validation=2, rounds=2, repeats=1)
+    # 1. find a schedule on unetscope's own DDIM sampler (a small search: 2 + 1 seeds, one round)
+    found = us.search_shortcut(model, out, method="ddim", steps=a.steps, budget=0.7, samples=5, calibration=2,
+                               validation=1, rounds=1, repeats=1)
     print("schedule:", found["search"]["plan"])
     # 2. the user's loop, with the diffusers scheduler it already uses
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,

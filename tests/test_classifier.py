@@ -18,7 +18,7 @@ def card():
     return json.loads(CLASSIFIER_CARD.read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # under xdist a module fixture can be torn down and made again
 def trained():
     """A one-epoch model: enough to exercise training (and compare two runs) in a few seconds."""
     return train_classifier(seed=0, epochs=1)

@@ -336,16 +336,17 @@ def test_two_processes_on_one_folder(tiny_model_dir, tmp_path, capsys):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        second = subprocess.run(cmd(shared), capture_output=True, text=True)
-        assert second.returncode == 2 and "in use by another unetscope process (pid" in second.stderr, second.stderr
-        assert len(second.stderr.strip().splitlines()) == 1 and not (shared / "results.sqlite").exists()
+        code, _, err = run(cmd(shared)[3:], capsys)  # this process is the second one
+        assert code == 2 and "in use by another unetscope process (pid" in err, err
+        assert len(err.strip().splitlines()) == 1 and not (shared / "results.sqlite").exists()
     finally:
         holder.kill()
         holder.wait()
-    # two sweeps started together: whichever comes second is refused or finds the work done
+    # two sweeps started together (a child process and this one): whichever comes second is refused or
+    # finds the work done
     first = subprocess.Popen(cmd(shared), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    other = subprocess.run(cmd(shared), capture_output=True, text=True)
-    codes, errs = [first.wait(timeout=300), other.returncode], [first.stderr.read(), other.stderr]
+    code, _, err = run(cmd(shared)[3:], capsys)
+    codes, errs = [first.wait(timeout=300), code], [first.stderr.read(), err]
     assert 0 in codes, errs
     assert all(c == 0 or "in use by another unetscope process" in e for c, e in zip(codes, errs)), errs
     # once both have exited (the lock is free): completing whatever a refusal left, and the reference, run here

@@ -48,7 +48,7 @@ def _run_process(*argv):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, argv)], capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # under xdist a module fixture can be torn down and made again
 def quality_run(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto") / "out"
     r = _run("--model", tiny_model_dir, *TINY, "--out", out)

@@ -19,11 +19,11 @@ from conftest import kill_when_stored, run_cli
 SMALL = ["--steps", "10", "--samples", "4", "--chunk-size", "1", "--t-step", "3", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # under xdist a module fixture can be torn down and made again
 def cluster():
-    """One local Ray instance for the module, set up as the executor sets up its own (quiet, workers'
-    output in Ray's logs) and with the dashboard, which serves the state API the kill test reads."""
-    ray.init(num_cpus=2, include_dashboard=True, logging_level=logging.ERROR, log_to_driver=False)
+    """One local Ray instance for the run (one pytest worker holds the Ray tests), set up as the
+    executor sets up its own: quiet, workers' output in Ray's logs."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -45,7 +45,7 @@ def _images(out):
     return {p.relative_to(out): p.read_bytes() for p in sorted((out / "images").rglob("*.pt"))}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # under xdist a module fixture can be torn down and made again
 def local_runs(tiny_model_dir, tmp_path_factory):
     """The in-process engine's folders for phases and block-utility (the reference rows)."""
     from unetscope.cli import main
@@ -76,35 +76,52 @@ def test_ray_rows_equal_the_local_engine(cluster, local_runs, tiny_model_dir, tm
         assert _spent(tmp_path / exp) == _spent(local_runs / exp)
 
 
-def test_a_killed_worker_changes_no_row(cluster, local_runs, tiny_model_dir, tmp_path):
-    from ray.util.state import list_actors
+DYING_ADAPTER = '''
+import os
+import signal
 
+from unetscope import load_model
+
+
+def make_model():
+    """The tiny model; the first U-Net evaluation in any process but the test's SIGKILLs that process
+    (once: the marker file records the victim's pid)."""
+    m = load_model({folder!r})
+    prepare = m.units.prepare
+
+    def dying(x, timesteps, cond):
+        if os.getpid() != {driver}:
+            try:
+                fd = os.open({marker!r}, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return prepare(x, timesteps, cond)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return prepare(x, timesteps, cond)
+
+    m.units.prepare = dying
+    return m
+'''
+
+
+def test_a_killed_worker_changes_no_row(cluster, local_runs, tiny_model_dir, tmp_path):
+    """A worker killed in the middle of its first item (by the model itself: no race with a watcher)
+    is restarted and the item run again: the same rows as in process."""
     import unetscope as us
     from unetscope.executor import RayExecutor
 
+    marker = tmp_path / "victim.pid"
+    f = tmp_path / "dying_adapter.py"
+    f.write_text(DYING_ADAPTER.format(folder=str(tiny_model_dir), driver=os.getpid(), marker=str(marker)))
     out = tmp_path / "killed-worker"
-    killed = []
-
-    def live_worker():  # a Slot actor's process, once one is alive
-        live = [a.pid for a in list_actors(filters=[("class_name", "=", "Slot"), ("state", "=", "ALIVE")])]
-        if live:
-            killed.append(live)
-            return live[0]
-        return None
-
-    def killer():  # SIGKILL a worker once one is alive: its chunk is run again on its restart
-        kill_when_stored(live_worker, out / "results.sqlite", 0)
-
-    t = threading.Thread(target=killer)
-    t.start()
-    res = us.experiment("block-utility", tiny_model_dir, out, executor=RayExecutor(threads=1), params={"t_step": 3},
+    res = us.experiment("block-utility", f"{f}:make_model", out, executor=RayExecutor(threads=1), params={"t_step": 3},
                         steps=10, samples=4, chunk_size=1, progress=False)
-    t.join()
-    assert killed, "no worker was killed"
-    assert _rows(out) == _rows(local_runs / "block-utility")
-    # the killed worker's restart (a process that was not alive at the kill) computed a chunk
+    victim = int(marker.read_text())  # a worker died
+    same = lambda rows: [r[1:] for r in rows]  # noqa: E731 (the run's name holds the model's reference)
+    assert same(_rows(out)) == same(_rows(local_runs / "block-utility"))
     pids = {int(k.rsplit("/", 1)[1]) for k in res["stats"]["workers"]}
-    assert pids - set(killed[0]), (killed, res["stats"]["workers"])
+    assert victim not in pids and pids, (victim, res["stats"]["workers"])  # its restart computed its chunks
 
 
 @pytest.mark.slow
@@ -183,13 +200,13 @@ def test_a_model_failing_in_a_worker_is_one_line(cluster, tiny_model_dir, tmp_pa
 
 
 SEARCH = ["--steps", "10", "--samples", "8", "--calibration", "2", "--validation", "2", "--budget", "0.7",
-          "--rounds", "2", "--repeats", "1", "--threads", "1", "--quiet"]
+          "--rounds", "1", "--repeats", "1", "--threads", "1", "--quiet"]
 
 
 def _local_search(tiny_model_dir, out):
     import unetscope as us
 
-    local = us.search_shortcut(tiny_model_dir, out, budget=0.7, steps=10, samples=8, calibration=2, validation=2, rounds=2,
+    local = us.search_shortcut(tiny_model_dir, out, budget=0.7, steps=10, samples=8, calibration=2, validation=2, rounds=1,
                                repeats=1)
     assert list(local["search"]["workers"]) == [f"{socket.gethostname()}/{os.getpid()}"]
     return local
@@ -212,7 +229,7 @@ def test_search_on_ray_finds_the_local_schedule(cluster, tiny_model_dir, tmp_pat
 
     local = _local_search(tiny_model_dir, tmp_path / "local")
     res = us.search_shortcut(tiny_model_dir, tmp_path / "api", budget=0.7, steps=10, samples=8, calibration=2,
-                             validation=2, rounds=2, repeats=1, executor=RayExecutor(threads=1))
+                             validation=2, rounds=1, repeats=1, executor=RayExecutor(threads=1))
     workers = res["search"]["workers"]
     assert len(workers) == 2 and f"{socket.gethostname()}/{os.getpid()}" not in workers, workers
     assert res["search"]["history"] == local["search"]["history"] and res["search"]["plan"] == local["search"]["plan"]
