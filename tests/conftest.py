@@ -11,19 +11,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
-# tests that share one expensive module fixture, or one local Ray instance, run in one worker
-GROUPS = {"test_ray.py": "ray", "test_pareto_benchmark.py": "pareto"}
-
-
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        group = GROUPS.get(item.path.name) or ("ray" if item.get_closest_marker("ray") else None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")

@@ -182,7 +182,7 @@ def test_the_example_finds_hooks_and_compares(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
     from deploy import main
 
-    main(["--steps", "10", "--out", str(tmp_path)])
+    main(["--steps", "6", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "schedule: Plan([" in out and "U-Net compute run: 0." in out and "SSIM against the unhooked loop: [" in out
     assert (tmp_path / "schedule.json").exists()
