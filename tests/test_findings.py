@@ -108,7 +108,7 @@ def test_phases_on_a_fine_grid_says_it_averages_and_draws_the_average(tmp_path):
     want = dict(zip(raw["x"], smooth_in_steps(raw["x"], raw["mean"], 5)))
     assert np.allclose(fig["dashed"][0]["y"], [want[t] for t in fig["dashed"][0]["x"]])
     t, y, t_low, y_low, runs = _read_phases(fig, 0.8)
-    assert f"hurts most at t = {t_low} (mean SSIM averaged over 5 steps, the dashed line {y_low:.3f})" in text, text
+    assert f"hurts most at t = {t_low} (mean SSIM {y_low:.3f} averaged over 5 steps, the dashed line)" in text, text
     want = " and ".join(f"t = {a}" if a == b else f"t = {a}..{b}" for a, b in runs)
     assert f"the averaged mean SSIM is below 0.8 for the starts {want}." in text, text
 

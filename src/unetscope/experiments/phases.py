@@ -119,8 +119,8 @@ class Phases(Experiment):
         if seg is None or not len(ts1):
             return dict(boundaries=None, phases=[], text="No results yet.")
         lo, runs, phases = seg["lowest"], seg["runs"], seg["phases"]
-        read = (f"mean SSIM averaged over {seg['window']} steps, the dashed line" if seg["smoothed"] else "mean SSIM")
-        what = (f"Removing n={n_big} steps hurts most at t = {lo['t']} ({read} {lo['ssim']:.3f}); "
+        read = f" averaged over {seg['window']} steps, the dashed line" if seg["smoothed"] else ""
+        what = (f"Removing n={n_big} steps hurts most at t = {lo['t']} (mean SSIM {lo['ssim']:.3f}{read}); "
                 + (f"the {'averaged ' if seg['smoothed'] else ''}mean SSIM is below {thr:g} for the starts {format_runs(runs)}"
                    if runs else f"it never falls below {thr:g}, so no start changes the output's semantics by that measure")
                 + f". Removing n={n1} changes little: mean SSIM {c1['ssim'][0].mean():.3f} (lowest {c1['ssim'][0].min():.3f}). ")
