@@ -58,14 +58,14 @@ def _params(cases):
 
 @pytest.mark.parametrize("doc, command", _params([(d, c) for d, c in COMMANDS if "--executor ray" not in c]))
 def test_doc_command_runs(doc, command, tmp_path, places, request, monkeypatch, capsys):
-    """Each command with the docs' flags, in this process and on at most 2 samples (a search on its own): the command line
+    """Each command with the docs' flags, in this process and on one sample (a search on its own): the command line
     parses and its whole path runs. The documented sizes run in ``test_doc_command_runs_as_written``."""
     from conftest import run_cli
 
     argv = _argv(command, tmp_path, places, request)
     if "--samples" in argv and "--calibration" not in argv:  # a search's split needs the samples it names
         i = argv.index("--samples")
-        argv[i + 1] = str(min(int(argv[i + 1]), 2))
+        argv[i + 1] = str(min(int(argv[i + 1]), 1))
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     try:

@@ -112,7 +112,7 @@ def test_skip_steps_and_stop_early_are_moves(sampler):
 
 
 def test_api_reports_held_out_and_the_uniform_rival(tmp_path):
-    res = us.search_shortcut(REF, tmp_path / "s", target_mean=0.85, calibration=4, validation=4, samples=12, steps=10,
+    res = us.search_shortcut(REF, tmp_path / "s", target_mean=0.85, calibration=2, validation=2, samples=8, steps=10,
                              rounds=2, repeats=1)
     assert len(res["held_out_seeds"]) == 4 and not set(res["held_out_seeds"]) & set(res["calibration_seeds"] + res["validation_seeds"])
     assert res["held_out_meets_target"] == (res["held_out"]["ssim_mean"] >= 0.85)

@@ -119,7 +119,7 @@ def re_spent(text):
 def test_all_experiments_figures_and_report(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "rep"
     code, _, err = _in_process([sys.executable, "-m", "unetscope.cli", "reproduce", "--model", str(tiny_model_dir), "--steps",
-                                "10", "--samples", "3", "--t-step", "3", "--out", str(out), "--quiet"], capsys)
+                                "10", "--samples", "2", "--t-step", "3", "--out", str(out), "--quiet"], capsys)
     assert code == 0, err
     html = (out / "report.html").read_text()
     findings = sorted((out / "findings").glob("*.json"))
