@@ -129,12 +129,11 @@ class Stats:
 class ScheduleHook:
     """The hook on one U-Net: maps each call to its step and runs that step's action."""
 
-    def __init__(self, unet, plan: Plan, plan_steps: int | None, steps: int | None, scheduler=None):
-        from .adapters.diffusers_unet import DiffusersUNetUnits
-
+    def __init__(self, unet, units, plan: Plan, plan_steps: int | None, steps: int | None, scheduler=None):
         self.unet, self.plan, self.plan_steps, self.steps, self.scheduler = unet, plan, plan_steps, steps, scheduler
-        self.units = DiffusersUNetUnits(unet)
+        self.units = units
         self.runner = UNetRunner(self.units)
+        self._distinct: tuple[tuple, list[float]] | None = None  # scheduler.timesteps' identity -> distinct values
         self.K = self.units.num_blocks
         self.state = _Generation()
         self.stats = Stats()
@@ -193,7 +192,10 @@ class ScheduleHook:
         st.step_index_seen = st.step_index_seen or idx is not None
         ts = getattr(sched, "timesteps", None) if sched is not None else None
         if ts is not None and self.steps is None:
-            distinct = list(dict.fromkeys(float(v) for v in torch.as_tensor(ts).flatten().tolist()))
+            key = (id(ts), len(ts), float(ts[0]), float(ts[-1])) if len(ts) else (id(ts), 0, 0.0, 0.0)
+            if self._distinct is None or self._distinct[0] != key:  # once per set_timesteps, not per call
+                self._distinct = (key, list(dict.fromkeys(float(v) for v in torch.as_tensor(ts).flatten().tolist())))
+            distinct = self._distinct[1]
             if timestep in distinct:
                 return S - distinct.index(timestep)
         return S - st.distinct + 1
@@ -365,20 +367,17 @@ def accelerate(target, schedule, *, steps: int | None = None) -> Accelerated:
     if walk:
         raise DeployError(f"{walk[0]!r} changes the walk over the steps, which the pipeline's scheduler owns: take fewer "
                           "steps instead (accelerate takes DropBlocks, ZeroSkips and ReuseEncoder)")
-    if steps is not None:
-        try:
-            (rescale_plan(plan, plan_steps, steps) if plan_steps else plan).check(steps, _units_k(unet))
-        except PlanError as e:
-            raise DeployError(f"the schedule does not fit S = {steps} steps: {e}") from None
-    hook = ScheduleHook(unet, plan, plan_steps, steps, scheduler if scheduler is not unet else None)
-    return Accelerated(unet, hook)
-
-
-def _units_k(unet) -> int:
     from .adapters.base import AdapterError
     from .adapters.diffusers_unet import DiffusersUNetUnits
 
     try:
-        return DiffusersUNetUnits(unet).num_blocks
+        units = DiffusersUNetUnits(unet)  # an unsupported block: a DeployError, before anything is hooked
     except AdapterError as e:
         raise DeployError(str(e)) from None
+    if steps is not None:
+        try:
+            (rescale_plan(plan, plan_steps, steps) if plan_steps else plan).check(steps, units.num_blocks)
+        except PlanError as e:
+            raise DeployError(f"the schedule does not fit S = {steps} steps: {e}") from None
+    hook = ScheduleHook(unet, units, plan, plan_steps, steps, scheduler if scheduler is not unet else None)
+    return Accelerated(unet, hook)
