@@ -8,7 +8,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -167,40 +166,6 @@ def test_executor_flags_are_checked_before_anything_is_written(cluster, tiny_mod
         assert not (tmp_path / "o").exists()
 
 
-BAD_ADAPTER = '''
-from unetscope import load_model
-
-
-def make_model():
-    """The tiny model, with a prepare() that fails on the last steps' timesteps (only a worker samples)."""
-    m = load_model({folder!r})
-    prepare = m.units.prepare
-
-    def bad(x, timesteps, cond):
-        if int(timesteps.min()) < 100:
-            raise ValueError("bad adapter: no embedding below timestep 100")
-        return prepare(x, timesteps, cond)
-
-    m.units.prepare = bad
-    return m
-'''
-
-
-@pytest.mark.slow
-def test_a_model_failing_in_a_worker_is_one_line(cluster, tiny_model_dir, tmp_path):
-    """The whole default path in a fresh process: a local Ray instance started, the worker's error
-    raised in the driver as one line, the instance closed."""
-    f = tmp_path / "bad_adapter.py"
-    f.write_text(BAD_ADAPTER.format(folder=str(tiny_model_dir)))
-    r = subprocess.run([sys.executable, "-m", "unetscope.cli", "sweep", "phases", "--model", f"{f}:make_model", "--out",
-                        str(tmp_path / "o"), *SMALL, "--executor", "ray", "--cpus-per-task", "2"],
-                       capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": ""})
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.strip().splitlines() if "should be kept in float32" not in ln]  # diffusers' own, locally too
-    assert len(lines) == 1 and "bad adapter: no embedding below timestep 100" in lines[0], r.stderr
-    assert lines[0].startswith("unetscope sweep: error:") and "Traceback" not in r.stderr
-
-
 SEARCH = ["--steps", "6", "--samples", "8", "--calibration", "2", "--validation", "2", "--budget", "0.7",
           "--rounds", "1", "--repeats", "1", "--threads", "1", "--quiet"]
 
@@ -233,17 +198,18 @@ def _same(a, b):
 
 
 @pytest.mark.slow
-def test_search_on_ray_finds_the_local_schedule(cluster, tiny_model_dir, tmp_path, capsys):
-    """The search on Ray, through the API with an executor object and from the command line: every
-    candidate scored on two workers (the seeds shared out in two chunks); the same schedule, history
-    and uniform rival as the in-process search, and the same schedule file and held-out scores."""
+def test_search_on_ray_finds_the_local_schedule(cluster, tiny_model_dir, tmp_path):
+    """The search on Ray through the API with an executor object: every candidate scored on two
+    workers (the seeds shared out in two chunks); the same schedule, history and uniform rival as the
+    in-process search, and the same schedule file and held-out scores. (The command line builds
+    the same executor and calls the same function: test_search_cli_hands_the_ray_executor_over.)"""
     import json
 
     import unetscope as us
     from unetscope.executor import RayExecutor
 
     local = _local_search(tiny_model_dir, tmp_path / "local")
-    res = us.search_shortcut(tiny_model_dir, tmp_path / "api", budget=0.7, steps=6, samples=8, calibration=2,
+    res = us.search_shortcut(tiny_model_dir, tmp_path / "ray", budget=0.7, steps=6, samples=8, calibration=2,
                              validation=2, rounds=1, repeats=1, executor=RayExecutor(threads=1))
     workers = res["search"]["workers"]
     assert len(workers) == 2 and f"{socket.gethostname()}/{os.getpid()}" not in workers, workers
@@ -254,16 +220,32 @@ def test_search_on_ray_finds_the_local_schedule(cluster, tiny_model_dir, tmp_pat
     n = sum(w["image_evaluations"] for w in workers.values())
     assert n == sum(w["image_evaluations"] for w in local["search"]["workers"].values())
     assert all(w["chunks"] == next(iter(workers.values()))["chunks"] for w in workers.values())
-    # from the command line
-    code, out, err = run_cli(["shortcut", "search", "--model", tiny_model_dir, "--out", tmp_path / "ray", *SEARCH,
-                              "--executor", "ray"], capsys)
-    assert code == 0, err
     saved = {k: json.loads((tmp_path / k / "schedule.json").read_text()) for k in ("local", "ray")}
     assert saved["ray"]["interventions"] == saved["local"]["interventions"] and saved["ray"]["interventions"], saved
     _same({k: v for k, v in saved["ray"].items() if k != "model"}, {k: v for k, v in saved["local"].items() if k != "model"})
     held = {k: json.loads((tmp_path / k / "summary.json").read_text()) for k in ("local", "ray")}
     _same([r["ssim"] for r in held["ray"]["per_sample"]], [r["ssim"] for r in held["local"]["per_sample"]])
-    assert f"held-out mean SSIM {local['uniform_rival']['held_out_ssim_mean']:.3f}" in out, out
+
+
+def test_search_cli_hands_the_ray_executor_over(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """``shortcut search --executor ray`` gives the API a RayExecutor that loads the model by its
+    reference, with the command's threads, slots and workers (the search itself: the test above)."""
+    import unetscope.api as api
+    from unetscope.executor import RayExecutor
+
+    seen = {}
+
+    def fake_search(model, out, **kw):
+        seen.update(kw)
+        raise api.SettingsError("stopped here")  # one line, nothing run
+
+    monkeypatch.setattr(api, "search_shortcut", fake_search)
+    code, _, err = run_cli(["shortcut", "search", "--model", tiny_model_dir, "--out", tmp_path / "ray", *SEARCH,
+                            "--executor", "ray", "--cpus-per-task", "2", "--workers", "1", "--chunk-size", "3"], capsys)
+    assert code == 2 and "stopped here" in err, err
+    ex = seen["executor"]
+    assert isinstance(ex, RayExecutor) and seen["chunk_size"] == 3
+    assert (ex.model, ex.threads, ex.cpus_per_task, ex.workers) == (str(tiny_model_dir), 1, 2, 1), vars(ex)
 
 
 def test_search_chunk_size_and_run_flags(cluster, tiny_model_dir, tmp_path, capsys):
