@@ -1,0 +1,151 @@
+"""Measuring a shortcut: FLOPs executed (torch's ``FlopCounterMode``), seconds per U-Net action and
+the time they predict, and baseline-against-shortcut runs by the timing protocol. Savings are
+measured, never assumed."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..metrics import psnr, ssim
+from ..models import Cond
+from ..plan import Plan, PlanError, StepAction
+from ..sampler import Sampler, SamplerError, cond_slice
+from .schedules import ShortcutError
+
+__all__ = ["plan_flops", "unit_flops", "action_seconds", "predicted_time_fraction", "measure"]
+
+
+@torch.no_grad()
+def plan_flops(sampler: Sampler, plan: Plan, seed: int = 0, cond=None) -> int:
+    """FLOPs one sample's run under ``plan`` actually executes (guidance's two halves included)."""
+    with FlopCounterMode(display=False) as fc:
+        sampler.sample([seed], cond, plan)
+    return int(fc.get_total_flops())
+
+
+@torch.no_grad()
+def unit_flops(runner, x, timesteps, cond=None) -> dict[str, int]:
+    """FLOPs of each unit (``E[i]``, ``M``, ``D[j]``, ``prepare``, ``head``) in one full evaluation."""
+    units = runner.units
+    counts: dict[str, int] = {}
+
+    def counted(name, fn):
+        def call(*a):
+            with FlopCounterMode(display=False) as fc:
+                out = fn(*a)
+            key = name if name in ("prepare", "M", "head") else f"{name}[{a[0]}]"
+            counts[key] = counts.get(key, 0) + int(fc.get_total_flops())
+            return out
+        return call
+
+    orig = {k: getattr(units, k) for k in ("prepare", "encoder", "middle", "decoder", "head")}
+    try:
+        for k, name in (("prepare", "prepare"), ("encoder", "E"), ("middle", "M"), ("decoder", "D"), ("head", "head")):
+            setattr(units, k, counted(name, orig[k]))
+        runner(x, timesteps, cond)
+    finally:
+        for k in orig:
+            delattr(units, k) if k in vars(units) else None
+    return counts
+
+
+
+@torch.no_grad()
+def action_seconds(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, repeats: int = 5,
+                   warmup: int = 1, clock=time.perf_counter) -> dict[StepAction, float]:
+    """Median seconds of one (guided) U-Net evaluation of the seeds' batch (the sampler's first
+    chunk) under each U-Net action ``plan`` takes, and under none, by the timing protocol (warm-up,
+    interleaved repeats). Cached fills come from a full evaluation first."""
+    from ..noise import NoiseBank
+    from ..plan import NO_ACTION
+    from ..timing import interleave
+
+    plan = sampler.check_plan(plan)
+    m, K = sampler.model, sampler.model.num_blocks
+    n = len(seeds)
+    seeds = list(seeds)[:sampler.batch_size or n]  # the first chunk, as the sampler batches them
+    x = NoiseBank(seeds, m.sample_shape).initial().to(m.device)
+    tau = torch.full((len(seeds),), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
+    c = m.make_cond(cond_slice(cond, range(len(seeds)), n), len(seeds))
+    acts = list(dict.fromkeys([NO_ACTION] + [st.action.unet for st in plan.walk(sampler.steps)]))
+    sites = sorted({s for a in acts for s in a.needs(K)})
+    full = sampler.denoiser(x, tau, c, capture=sites)
+    fns = {a: (lambda a=a: sampler.denoiser(x, tau, c, a, fill={s: full.captured[s] for s in a.needs(K)}))
+           for a in acts}
+    timings, _ = interleave(fns, repeats, warmup, clock)
+    return {a: t.median for a, t in timings.items()}
+
+
+def predicted_time_fraction(sampler: Sampler, plan: Plan, seconds: dict[StepAction, float],
+                            seconds_baseline: float | None = None, chunks: int = 1) -> float:
+    """The shortcut's time as a fraction of the baseline's, predicted from the seconds of one
+    evaluation under each action (``action_seconds``): the sum over the evaluations the plan makes.
+    With the baseline's measured seconds (of ``chunks`` batches), each step also pays the
+    baseline's time outside the U-Net (the update, the noise: ``seconds_baseline / S`` minus the
+    full evaluations)."""
+    from ..plan import NO_ACTION
+
+    S = sampler.steps
+    walk = list(sampler.check_plan(plan).walk(S))
+    missing = {st.action.unet for st in walk} - set(seconds)
+    if NO_ACTION not in seconds or missing:
+        raise ShortcutError("seconds must time every U-Net action of the plan and the full evaluation "
+                            "(action_seconds(sampler, plan, ...) gives them)")
+    unet = chunks * seconds[NO_ACTION]  # one step's evaluations
+    other = max(0.0, seconds_baseline / S - unet) if seconds_baseline else 0.0
+    return sum(chunks * seconds[st.action.unet] + other for st in walk) / (S * (unet + other))
+
+
+def _mad(x: np.ndarray) -> float:
+    return float(np.mean(np.abs(x - x.mean())))
+
+
+@torch.no_grad()
+def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, repeats: int = 3, warmup: int = 1,
+            clock=time.perf_counter) -> dict:
+    """Baseline vs shortcut on the same seeds: per-sample SSIM/PSNR, FLOPs executed, and wall times
+    by the timing protocol (``unetscope.timing``: a warm-up of each side, then ``repeats`` interleaved
+    runs; the median and the spread of each, and warnings when they should not be trusted).
+
+    ``time_saving_predicted`` is the time saving the seconds of one evaluation under each of the
+    plan's actions predict (``action_seconds``, ``predicted_time_fraction``): where FLOPs run at
+    different speeds in different blocks (a CPU's small high-resolution convolutions are slow per
+    FLOP), the time saving follows it rather than the compute saving."""
+    from ..timing import interleave, timing_warnings
+
+    plan = sampler.check_plan(plan)
+    if not plan:
+        raise ShortcutError("the schedule holds no interventions: the shortcut would be the baseline itself")
+    try:
+        timings, first = interleave({"baseline": lambda: sampler.sample(seeds, cond),
+                                     "shortcut": lambda: sampler.sample(seeds, cond, plan)}, repeats, warmup, clock)
+    except ValueError as e:
+        if isinstance(e, (SamplerError, PlanError)):
+            raise
+        raise ShortcutError(str(e)) from None
+    base, short = first["baseline"], first["shortcut"]
+    tb, ts = timings["baseline"], timings["shortcut"]
+    chunks = math.ceil(len(seeds) / (sampler.batch_size or len(seeds)))
+    predicted = 1 - predicted_time_fraction(sampler, plan, action_seconds(sampler, plan, seeds, cond, clock=clock),
+                                            tb.median, chunks)
+    a, b = base.images, short.images
+    ss, pp = ssim(b, a).numpy(), psnr(b, a).numpy()
+    c1 = cond_slice(cond, [0], len(seeds))
+    f_base, f_short = plan_flops(sampler, Plan(), seeds[0], c1), plan_flops(sampler, plan, seeds[0], c1)
+    fin = pp[np.isfinite(pp)]
+    compute_saving = 1 - f_short / f_base
+    return dict(
+        time_saving=1 - ts.median / tb.median, compute_saving=compute_saving, time_saving_predicted=predicted,
+        seconds_baseline=tb.median,
+        seconds_shortcut=ts.median, timing=dict(baseline=tb.to_dict(), shortcut=ts.to_dict(), repeats=repeats, warmup=warmup),
+        warnings=timing_warnings(tb, ts, compute_saving, predicted),
+        flops_baseline=f_base, flops_shortcut=f_short, nfe_baseline=base.nfe, nfe_shortcut=short.nfe,
+        ssim=ss.tolist(), psnr=pp.tolist(), ssim_mean=float(ss.mean()), ssim_mad=_mad(ss), ssim_min=float(ss.min()),
+        psnr_mean=float(fin.mean()) if len(fin) else math.inf, samples=len(seeds),
+        images_baseline=a, images_shortcut=b, trajectory_baseline=base,
+    )

@@ -1,0 +1,106 @@
+"""Schedules as data: JSON/YAML files, the paper's preset and the uniform (DeepCache- and
+Faster-Diffusion-style) schedules.
+
+A shortcut schedule is a ``Plan`` (cuts = ``DropBlocks`` with their nb, fill and step range; the
+relax periods are the gaps between cuts; an optional ``StopEarly``), saved as JSON or YAML.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..plan import DropBlocks, Plan, ReuseEncoder, StopEarly
+
+__all__ = ["ShortcutError", "SCHEDULE_META", "load_schedule", "save_schedule", "paper_preset", "PRESETS",
+           "uniform_cache_cuts", "uniform_reuse_cuts"]
+
+
+class ShortcutError(ValueError):
+    """A schedule file or search setting that cannot be used."""
+
+
+# what save_schedule writes beside the interventions (a search's record): read past, never used
+SCHEDULE_META = ("target", "calibration_seeds", "validation_seeds", "calibration_ssim_mean", "validation_ssim_mean",
+                 "predicted_compute", "model", "sampler", "target_ssim", "target_min_ssim", "note")
+
+
+def load_schedule(path) -> Plan:
+    """A schedule from a JSON or YAML file: ``{"interventions": [...]}`` or a bare list."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShortcutError(f"schedule file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ShortcutError(f"schedule file {str(path)!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            obj = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ShortcutError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        return Plan.from_dict(obj, SCHEDULE_META)
+    return Plan.from_json(text, SCHEDULE_META)
+
+
+def save_schedule(plan: Plan, path, meta: dict | None = None) -> Path:
+    path = Path(path)
+    unknown = sorted(set(meta or {}) - set(SCHEDULE_META))
+    if unknown:
+        raise ShortcutError(f"a schedule's metadata has no key {unknown[0]!r}; it takes {', '.join(SCHEDULE_META)}")
+    obj = {**(meta or {}), **plan.to_dict()}
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+    else:
+        path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path
+
+
+def paper_preset(S: int, K: int, fill: str = "zeros") -> Plan:
+    """The schedule of the paper's Fig. 11 (GLIDE: K = 16, S = 100), scaled to K and S.
+
+    GLIDE: nb=6 for 5 steps from t=65; nb=8 for 2 steps (60, 59); relax 58..48; nb=8 for 7 steps
+    (47..41); relax 40..32; nb=8 for 7 steps (31..25); stop early at t=18 (the last 17 steps skipped).
+    Block counts scale by K/16 and step numbers by S/100 (rounded, at least 1)."""
+    if K < 2 or S < 2:
+        raise ShortcutError(f"the paper's schedule cuts part of the U-Net over several steps: it needs K >= 2 and S >= 2, "
+                            f"got K = {K}, S = {S}")
+
+    def b(v):
+        return max(1, min(K, round(v * K / 16)))
+
+    def t(v):
+        return max(1, round(v * S / 100))
+
+    cuts = [(6, 65, 5), (8, 60, 2), (8, 47, 7), (8, 31, 7)]
+    items, floor = [], S + 1
+    for nb, start, n in cuts:
+        st = min(t(start), floor - 1)
+        n_s = max(1, min(round(n * S / 100), st))
+        if st - n_s + 1 < 1 or st < 1:
+            continue
+        items.append(DropBlocks(b(nb), st, n_s, fill))
+        floor = st - n_s + 1
+    stop = t(18)
+    if stop < floor:
+        items.append(StopEarly(stop))
+    return Plan(tuple(items))
+
+
+PRESETS = {"paper": paper_preset, "paper-cache": lambda S, K: paper_preset(S, K, fill="cache")}
+
+
+def uniform_cache_cuts(S: int, every: int, nb: int) -> tuple:
+    """DeepCache-style: a full evaluation every ``every`` steps (S, S-every, ..), the bottom nb
+    blocks reused from it in between."""
+    return tuple(DropBlocks(nb, t - 1, min(every - 1, t - 1), "cache") for t in range(S, 1, -every) if every > 1)
+
+
+def uniform_reuse_cuts(S: int, every: int) -> tuple:
+    """Faster-Diffusion-style: a full evaluation every ``every`` steps, the encoder's outputs
+    reused from it in between (``ReuseEncoder``)."""
+    return tuple(ReuseEncoder(t - 1, min(every - 1, t - 1)) for t in range(S, 1, -every) if every > 1)
