@@ -155,11 +155,17 @@ def _cmd_sample(args) -> None:
 def plan_from_args(args):
     """The plan of ``intervene``: ``--plan`` JSON (or a file), or one short flag with ``--start``
     (and ``--stop-early``). A PlanError is reported by ``main`` in one line."""
-    from .plan import DropBlocks, Plan, ReuseEncoder, SkipSteps, StopEarly, ZeroSkips
+    from .plan import AdaptiveCache, DropBlocks, Plan, ReuseEncoder, SkipSteps, StopEarly, ZeroSkips
 
     short = {"--skip-steps": args.skip_steps, "--zero-skips": args.zero_skips, "--drop-blocks": args.drop_blocks,
-             "--reuse-encoder": True if args.reuse_encoder else None}
+             "--reuse-encoder": True if args.reuse_encoder else None, "--adaptive-cache": args.adaptive_cache}
     given = [k for k, v in short.items() if v is not None]
+    for flag, v in (("--threshold", args.threshold), ("--max-reuse", args.max_reuse)):
+        if v is not None and given != ["--adaptive-cache"]:
+            raise UsageError(f"{flag} is AdaptiveCache's: give it with --adaptive-cache NB")
+    if given == ["--adaptive-cache"] and args.threshold is None:
+        raise UsageError("--adaptive-cache needs --threshold X (the accumulated relative change under which a sample "
+                         "reads the cache; 0 computes every step)")
     if args.plan is not None:
         if given or args.stop_early is not None:
             raise UsageError(f"give either --plan or the short flags ({'/'.join(short)}/--stop-early), not both")
@@ -178,17 +184,20 @@ def plan_from_args(args):
         raise UsageError(f"give one of {', '.join(short)} (use --plan to combine them); got {' and '.join(given)}")
     if args.fill != "zeros" and given != ["--drop-blocks"]:
         raise UsageError(f"--fill {args.fill} has no effect without --drop-blocks (it is what D[nb] receives)")
-    if (args.start is not None or args.n != 1) and not given:
+    if (args.start is not None or args.n is not None) and not given:
         raise UsageError("--start/--n have no effect with only --stop-early (they place --skip-steps, --zero-skips, "
-                         "--drop-blocks or --reuse-encoder)")
+                         "--drop-blocks, --reuse-encoder or --adaptive-cache)")
     items = []
     if given:
-        if args.start is None:
+        if args.start is None and given[0] != "--adaptive-cache":
             raise UsageError(f"--start is needed with {given[0]}")
+        n = 1 if args.n is None else args.n
         make = {"--skip-steps": lambda: SkipSteps(start=args.start, n=args.skip_steps),
-                "--zero-skips": lambda: ZeroSkips(ns=args.zero_skips, start=args.start, n=args.n),
-                "--drop-blocks": lambda: DropBlocks(nb=args.drop_blocks, start=args.start, n=args.n, fill=args.fill),
-                "--reuse-encoder": lambda: ReuseEncoder(start=args.start, n=args.n)}
+                "--zero-skips": lambda: ZeroSkips(ns=args.zero_skips, start=args.start, n=n),
+                "--drop-blocks": lambda: DropBlocks(nb=args.drop_blocks, start=args.start, n=n, fill=args.fill),
+                "--reuse-encoder": lambda: ReuseEncoder(start=args.start, n=n),
+                "--adaptive-cache": lambda: AdaptiveCache(nb=args.adaptive_cache, threshold=args.threshold,
+                                                          start=args.start, n=args.n, max_reuse=args.max_reuse)}
         items.append(make[given[0]]())
     if args.stop_early is not None:
         items.append(StopEarly(at=args.stop_early))
@@ -205,7 +214,7 @@ def _cmd_intervene(args) -> None:
 
     plan = plan_from_args(args)
     model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)
-    plan.check(sampler.steps, model.num_blocks)
+    plan = plan.check(sampler.steps, model.num_blocks)
     out = _out_dir(args.out)
     base, inter = sampler.compare(seeds, cond, plan)
     a, b = base.images, inter.images
@@ -223,9 +232,11 @@ def _cmd_intervene(args) -> None:
                    samples=rows, ssim_mean=float(s_ssim.mean()), ssim_std=float(s_ssim.std()) if len(seeds) > 1 else 0.0,
                    psnr_mean=float(finite.mean()) if len(finite) else float("inf"),
                    nfe_baseline=base.nfe, nfe_intervened=inter.nfe, units_baseline=base.units_run, units_intervened=inter.units_run)
+    for r, u in zip(rows, inter.units_per_sample):  # each sample's compute: units it ran over the baseline's
+        r["compute"] = u / base.units_per_sample[0]
     _write_json(out / "metrics.json", summary)
     print(f"{plan!r}: SSIM {summary['ssim_mean']:.4f}, PSNR {summary['psnr_mean']:.2f} dB over {len(seeds)} samples "
-          f"(U-Net units run {inter.units_run}/{base.units_run}) -> {out}/metrics.json, {out}/grid.png")
+          f"(U-Net units run {inter.units_run:g}/{base.units_run}) -> {out}/metrics.json, {out}/grid.png")
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -530,8 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drop-blocks", type=int, default=None, metavar="NB", help="DropBlocks(NB, start, n, fill)")
     g.add_argument("--reuse-encoder", action="store_true",
                    help="ReuseEncoder(start, n): the encoder's outputs cached from the last full step (Faster Diffusion)")
-    g.add_argument("--start", type=int, default=None, help="first intervened step (counts down from S)")
-    g.add_argument("--n", type=int, default=1, help="evaluations intervened on (default 1)")
+    g.add_argument("--adaptive-cache", type=int, default=None, metavar="NB",
+                   help="AdaptiveCache(NB, threshold, start, n): per sample, the bottom NB blocks read from the cache "
+                        "while the shallow encoder's output changes less than --threshold (docs/shortcuts.md)")
+    g.add_argument("--threshold", type=float, default=None, metavar="X", help="AdaptiveCache's threshold (>= 0)")
+    g.add_argument("--max-reuse", type=int, default=None, metavar="M", help="AdaptiveCache: at most M cache reads in a row")
+    g.add_argument("--start", type=int, default=None,
+                   help="first intervened step (counts down from S; --adaptive-cache: default S)")
+    g.add_argument("--n", type=int, default=None,
+                   help="evaluations intervened on (default 1; --adaptive-cache: down to step 1)")
     g.add_argument("--fill", choices=("zeros", "cache"), default="zeros", help="DropBlocks fill")
     g.add_argument("--stop-early", type=int, default=None, metavar="AT", help="StopEarly(at)")
     i.set_defaults(func=_cmd_intervene)

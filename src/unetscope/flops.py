@@ -43,6 +43,10 @@ class FlopTable:
 
     def __call__(self, action: StepAction) -> int:
         a = action.unet
+        if a.adaptive:  # AdaptiveCache: its first step is a full evaluation; the others depend on the sample
+            if a.decides:
+                raise ValueError("an AdaptiveCache step's FLOPs depend on each sample's decision: use FlopTable.samples")
+            a = NO_ACTION
         if a not in self._known:
             self._known[a] = self.rows * count_flops(self.runner, self.x, self.timesteps, self.cond, a)
         return self._known[a]
@@ -50,3 +54,18 @@ class FlopTable:
     def plan(self, plan: Plan, steps: int) -> int:
         """FLOPs of one sample's run under ``plan`` (jumps and stops included)."""
         return sum(self(st.action) for st in plan.walk(steps))
+
+    def samples(self, plan: Plan, steps: int, reused: dict, n: int) -> list[int]:
+        """FLOPs of each of ``n`` samples' runs under ``plan``; at an ``AdaptiveCache`` step,
+        ``reused[t]`` (per sample, ``Trajectory.reused``) says whose deep part was read from the
+        cache (the FLOPs of ``DropBlocks(nb, fill="cache")``) and whose ran (a full evaluation).
+        The embedding that a sub-batch computes again is not counted (a few linear layers)."""
+        out = [0] * n
+        for st in plan.walk(steps):
+            a = st.action
+            if not a.decides:
+                out = [o + self(a) for o in out]
+                continue
+            full, cut = self(NO_ACTION), self(StepAction(drop_blocks=a.adaptive, fill="cache"))
+            out = [o + (cut if bool(r) else full) for o, r in zip(out, reused[st.t].tolist())]
+        return out

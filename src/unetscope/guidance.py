@@ -47,7 +47,9 @@ class Denoiser:
         null = m.null_cond(n)
         pairs = {k: torch.stack([v, null[k].to(v.dtype)], dim=1).flatten(0, 1) for k, v in cond.items()}  # (2N, ...)
         res = m.runner(x.to(m.dtype).repeat_interleave(2, dim=0), tau.repeat_interleave(2, dim=0), pairs, action,
-                       fill=fill, capture=capture, check_finite=check_finite)
+                       fill=fill, capture=capture, check_finite=check_finite, group=2)  # a sample's rows decide together
+        if res.deep is not None:
+            res.deep = res.deep[::2]  # per sample
         out = res.out.to(x.dtype).unflatten(0, (n, 2))  # (N, 2, C', H, W): [cond, uncond] per sample
         oc, ou = out[:, 0], out[:, 1]
         C = x.shape[1]

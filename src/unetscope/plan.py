@@ -1,5 +1,5 @@
 """Interventions on a sampling run, as data: ``SkipSteps``, ``ZeroSkips``, ``DropBlocks``,
-``StopEarly`` and ``ReuseEncoder``.
+``StopEarly``, ``ReuseEncoder`` and ``AdaptiveCache``.
 
 Steps count down like the paper (``t = S..1``; the evaluation at ``t`` makes ``x_{t-1}``). Each
 intervention folds its own effect into one step's ``StepAction`` (``apply``) and registers itself by
@@ -9,7 +9,8 @@ a list kept by hand. A ``Plan`` is an ordered list of interventions, validated o
 activations), round-trips through JSON, and is walked step by step by ``Plan.walk`` only.
 
 Cached activations are named by their site: ``"E[i]"`` (encoder unit i's output, skip i+1 from the
-top), ``"M"`` (the middle's output) and ``"D[j]"`` (decoder unit j's output).
+top), ``"M"`` (the middle's output) and ``"D[j]"`` (decoder unit j's output). ``AdaptiveCache``
+also keeps per-row state between its steps under the names in ``ADAPTIVE_STATE``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from typing import Any, ClassVar, NamedTuple
 
 from .checks import as_int
 
-__all__ = ["PlanError", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "Plan",
-           "StepAction", "PlanStep", "FILLS", "NO_ACTION", "INTERVENTIONS", "site", "intervention_from_dict"]
+__all__ = ["PlanError", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder",
+           "AdaptiveCache", "Plan", "StepAction", "PlanStep", "FILLS", "NO_ACTION", "INTERVENTIONS", "ADAPTIVE_STATE", "site",
+           "intervention_from_dict"]
 
 FILLS = ("zeros", "cache")
+# AdaptiveCache's per-row state, kept with the cached activations: the indicator's source at the
+# last step (E[K-nb-1]'s output, or the input for nb = K), the accumulated relative change since the
+# deep part last ran, and how many steps in a row the deep part was read from the cache
+ADAPTIVE_STATE = ("adaptive.prev", "adaptive.acc", "adaptive.reused")
 
 
 class PlanError(ValueError):
@@ -61,6 +67,10 @@ class StepAction:
     drop_blocks: int = 0  # DropBlocks.nb: E[K-nb..], M and D[..nb-1] not computed
     fill: str = "zeros"  # what D[nb] receives in place of D[nb-1]'s output
     reuse_encoder: bool = False  # E[..] and M not computed: their cached outputs are read
+    adaptive: int = 0  # AdaptiveCache.nb: per sample, the bottom nb blocks computed or read from the cache
+    threshold: float = 0.0  # AdaptiveCache: the accumulated relative change under which the cache is read
+    max_reuse: int = 0  # AdaptiveCache: at most this many cache reads in a row (0: no limit)
+    adaptive_first: bool = False  # AdaptiveCache's first step: every sample computes, the state starts
     jump: int = 0  # evaluations removed after this one (SkipSteps.n)
     stop: bool = False  # StopEarly: return this step's x_est0
 
@@ -68,7 +78,14 @@ class StepAction:
     def unet(self) -> "StepAction":
         """The U-Net's part of the action (no jump, no stop; the fill only where blocks drop)."""
         return StepAction(zero_skips=self.zero_skips, drop_blocks=self.drop_blocks,
-                          fill=self.fill if self.drop_blocks else "zeros", reuse_encoder=self.reuse_encoder)
+                          fill=self.fill if self.drop_blocks else "zeros", reuse_encoder=self.reuse_encoder,
+                          adaptive=self.adaptive, threshold=self.threshold, max_reuse=self.max_reuse,
+                          adaptive_first=self.adaptive_first)
+
+    @property
+    def decides(self) -> bool:
+        """An ``AdaptiveCache`` step past the first: each sample decides whether its deep part runs."""
+        return bool(self.adaptive) and not self.adaptive_first
 
     @property
     def changes_unet(self) -> bool:
@@ -76,6 +93,8 @@ class StepAction:
 
     def needs(self, K: int) -> list[str]:
         """The cached activations this evaluation reads instead of computing (sites)."""
+        if self.decides:
+            return [site("D", self.adaptive - 1), *ADAPTIVE_STATE]
         nb = self.drop_blocks
         out = [site("D", nb - 1)] if nb and self.fill == "cache" else []
         if self.reuse_encoder:
@@ -83,11 +102,24 @@ class StepAction:
         return out
 
     def computes(self, K: int) -> list[str]:
-        """The units this evaluation runs (sites), top encoder to top decoder."""
-        nb = self.drop_blocks
+        """The units this evaluation runs for every sample (sites), top encoder to top decoder. An
+        ``AdaptiveCache`` step runs its deep part, ``deep_units``, only for the samples that decide to."""
+        nb = self.drop_blocks or (self.adaptive if self.decides else 0)
         enc = [] if self.reuse_encoder else [site("E", i) for i in range(K - nb)]
         mid = [] if nb or self.reuse_encoder else [site("M")]
         return enc + mid + [site("D", j) for j in range(nb, K)]
+
+    def deep_units(self) -> int:
+        """Units of the part an ``AdaptiveCache`` step computes or reads per sample (2 nb + 1)."""
+        return 2 * self.adaptive + 1 if self.decides else 0
+
+    def produces(self, K: int) -> list[str]:
+        """What this evaluation leaves for later steps to read: the sites it computes, and under
+        ``AdaptiveCache`` the deep output (computed or carried per sample) and the state."""
+        out = self.computes(K)
+        if self.adaptive:
+            out = out + ([site("D", self.adaptive - 1)] if self.decides else []) + list(ADAPTIVE_STATE)
+        return out
 
     def take(self, cache: Mapping[str, Any], K: int, t: int) -> dict[str, Any]:
         """The cached activations this evaluation needs, from ``cache`` (site -> tensor); the one
@@ -255,6 +287,74 @@ class ReuseEncoder(_Range):
 
 
 @dataclass(frozen=True)
+class AdaptiveCache(_Range):
+    """Per-sample caching of the bottom ``nb`` blocks (beyond the paper; the U-Net counterpart of
+    First-Block-Cache and TeaCache), on the ``n`` evaluations ``start .. start-n+1`` (default: from
+    the first step to the last).
+
+    At each step of the range the shallow encoder ``E[0..K-nb-1]`` runs for every sample. A sample's
+    indicator is the relative L1 change of ``E[K-nb-1]``'s output from the step before (for nb = K,
+    where no encoder unit runs: of the U-Net's input ``x_t``), accumulated since its deep part last
+    ran. Under ``threshold`` (and fewer than ``max_reuse`` reads in a row, None: no limit) the
+    sample reads the deep part's cached output (``D[nb-1]``'s, as ``DropBlocks(fill="cache")``);
+    the others run it, and only their rows go through it. The range's first step computes for
+    every sample. Guidance's two rows of a sample decide together; ``threshold=0`` is the
+    unintervened sampler."""
+
+    nb: int
+    threshold: float
+    start: int | None = None
+    n: int | None = None
+    max_reuse: int | None = None
+    kind: ClassVar[str] = "adaptive_cache"
+
+    def __post_init__(self):
+        _int_field(self, "nb", 1)
+        th = self.threshold
+        if isinstance(th, bool) or not _is_real(th):
+            raise PlanError(f"AdaptiveCache.threshold must be a number >= 0, got {th!r}")
+        th = float(th)
+        if not th >= 0 or th == float("inf"):
+            raise PlanError(f"AdaptiveCache.threshold must be a finite number >= 0, got {self.threshold!r}")
+        object.__setattr__(self, "threshold", th)
+        if self.max_reuse is not None:
+            _int_field(self, "max_reuse", 1)
+        if self.start is not None:
+            _int_field(self, "start", 1)
+            if self.n is not None:
+                _int_field(self, "n", 1, self.start, f" for start={self.start} (steps end at 1)")
+        elif self.n is not None:
+            _int_field(self, "n", 1)
+
+    def bound(self, steps: int) -> "AdaptiveCache":
+        """With ``start`` and ``n`` filled in for a sampler of ``steps`` (S): from S, to step 1."""
+        st = steps if self.start is None else self.start
+        return replace(self, start=st, n=st if self.n is None else self.n)
+
+    def evaluated_steps(self) -> range:
+        if self.start is None or self.n is None:
+            raise PlanError("AdaptiveCache without start or n has no steps until the plan is checked against a sampler "
+                            "(Plan.check(steps, K))")
+        return range(self.start, self.start - self.n, -1)
+
+    def apply(self, action: StepAction, t: int) -> StepAction:
+        return replace(action, adaptive=self.nb, threshold=self.threshold, max_reuse=self.max_reuse or 0,
+                       adaptive_first=t == self.start)
+
+    def check(self, steps: int, num_blocks: int) -> None:
+        super().check(steps, num_blocks)
+        _int_field(self, "nb", 1, num_blocks, " (the model's blocks K)")
+
+
+def _is_real(v) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(v, (str, bytes))
+
+
+@dataclass(frozen=True)
 class StopEarly(Intervention):
     """Stop after the evaluation at step ``at`` and return its ``x_est0`` (the paper skips the
     final 17 steps, Fig. 11)."""
@@ -308,11 +408,12 @@ class Plan:
 
     def _contradictions(self) -> None:
         seen: dict[tuple[str, int], Intervention] = {}
-        removed = {t: it for it in self.interventions for t in it.removed_steps()}
+        items = [it for it in self.interventions if not _unbound(it)]  # an open AdaptiveCache: checked once bound
+        removed = {t: it for it in items for t in it.removed_steps()}
         stops = [it for it in self.interventions if isinstance(it, StopEarly)]
         if len(stops) > 1:
             raise PlanError(f"a plan can stop early only once; got {', '.join(map(repr, stops))}")
-        for it in self.interventions:
+        for it in items:
             for t in it.evaluated_steps():
                 if t in removed:
                     raise PlanError(f"{it!r} intervenes at step {t}, which {removed[t]!r} removes")
@@ -320,9 +421,15 @@ class Plan:
                 if other is not None:
                     raise PlanError(f"{it!r} and {other!r} both set {type(it).__name__} at step {t}")
                 seen[(it.kind, t)] = it
+        for (kind, t), it in seen.items():  # AdaptiveCache decides the U-Net's evaluation alone
+            if kind == "adaptive_cache":
+                other = next((o for (k2, t2), o in seen.items() if t2 == t and k2 in _UNET_KINDS and o is not it), None)
+                if other is not None:
+                    raise PlanError(f"{it!r} and {other!r} both change the U-Net at step {t}; AdaptiveCache's steps take "
+                                    "no other U-Net intervention")
         if stops:
             at = stops[0].at
-            for it in self.interventions:
+            for it in items:
                 if it is stops[0]:
                     continue
                 low = min(min(it.evaluated_steps()), min(it.removed_steps(), default=at))
@@ -341,10 +448,17 @@ class Plan:
                 acts[t] = it.apply(acts.get(t, NO_ACTION), t)
         return acts
 
+    def bound(self, steps: int) -> "Plan":
+        """This plan for a sampler of ``steps`` (S): an ``AdaptiveCache`` without ``start`` or ``n``
+        gets its range (from step S, to step 1)."""
+        if not any(_unbound(it) for it in self.interventions):
+            return self
+        return Plan(tuple(it.bound(steps) if _unbound(it) else it for it in self.interventions))
+
     def walk(self, steps: int, start: int | None = None) -> Iterator[PlanStep]:
         """Every evaluation the plan makes, from ``x_S`` (or from step ``start``) down to the output:
         the one walker over a plan's steps (jumps land past removed steps; a stop ends the walk)."""
-        acts, t = self.actions(), steps if start is None else int(start)
+        acts, t = self.bound(steps).actions(), steps if start is None else int(start)
         while t >= 1:
             a = acts.get(t, NO_ACTION)
             land = t - 1 - a.jump
@@ -355,7 +469,9 @@ class Plan:
 
     def check(self, steps: int, num_blocks: int) -> "Plan":
         """Validate against a sampler's ``steps`` (S) and a model's ``num_blocks`` (K): ranges, and
-        that every cached activation a step reads was computed at an earlier step."""
+        that every cached activation a step reads was computed at an earlier step. Returns the plan
+        bound to ``steps`` (``bound``)."""
+        self = self.bound(steps)
         for it in self.interventions:
             it.check(steps, num_blocks)
         computed: set[str] = set()
@@ -366,7 +482,7 @@ class Plan:
                 what = " and ".join(map(repr, its)) or st.action.describe()
                 raise PlanError(f"{what} at step {st.t}: no earlier step computes {', '.join(missing)} to reuse "
                                 "(the first step, or only cuts that skip it before); start it later")
-            computed.update(st.action.computes(num_blocks))
+            computed.update(st.action.produces(num_blocks))
         return self
 
     def first_step(self) -> int | None:
@@ -383,7 +499,7 @@ class Plan:
         return {s for a in self.actions().values() for s in a.needs(num_blocks)}
 
     def reads_cache(self) -> bool:
-        return any(a.needs(1) or a.reuse_encoder for a in self.actions().values())
+        return any(a.needs(1) or a.reuse_encoder or a.adaptive for a in self.actions().values())
 
     # serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -419,6 +535,13 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"Plan([{', '.join(map(repr, self.interventions))}])"
+
+
+_UNET_KINDS = ("zero_skips", "drop_blocks", "reuse_encoder", "adaptive_cache")
+
+
+def _unbound(it) -> bool:
+    return isinstance(it, AdaptiveCache) and (it.start is None or it.n is None)
 
 
 def intervention_from_dict(d: Any) -> Intervention:

@@ -87,7 +87,8 @@ class StepOutput:
     frac: torch.Tensor | None  # learned variance interpolation (learned_range), else None
     x_next: torch.Tensor | None  # None after a stop
     captured: dict[str, torch.Tensor]  # site -> output, as asked by ``capture`` (per-sample rows)
-    units_run: int
+    units_run: float  # units computed per sample (under AdaptiveCache, the samples' mean)
+    deep: torch.Tensor | None = None  # AdaptiveCache: per sample, whether its bottom blocks ran
 
 
 @dataclass
@@ -102,8 +103,10 @@ class Trajectory:
     x_t: dict[int, torch.Tensor] = field(default_factory=dict)
     x_est0: dict[int, torch.Tensor] = field(default_factory=dict)
     steps_run: list[int] = field(default_factory=list)  # the steps whose U-Net ran, in order
-    units_run: int = 0  # encoder + decoder (+ middle) units computed, summed over evaluations
+    units_run: float = 0  # encoder + decoder (+ middle) units computed, summed over evaluations (samples' mean)
     seconds: float = 0.0
+    units_per_sample: list[int] = field(default_factory=list)  # each sample's units, summed over its evaluations
+    reused: dict[int, torch.Tensor] = field(default_factory=dict)  # AdaptiveCache: step -> per sample, cache read
 
     @property
     def nfe(self) -> int:
@@ -209,7 +212,7 @@ class Sampler:
             raise SamplerError(f"a jump of {a.jump} from step {t} lands below step 0")
         x_next = None if a.stop else self.update(x0, eps, t, land, z, frac)
         return StepOutput(t=t, land=land, action=a, x_t=x_t, x_est0=x0, eps=eps, frac=frac, x_next=x_next,
-                          captured=res.captured, units_run=res.units_run)
+                          captured=res.captured, units_run=res.units_run, deep=res.deep)
 
     def _non_finite(self, x_t, tau, c, a, fill, t: int):
         from .adapters.base import AdapterError
@@ -281,7 +284,7 @@ class Sampler:
                            start: tuple[int, torch.Tensor] | None = None, cache: dict | None = None,
                            capture: Iterable[str] = ()) -> Iterator[dict]:
         """Yield one dict per evaluated step: t, land, x_t, x_est0, eps, frac, x_next, stop,
-        units_run, cache (iDDPM's ``*_loop_progressive``): a loop over ``Plan.walk`` and ``step``.
+        units_run, deep, cache (iDDPM's ``*_loop_progressive``): a loop over ``Plan.walk`` and ``step``.
         ``start=(t, x_t)`` resumes from a cached state at step t; ``capture`` names more sites
         (``"D[j]"``, ``"E[i]"``, ``"M"``) to keep in ``cache`` (prefix sharing)."""
         plan = self.check_plan(plan)
@@ -300,7 +303,8 @@ class Sampler:
             out = self.step(x, st.t, c, st.action, cache, z=z, capture=keep)
             cache.update(out.captured)
             yield dict(t=out.t, land=out.land, x_t=out.x_t, x_est0=out.x_est0, eps=out.eps, frac=out.frac,
-                       x_next=out.x_next, stop=st.action.stop, units_run=out.units_run, cache=cache)
+                       x_next=out.x_next, stop=st.action.stop, units_run=out.units_run, deep=out.deep, cache=cache,
+                       units_per_sample=_units_per_sample(out, K=m.num_blocks))
             x = out.x_next
 
     @torch.no_grad()
@@ -317,7 +321,7 @@ class Sampler:
         m = self.model
         chunks = [seeds] if not self.batch_size else [seeds[i:i + self.batch_size] for i in range(0, len(seeds), self.batch_size)]
         conds = self._split_cond(cond, len(seeds), [len(c) for c in chunks])
-        x0s, traj_xt, traj_x0 = [], {}, {}
+        x0s, traj_xt, traj_x0, reused, per_sample = [], {}, {}, {}, []
         steps_run, units, t_start = [], 0, time.perf_counter()
         bar = None
         if self.progress:
@@ -326,11 +330,14 @@ class Sampler:
             bar = tqdm(total=len(chunks) * (self.steps if start is None else int(start[0])), desc="sampling", unit="step", leave=False)
         for ci, (chunk, c) in enumerate(zip(chunks, conds)):
             st = None if start is None else (start[0], start[1][sum(map(len, chunks[:ci])):][:len(chunk)])
-            last = None
+            last, mine = None, torch.zeros(len(chunk), dtype=torch.long)
             for d in self.sample_progressive(chunk, c, plan, start=st):
                 if ci == 0:
                     steps_run.append(d["t"])
                 units += d["units_run"]
+                mine += d["units_per_sample"]
+                if d["deep"] is not None:
+                    reused.setdefault(d["t"], []).append((~d["deep"]).cpu())
                 for k, store in (("x_t", traj_xt), ("x_est0", traj_x0)):
                     if k in keep:
                         store.setdefault(d["t"], []).append(d[k].float().cpu())
@@ -338,12 +345,14 @@ class Sampler:
                 if bar is not None:
                     bar.update(d["t"] - max(d["land"], 0) if not d["stop"] else d["t"])
             x0s.append((last["x_est0"] if last["stop"] else last["x_next"]).float().cpu())
+            per_sample += mine.tolist()
         if bar is not None:
             bar.close()
         return Trajectory(
             x0=torch.cat(x0s), seeds=[int(s) for s in seeds], plan=plan, model=m,
             x_t={t: torch.cat(v) for t, v in traj_xt.items()}, x_est0={t: torch.cat(v) for t, v in traj_x0.items()},
-            steps_run=steps_run, units_run=units, seconds=time.perf_counter() - t_start,
+            steps_run=steps_run, units_run=units, seconds=time.perf_counter() - t_start, units_per_sample=per_sample,
+            reused={t: torch.cat(v) for t, v in reused.items()},
         )
 
     @torch.no_grad()
@@ -361,7 +370,9 @@ class Sampler:
         inter = self.sample(seeds, cond, plan, keep=keep, start=(first, base.x_t[first]))
         above = [t for t in base.steps_run if t > first]
         inter.steps_run = above + inter.steps_run
-        inter.units_run += len(above) * len(NO_ACTION.computes(self.model.num_blocks))
+        full = len(NO_ACTION.computes(self.model.num_blocks))
+        inter.units_run += len(above) * full
+        inter.units_per_sample = [u + len(above) * full for u in inter.units_per_sample]
         for k in ("x_t", "x_est0"):
             if k in keep:
                 getattr(inter, k).update({t: getattr(base, k)[t] for t in above})
@@ -377,3 +388,12 @@ class Sampler:
             out.append(cond_slice(cond, range(i, i + s), n))
             i += s
         return out
+
+
+def _units_per_sample(out: StepOutput, K: int) -> torch.Tensor:
+    """Units one step computed for each of its samples (exact: the shallow units, and the deep
+    part's where an ``AdaptiveCache`` sample ran it)."""
+    n = out.x_t.shape[0]
+    if out.deep is None:
+        return torch.full((n,), int(round(out.units_run)), dtype=torch.long)
+    return len(out.action.computes(K)) + out.action.deep_units() * out.deep.long().cpu()

@@ -35,7 +35,8 @@ class DPMSolverSampler:
 
     A plan of the U-Net's interventions runs on the solver's own steps (step ``steps`` is its first
     evaluation, step 1 its last): ``DropBlocks`` (zeros, or the cache of the last step that computed
-    the dropped part) and ``ReuseEncoder``, so DeepCache-style caching stacks on DPM-Solver++.
+    the dropped part), ``ReuseEncoder`` and ``AdaptiveCache``, so DeepCache-style and per-sample
+    caching stack on DPM-Solver++.
     ``SkipSteps`` and ``StopEarly`` change the solver's walk and are refused: take fewer ``steps``."""
 
     method = "dpmsolver++2m"
@@ -76,7 +77,7 @@ class DPMSolverSampler:
         plan = plan.check(self.steps, self.model.num_blocks)
         walk = [it for it in plan.interventions if isinstance(it, (SkipSteps, StopEarly))]
         if walk:
-            raise SamplerError(f"DPM-Solver++ takes the U-Net's interventions (DropBlocks, ReuseEncoder) only, got "
+            raise SamplerError(f"DPM-Solver++ takes the U-Net's interventions (DropBlocks, ZeroSkips, ReuseEncoder, AdaptiveCache) only, got "
                                f"{walk[0]!r}: a multistep solver's steps are not skipped or stopped; take fewer steps")
         return plan
 
@@ -92,13 +93,14 @@ class DPMSolverSampler:
         m, start = self.model, time.perf_counter()
         n = len(seeds)
         size = self.batch_size or max(n, 1)
-        x0s, units, steps_run = [], 0, []
+        x0s, units, steps_run, per_sample, reused = [], 0, [], [], {}
         for i in range(0, n, size):
             chunk = seeds[i:i + size]
             c = m.make_cond(cond_slice(cond, range(i, i + len(chunk)), n), len(chunk))
             x = NoiseBank(chunk, m.sample_shape).initial().to(m.device)  # (N, C, H, W)
             sched = self.scheduler()
             cache: dict = {}
+            mine = torch.zeros(len(chunk), dtype=torch.long)
             for k, tau in enumerate(sched.timesteps.tolist()):
                 t = sched.timesteps.numel() - k  # the plan's step: steps .. 1
                 a = acts.get(t, NO_ACTION)
@@ -111,8 +113,14 @@ class DPMSolverSampler:
                 x_est0, _, _ = self._full.predict(res.out, x, int(tau) + 1)
                 x = sched.step(x_est0, int(tau), x).prev_sample.to(x.dtype)
                 units += res.units_run
+                deep = None if res.deep is None else res.deep.cpu()
+                mine += len(a.unet.computes(K)) + (0 if deep is None else a.deep_units() * deep.long())
+                if deep is not None:
+                    reused.setdefault(t, []).append(~deep)
                 if i == 0:
                     steps_run.append(t)
             x0s.append(x.float().cpu())
+            per_sample += mine.tolist()
         return Trajectory(x0=torch.cat(x0s), seeds=[int(s) for s in seeds], plan=plan, model=m, steps_run=steps_run,
-                          units_run=units, seconds=time.perf_counter() - start)
+                          units_run=units, seconds=time.perf_counter() - start, units_per_sample=per_sample,
+                          reused={t: torch.cat(v) for t, v in reused.items()})

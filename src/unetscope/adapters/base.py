@@ -5,7 +5,9 @@ units ``D[0..K-1]`` (bottom to top). Each encoder unit pushes one skip; ``D[j]``
 pushed by ``E[K-1-j]`` (LIFO, like ``hs.pop()`` in guided-diffusion). The runner applies one step's
 ``StepAction``: ``zero_skips=ns`` zeroes skips 1..ns from the top where consumed; ``drop_blocks=nb``
 never calls ``E[K-nb..]``, ``M`` or ``D[..nb-1]`` and hands ``D[nb]`` a fill instead;
-``reuse_encoder`` never calls ``E[..]`` or ``M`` and reads their cached outputs.
+``reuse_encoder`` never calls ``E[..]`` or ``M`` and reads their cached outputs; ``adaptive=nb``
+(``AdaptiveCache``) runs the shallow units for every row and the bottom nb blocks only for the rows
+whose accumulated change says so, as a sub-batch.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..plan import NO_ACTION, StepAction, site
+from ..plan import ADAPTIVE_STATE, NO_ACTION, StepAction, site
 
 __all__ = ["AdapterError", "NonFiniteError", "UNetUnits", "Context", "UNetRunner", "RunOutput"]
 
@@ -71,7 +73,8 @@ class UNetUnits(Protocol):
 class RunOutput:
     out: torch.Tensor
     captured: dict[str, torch.Tensor]  # site ("E[i]", "M", "D[j]") -> that unit's output, as asked by ``capture``
-    units_run: int  # encoder, middle and decoder units computed
+    units_run: float  # encoder, middle and decoder units computed (per row; under AdaptiveCache the rows' mean)
+    deep: torch.Tensor | None = None  # AdaptiveCache: per row, whether its bottom blocks ran (bool)
 
 
 class UNetRunner:
@@ -91,9 +94,10 @@ class UNetRunner:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None, action: StepAction | None = None,
                  *, fill: Mapping[str, torch.Tensor] | None = None, capture=(), check_finite: bool = False,
-                 **action_fields) -> RunOutput:
+                 group: int = 1, **action_fields) -> RunOutput:
         """One evaluation under ``action`` (``runner(x, t, cond, drop_blocks=2)`` is short for
-        ``runner(x, t, cond, StepAction(drop_blocks=2))``)."""
+        ``runner(x, t, cond, StepAction(drop_blocks=2))``). Under ``AdaptiveCache`` each ``group``
+        of consecutive rows (a sample's guided and unguided rows) decides together."""
         K, u = self.num_blocks, self.units
         cond = cond or {}
         try:
@@ -110,6 +114,17 @@ class UNetRunner:
         capture = set(capture)
         captured: dict[str, torch.Tensor] = {}
         key = tuple(x.shape[1:])
+        if a.adaptive:
+            if nb or ns or a.reuse_encoder:
+                raise AdapterError(f"{a.describe()}: AdaptiveCache takes no other U-Net intervention on its steps")
+            if not 1 <= a.adaptive <= K:
+                raise AdapterError(f"AdaptiveCache's nb must be in 1..{K}, got {a.adaptive}")
+            if isinstance(group, bool) or not isinstance(group, int) or group < 1 or x.shape[0] % group:
+                raise AdapterError(f"group must divide the batch's {x.shape[0]} rows, got {group!r}")
+            if a.decides:
+                return self._adaptive(x, timesteps, cond, a, fill, capture, group, check_finite)
+            capture |= {site("E", K - a.adaptive - 1)} if a.adaptive < K else set()
+            capture.add(site("D", a.adaptive - 1))
         if (nb or a.reuse_encoder) and key not in self._out_shapes:
             self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in cond.items()})
         unit = partial(self._unit, check=check_finite)  # check: each unit's output (a diagnosis after a NaN)
@@ -151,7 +166,74 @@ class UNetRunner:
         if nb == 0 and not a.reuse_encoder:  # per-sample shapes: D[0..K-1], E[0..K-1], M
             self._out_shapes[key] = dec_shapes + shapes + [mid_shape]
         out = unit("head", None, u.head, h, ctx)
+        if a.adaptive:  # AdaptiveCache's first step: every row computed; the state starts here
+            nba = a.adaptive
+            captured.update(_start_state(x if nba == K else captured[site("E", K - nba - 1)], x.shape[0]))
         return RunOutput(out, captured, len(a.computes(K)))
+
+    def _adaptive(self, x, timesteps, cond, a: StepAction, fill, capture, group: int, check: bool) -> RunOutput:
+        """An ``AdaptiveCache`` step past its first: the shallow units on every row, the indicator
+        per sample, the bottom ``nb`` blocks on the sub-batch of rows that recompute, then the rest."""
+        K, u, nb = self.num_blocks, self.units, a.adaptive
+        unit = partial(self._unit, check=check)
+        rows = x.shape[0]
+        key = tuple(x.shape[1:])
+        if key not in self._out_shapes:
+            self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in cond.items()})
+        cached = self._filled(fill, site("D", nb - 1), rows, self._out_shapes[key][nb - 1])
+        prev, acc, reused = (fill[k] for k in ADAPTIVE_STATE)
+        captured: dict[str, torch.Tensor] = {}
+        ctx = unit("prepare", None, u.prepare, x, timesteps, cond)
+        skips, h = ctx.skips, x
+        for i in range(K - nb):  # E[0..K-nb-1], every row
+            h = unit("E", i, u.encoder, i, h, ctx)
+            skips.append(h)
+            if site("E", i) in capture:
+                captured[site("E", i)] = h
+        src = h  # the indicator's source: E[K-nb-1]'s output, or the input x_t for nb = K
+        if tuple(prev.shape) != tuple(src.shape):
+            raise AdapterError(f"AdaptiveCache's state for {rows} rows must have shape {tuple(src.shape)}, got {tuple(prev.shape)}")
+        # per sample: the L1 change of its rows over the L1 size of the previous output, accumulated
+        diff = (src.float() - prev.float()).abs().flatten(1).sum(1).view(-1, group).sum(1)
+        size = prev.float().abs().flatten(1).sum(1).view(-1, group).sum(1)
+        acc_s = acc.view(-1, group)[:, 0] + diff / size.clamp_min(torch.finfo(torch.float32).tiny)
+        reused_s = reused.view(-1, group)[:, 0]
+        reuse = acc_s < a.threshold
+        if a.max_reuse:
+            reuse &= reused_s < a.max_reuse
+        deep = (~reuse).repeat_interleave(group)  # per row
+        idx = deep.nonzero().flatten()
+        if len(idx) == rows:  # every row recomputes: the whole batch, as an unintervened evaluation
+            sub_ctx, sub_skips, hd = ctx, skips, h
+        elif len(idx):
+            sub_ctx = unit("prepare", None, u.prepare, x[idx], timesteps[idx], {k: v[idx] for k, v in cond.items()})
+            sub_skips, hd = sub_ctx.skips, h[idx]
+            sub_skips.extend(s[idx] for s in skips)
+        if len(idx):
+            for i in range(K - nb, K):  # the deep part: E[K-nb..K-1], M, D[0..nb-1], on the sub-batch
+                hd = unit("E", i, u.encoder, i, hd, sub_ctx)
+                sub_skips.append(hd)
+            hd = unit("M", None, u.middle, hd, sub_ctx)
+            for j in range(nb):
+                hd = unit("D", j, u.decoder, j, hd, sub_skips[K - 1 - j], sub_ctx)
+            if len(idx) == rows:
+                h = hd
+            else:
+                h = cached.clone()
+                h[idx] = hd.to(h.dtype)
+        else:
+            h = cached
+        captured[site("D", nb - 1)] = h
+        for j in range(nb, K):  # D[nb..K-1], every row
+            h = unit("D", j, u.decoder, j, h, skips[K - 1 - j], ctx)
+            if site("D", j) in capture:
+                captured[site("D", j)] = h
+        out = unit("head", None, u.head, h, ctx)
+        zero = torch.zeros_like(acc_s)
+        captured.update({"adaptive.prev": src, "adaptive.acc": torch.where(reuse, acc_s, zero).repeat_interleave(group),
+                         "adaptive.reused": torch.where(reuse, reused_s + 1, zero).repeat_interleave(group)})
+        shallow = len(a.computes(K))
+        return RunOutput(out, captured, shallow + a.deep_units() * len(idx) / rows, deep)
 
     def _filled(self, fill: dict, s: str, n: int, want) -> torch.Tensor:
         """A cached output read in place of computing unit ``s``, checked against its shape."""
@@ -188,3 +270,9 @@ class UNetRunner:
         if key not in self._out_shapes:
             self._probe(x[:1], timesteps[:1], {k: v[:1] for k, v in (cond or {}).items()})
         return list(self._out_shapes[key][:self.num_blocks])
+
+
+def _start_state(src: torch.Tensor, rows: int) -> dict[str, torch.Tensor]:
+    """AdaptiveCache's state after a step at which every row computed."""
+    zero = torch.zeros(rows, dtype=torch.float32, device=src.device)
+    return {"adaptive.prev": src, "adaptive.acc": zero, "adaptive.reused": zero.clone()}

@@ -17,7 +17,7 @@ from ..plan import Plan, PlanError, StepAction
 from ..sampler import Sampler, SamplerError, cond_slice
 from .schedules import ShortcutError
 
-__all__ = ["plan_flops", "unit_flops", "action_seconds", "predicted_time_fraction", "measure"]
+__all__ = ["plan_flops", "sample_flops", "unit_flops", "action_seconds", "predicted_time_fraction", "measure"]
 
 
 @torch.no_grad()
@@ -26,6 +26,19 @@ def plan_flops(sampler: Sampler, plan: Plan, seed: int = 0, cond=None) -> int:
     with FlopCounterMode(display=False) as fc:
         sampler.sample([seed], cond, plan)
     return int(fc.get_total_flops())
+
+
+@torch.no_grad()
+def sample_flops(sampler: Sampler, plan: Plan, reused: dict, n: int, cond=None) -> list[int]:
+    """FLOPs of each of ``n`` samples' runs under ``plan`` (``reused``: ``Trajectory.reused`` of
+    the run, for ``AdaptiveCache`` steps), counted per U-Net action on one sample (``FlopTable``)."""
+    from ..flops import FlopTable
+
+    m = sampler.model
+    x1 = torch.zeros(1, *m.sample_shape, device=m.device, dtype=m.dtype)
+    t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
+    table = FlopTable(m.runner, x1, t1, m.make_cond(cond, 1), sampler.denoiser.rows_per_sample)
+    return table.samples(sampler.check_plan(plan), sampler.steps, reused, n)
 
 
 @torch.no_grad()
@@ -72,7 +85,7 @@ def action_seconds(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = 
     x = NoiseBank(seeds, m.sample_shape).initial().to(m.device)
     tau = torch.full((len(seeds),), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
     c = m.make_cond(cond_slice(cond, range(len(seeds)), n), len(seeds))
-    acts = list(dict.fromkeys([NO_ACTION] + [st.action.unet for st in plan.walk(sampler.steps)]))
+    acts = list(dict.fromkeys([NO_ACTION] + [b for st in plan.walk(sampler.steps) for b in _timed(st.action.unet)]))
     sites = sorted({s for a in acts for s in a.needs(K)})
     full = sampler.denoiser(x, tau, c, capture=sites)
     fns = {a: (lambda a=a: sampler.denoiser(x, tau, c, a, fill={s: full.captured[s] for s in a.needs(K)}))
@@ -81,24 +94,47 @@ def action_seconds(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = 
     return {a: t.median for a, t in timings.items()}
 
 
+def _timed(a: StepAction) -> list[StepAction]:
+    """The actions whose seconds time ``a``: itself; for an ``AdaptiveCache`` step, a full
+    evaluation and the cut it makes where a sample reads the cache (``DropBlocks(nb, "cache")``)."""
+    from ..plan import NO_ACTION
+
+    if not a.adaptive:
+        return [a]
+    return [NO_ACTION] + ([StepAction(drop_blocks=a.adaptive, fill="cache")] if a.decides else [])
+
+
 def predicted_time_fraction(sampler: Sampler, plan: Plan, seconds: dict[StepAction, float],
-                            seconds_baseline: float | None = None, chunks: int = 1) -> float:
+                            seconds_baseline: float | None = None, chunks: int = 1, reused: dict | None = None) -> float:
     """The shortcut's time as a fraction of the baseline's, predicted from the seconds of one
     evaluation under each action (``action_seconds``): the sum over the evaluations the plan makes.
     With the baseline's measured seconds (of ``chunks`` batches), each step also pays the
     baseline's time outside the U-Net (the update, the noise: ``seconds_baseline / S`` minus the
-    full evaluations)."""
+    full evaluations). An ``AdaptiveCache`` step costs the cut's seconds plus the share of samples
+    that ran the deep part (``reused``: ``Trajectory.reused`` of a run) times what the deep part adds."""
     from ..plan import NO_ACTION
 
     S = sampler.steps
     walk = list(sampler.check_plan(plan).walk(S))
-    missing = {st.action.unet for st in walk} - set(seconds)
+    missing = {b for st in walk for b in _timed(st.action.unet)} - set(seconds)
     if NO_ACTION not in seconds or missing:
         raise ShortcutError("seconds must time every U-Net action of the plan and the full evaluation "
                             "(action_seconds(sampler, plan, ...) gives them)")
     unet = chunks * seconds[NO_ACTION]  # one step's evaluations
     other = max(0.0, seconds_baseline / S - unet) if seconds_baseline else 0.0
-    return sum(chunks * seconds[st.action.unet] + other for st in walk) / (S * (unet + other))
+    total = 0.0
+    for st in walk:
+        a = st.action.unet
+        if a.decides:
+            if reused is None or st.t not in reused:
+                raise ShortcutError("an AdaptiveCache plan's time depends on each sample's decisions: pass reused "
+                                    "(Trajectory.reused of a run)")
+            cut = seconds[_timed(a)[1]]
+            t_unet = cut + (1 - float(reused[st.t].float().mean())) * (seconds[NO_ACTION] - cut)
+        else:
+            t_unet = seconds[NO_ACTION if a.adaptive else a]
+        total += chunks * t_unet + other
+    return total / (S * (unet + other))
 
 
 def _mad(x: np.ndarray) -> float:
@@ -132,11 +168,17 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
     tb, ts = timings["baseline"], timings["shortcut"]
     chunks = math.ceil(len(seeds) / (sampler.batch_size or len(seeds)))
     predicted = 1 - predicted_time_fraction(sampler, plan, action_seconds(sampler, plan, seeds, cond, clock=clock),
-                                            tb.median, chunks)
+                                            tb.median, chunks, reused=short.reused)
     a, b = base.images, short.images
     ss, pp = ssim(b, a).numpy(), psnr(b, a).numpy()
     c1 = cond_slice(cond, [0], len(seeds))
-    f_base, f_short = plan_flops(sampler, Plan(), seeds[0], c1), plan_flops(sampler, plan, seeds[0], c1)
+    f_base = plan_flops(sampler, Plan(), seeds[0], c1)
+    if short.reused:  # AdaptiveCache: each sample's FLOPs follow its own decisions
+        per = sample_flops(sampler, plan, short.reused, len(seeds), c1)
+        f_short = float(np.mean(per))
+    else:
+        f_short = plan_flops(sampler, plan, seeds[0], c1)
+        per = [f_short] * len(seeds)
     fin = pp[np.isfinite(pp)]
     compute_saving = 1 - f_short / f_base
     return dict(
@@ -145,6 +187,7 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
         seconds_shortcut=ts.median, timing=dict(baseline=tb.to_dict(), shortcut=ts.to_dict(), repeats=repeats, warmup=warmup),
         warnings=timing_warnings(tb, ts, compute_saving, predicted),
         flops_baseline=f_base, flops_shortcut=f_short, nfe_baseline=base.nfe, nfe_shortcut=short.nfe,
+        compute=[f / f_base for f in per],
         ssim=ss.tolist(), psnr=pp.tolist(), ssim_mean=float(ss.mean()), ssim_mad=_mad(ss), ssim_min=float(ss.min()),
         psnr_mean=float(fin.mean()) if len(fin) else math.inf, samples=len(seeds),
         images_baseline=a, images_shortcut=b, trajectory_baseline=base,

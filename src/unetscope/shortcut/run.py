@@ -58,7 +58,8 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         timing=res["timing"], warnings=res["warnings"],
         seconds_shortcut=res["seconds_shortcut"], flops_baseline=res["flops_baseline"], flops_shortcut=res["flops_shortcut"],
         schedule=plan.to_dict(), name=name, model=m.describe(), sampler=sampler.describe(), seeds=list(seeds),
-        per_sample=[dict(seed=s, ssim=res["ssim"][i], psnr=res["psnr"][i]) for i, s in enumerate(seeds)],
+        per_sample=[dict(seed=s, ssim=res["ssim"][i], psnr=res["psnr"][i], compute=res["compute"][i])
+                    for i, s in enumerate(seeds)],
         figures=[str(Path(f).relative_to(out_dir)) for f in files], run=run,
     )
     text = strict_json(summary)
@@ -71,7 +72,7 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
                                      "seconds_shortcut",
                                      "flops_baseline", "flops_shortcut", "timing", "warnings")}
         store.write(run, [dict(seed=s, variant=plan.to_dict(), cond=c, ssim=res["ssim"][i], psnr=res["psnr"][i],
-                               extra=dict(nfe=res["nfe_shortcut"]))
+                               extra=dict(nfe=res["nfe_shortcut"], compute=res["compute"][i]))
                           for i, (s, c) in enumerate(zip(seeds, conds))], stats=stats)
     summary["images_shortcut"] = res["images_shortcut"]
     return summary
