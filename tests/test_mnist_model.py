@@ -51,7 +51,7 @@ def test_reproduce_quick_and_search_at_reduced_size(tmp_path, capsys):
     assert code == 0, text.err
     assert (out / "report.html").exists()
     findings = {json.loads(f.read_text())["experiment"] for f in (out / "findings").glob("*.json")}
-    assert findings == {"trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax"}
+    assert findings == {"trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax", "feature-change"}
     code = main(["shortcut", "search", "--model", REF, "--samples", "4", "--calibration", "2", "--rounds", "2",
                  "--steps", "10", "--repeats", "1", "--out", str(tmp_path / "s"), "--quiet"])
     assert code == 0, capsys.readouterr().err

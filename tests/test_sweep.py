@@ -124,7 +124,7 @@ def test_all_experiments_figures_and_report(tiny_model_dir, tmp_path, capsys):
     html = (out / "report.html").read_text()
     findings = sorted((out / "findings").glob("*.json"))
     assert {json.loads(f.read_text())["experiment"] for f in findings} == {
-        "trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax"}
+        "trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax", "feature-change"}
     n_figs = 0
     for f in findings:
         for fig in json.loads(f.read_text())["figures"]:

@@ -134,6 +134,11 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     from .experiments import check_experiment, run_experiment
 
     _grid_checks(t_step, chunk_size, images, max_batch)
+    if not isinstance(adaptive, bool):
+        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
+    if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
+        raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
+                            "whole sampling runs, not chunks of a sweep)")
     ex = make_executor(executor, model)
     run = setup(model, **sampling)
     p = dict(params or {})
@@ -157,6 +162,11 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     from .report import write_report as _write
 
     _grid_checks(t_step, chunk_size, images, max_batch)
+    if not isinstance(adaptive, bool):
+        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
+    if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
+        raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
+                            "whole sampling runs, not chunks of a sweep)")
     ex = make_executor(executor, model)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
@@ -180,25 +190,43 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
 
 
 def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,
-                     schedule: str | Path | None = None, preset: str | None = None, repeats: int = 3, **sampling) -> dict:
+                     schedule: str | Path | None = None, preset: str | None = None, repeats: int = 3,
+                     threshold: float | None = None, nb: int | None = None, **sampling) -> dict:
     """``unetscope shortcut``: a schedule (a file or a preset) against the baseline on the same
-    seeds; writes ``out/summary.json``, the rows and the figures; returns the summary."""
-    from .shortcut import PRESETS, load_schedule, run_shortcut
+    seeds; writes ``out/summary.json``, the rows and the figures; returns the summary. The
+    ``change`` preset (Block Caching's rule: ``threshold``, ``nb``) is read off the deep part's
+    measured change on 8 seeds that follow the run's own (so none of them is measured)."""
+    from .shortcut import PRESET_NAMES, PRESETS, change_preset, load_schedule, run_shortcut
 
     if (schedule is None) == (preset is None):
-        raise SettingsError("give one of schedule (a file) or preset (" + ", ".join(PRESETS) + ")")
-    if preset is not None and preset not in PRESETS:
-        raise SettingsError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+        raise SettingsError("give one of schedule (a file) or preset (" + ", ".join(PRESET_NAMES) + ")")
+    if preset is not None and preset not in PRESET_NAMES:
+        raise SettingsError(f"preset must be one of {', '.join(PRESET_NAMES)}; got {preset!r}")
+    if (preset == "change") != (threshold is not None) or (nb is not None and preset != "change"):
+        raise SettingsError("the change preset takes threshold (and nb); the other schedules take neither")
     plan = load_schedule(schedule) if schedule is not None else None  # a bad file fails before a model loads
     run = setup(model, **sampling)
     S, K = run.sampler.steps, run.model.num_blocks
-    plan = PRESETS[preset](S, K) if preset is not None else plan
+    if preset == "change":
+        cal = list(range(max(run.seeds) + 1, max(run.seeds) + 9))
+        plan = change_preset(run.sampler, cal, _first_conds(run.cond, len(run.seeds), len(cal)), threshold=threshold, nb=nb)
+    elif preset is not None:
+        plan = PRESETS[preset](S, K)
     plan.check(S, K)
     if not plan:
         raise SettingsError("the schedule holds no interventions: the shortcut would be the baseline itself")
     out = out_folder(out)
     with folder_lock(out):
-        return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=preset or str(schedule))
+        name = f"change (threshold {threshold:g}, nb {nb or K - 1})" if preset == "change" else preset or str(schedule)
+        return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=name)
+
+
+def _first_conds(cond, n: int, k: int):
+    """Conditions for ``k`` other samples: the same single condition, or the first k of n (cycled)."""
+    if cond is None or isinstance(cond, (int, str)):
+        return cond
+    items = list(cond)
+    return [items[i % len(items)] for i in range(k)]
 
 
 def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/search", *,
@@ -206,7 +234,7 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
                     target_quantile: float | None = None, quantile: float = 0.1, budget: float | None = None,
                     calibration: int = 8, validation: int | None = None, rounds: int = 40,
                     write: str | Path | None = None, repeats: int = 3, log: Callable[[str], Any] | None = None,
-                    executor=None, chunk_size: int | None = None, **sampling) -> dict:
+                    executor=None, chunk_size: int | None = None, adaptive: bool = False, **sampling) -> dict:
     """``unetscope shortcut search``: search a schedule on the first ``calibration`` seeds, keeping
     only moves whose target also holds (with a margin) on the next ``validation`` seeds, write it
     (``write``, default ``out/schedule.json``) and measure it on the rest, the held-out test seeds
@@ -218,13 +246,20 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     None, ``"ray"`` or a ``RayExecutor``), in chunks of ``chunk_size`` seeds (None: one per worker);
     the held-out timing always runs here. Returns ``{"search", "schedule", "held_out",
     "held_out_meets_target", "held_out_interval", "uniform_rival", ...}``; ``held_out_interval`` is
-    a 90% bootstrap interval of the held-out mean SSIM."""
+    a 90% bootstrap interval of the held-out mean SSIM. ``adaptive``: an ``AdaptiveCache`` schedule
+    (its nb, threshold and max_reuse chosen on the same seeds by the same rules; in this process)."""
     from .shortcut import SearchConfig, heldout_ssim, run_shortcut, save_schedule, search
+    from .shortcut.adaptive import search_adaptive
 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise SettingsError(f"rounds must be at least 1, got {rounds!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise SettingsError(f"chunk_size must be an integer >= 1 or None (one chunk per worker), got {chunk_size!r}")
+    if not isinstance(adaptive, bool):
+        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
+    if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
+        raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
+                            "whole sampling runs, not chunks of a sweep)")
     ex = make_executor(executor, model)
     cfg = SearchConfig(target_mean=target_mean, target_min=target_min, target_quantile=target_quantile,
                        quantile=quantile, budget=budget, max_rounds=rounds)
@@ -254,8 +289,12 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
         if not target.parent.is_dir():
             raise SettingsError(f"cannot write the schedule to {str(target)!r}: its folder does not exist")
         with folder_lock(out):
-            res = search(run.sampler, cal, part(0, calibration), cfg, validation_seeds=val or None,
-                         validation_cond=part(calibration, split), log=log, executor=ex, chunk_size=chunk_size)
+            if adaptive:
+                res = search_adaptive(run.sampler, cal, part(0, calibration), cfg, validation_seeds=val or None,
+                                      validation_cond=part(calibration, split), log=log)
+            else:
+                res = search(run.sampler, cal, part(0, calibration), cfg, validation_seeds=val or None,
+                             validation_cond=part(calibration, split), log=log, executor=ex, chunk_size=chunk_size)
             save_schedule(res["plan"], target, meta=dict(
                 target=res["target"], calibration_seeds=cal, validation_seeds=val,
                 calibration_ssim_mean=res["calibration_ssim_mean"], validation_ssim_mean=res["validation_ssim_mean"],

@@ -327,6 +327,10 @@ def _cmd_shortcut(args) -> None:
     if args.action == "search":
         if args.schedule or args.preset:
             raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
+        if args.threshold is not None or args.nb is not None:
+            raise UsageError("--threshold and --nb are the change preset's (shortcut --preset change), not the search's")
+        if args.adaptive and (executor != "local" or args.chunk_size is not None):
+            raise UsageError("--adaptive runs in this process: --executor ray and --chunk-size are for the static search")
         if args.write and not Path(args.write).parent.is_dir():  # before any work
             raise UsageError(f"--write {args.write!r}: its folder does not exist")
         if args.chunk_size is not None and args.chunk_size < 1:
@@ -334,12 +338,21 @@ def _cmd_shortcut(args) -> None:
     else:
         if executor != "local" or args.chunk_size is not None:
             raise UsageError("--executor ray and --chunk-size are for shortcut search; a shortcut run is timed in this process")
-        from .shortcut import PRESETS, load_schedule
+        if args.adaptive:
+            raise UsageError("--adaptive is for shortcut search (an AdaptiveCache schedule calibrated to the target)")
+        from .shortcut import PRESET_NAMES, load_schedule
 
         if bool(args.schedule) == bool(args.preset):
-            raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESETS) + ")")
-        if args.preset and args.preset not in PRESETS:
-            raise UsageError(f"--preset must be one of {', '.join(PRESETS)}; got {args.preset!r}")
+            raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESET_NAMES) + ")")
+        if args.preset and args.preset not in PRESET_NAMES:
+            raise UsageError(f"--preset must be one of {', '.join(PRESET_NAMES)}; got {args.preset!r}")
+        if args.preset == "change" and args.threshold is None:
+            raise UsageError("--preset change needs --threshold X (the deep part's accumulated relative change at which "
+                             "it is computed again)")
+        if args.preset != "change" and (args.threshold is not None or args.nb is not None):
+            raise UsageError("--threshold and --nb are the change preset's: give them with --preset change")
+        if args.threshold is not None and not (args.threshold >= 0 and args.threshold != float("inf")):
+            raise UsageError(f"--threshold must be a finite number >= 0, got {args.threshold}")
         if args.schedule:
             load_schedule(args.schedule)  # a bad file fails before a model loads
     if args.action == "search" and args.samples is None and args.seeds is None:
@@ -356,7 +369,7 @@ def _cmd_shortcut(args) -> None:
         res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
                               target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
                               calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
-                              executor=executor, chunk_size=args.chunk_size,
+                              executor=executor, chunk_size=args.chunk_size, adaptive=args.adaptive,
                               log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), **kw)
         found, summ = res["search"], res["held_out"]
         nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
@@ -382,7 +395,8 @@ def _cmd_shortcut(args) -> None:
                   f"{r['held_out_ssim_mean']:.3f}")
         _print_timing(summ)
         return
-    summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, **kw)
+    summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
+                            nb=args.nb, **kw)
     from .plan import Plan
 
     print(f"{Plan.from_dict(summ['schedule'])!r}")
@@ -587,7 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(c)
     g = c.add_argument_group("schedule")
     g.add_argument("--schedule", default=None, help="a schedule file (JSON or YAML plan)")
-    g.add_argument("--preset", default=None, help="a named schedule: paper (Fig. 11, scaled to K and S), paper-cache")
+    g.add_argument("--preset", default=None,
+                   help="a named schedule: paper (Fig. 11, scaled to K and S), paper-cache, or change (Block Caching's "
+                        "rule on the deep part's measured change: --threshold, --nb)")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="--preset change: compute the deep part again when its accumulated relative change exceeds this")
+    g.add_argument("--nb", type=int, default=None, help="--preset change: the bottom blocks cached (default K - 1)")
     g.add_argument("--repeats", type=int, default=3,
                    help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
     g.add_argument("--target-mean", "--target-ssim", dest="target_mean", type=float, default=None,
@@ -605,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "most half the rest); the rest are held out")
     g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
     g.add_argument("--rounds", type=int, default=40, help="search: at most this many greedy rounds")
+    g.add_argument("--adaptive", action="store_true",
+                   help="search: an AdaptiveCache schedule (per-sample caching; nb, threshold and max_reuse calibrated "
+                        "to the target or budget) instead of static cuts")
     _executor_args(c)
     c.add_argument("--chunk-size", type=int, default=None,
                    help="search: seeds per chunk a worker scores (default: the seeds shared out, one chunk per worker)")

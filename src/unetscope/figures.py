@@ -85,10 +85,10 @@ def line_figure(path: Path, curves: list[tuple[str, list, np.ndarray, np.ndarray
 
 
 def heatmap_figure(path: Path, grid: np.ndarray, rows: list, cols: list, *, xlabel: str, ylabel: str, title: str,
-                   marks=()) -> Path:
+                   marks=(), vmin: float = 0.0, vmax: float = 1.0, label: str = "mean SSIM", cmap: str = "viridis") -> Path:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.6), dpi=110)
-    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(7, min(0.45 * len(rows), 0.22 * len(rows) + 3) + 1.6), dpi=110)
+    im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     step = max(1, len(cols) // 12)
     ax.set_xticks(range(0, len(cols), step), [str(c) for c in cols[::step]])
@@ -97,11 +97,11 @@ def heatmap_figure(path: Path, grid: np.ndarray, rows: list, cols: list, *, xlab
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label="mean SSIM")
+    fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    _write_data(path, dict(kind="heatmap", title=title, xlabel=xlabel, ylabel=ylabel, rows=list(rows), cols=list(cols),
+    _write_data(path, dict(kind="heatmap", title=title, xlabel=xlabel, ylabel=ylabel, label=label, rows=list(rows), cols=list(cols),
                            values=[_numbers(r) for r in np.asarray(grid, dtype=float)],
                            marks=[dict(row=int(r), col=int(c)) for r, c in marks]))
     return path

@@ -74,6 +74,7 @@ class ChunkResult:
     x_t: dict[int, torch.Tensor]  # baseline x_t at the steps asked for
     x_est0: dict[int, torch.Tensor]
     evaluations: int  # U-Net evaluations spent (each on this chunk's samples)
+    features: Any = None  # a FeatureTracker of the baseline's unit outputs, when asked for
 
 
 @dataclass
@@ -132,7 +133,10 @@ class SweepEngine:
                 self.on_evaluation()
 
     @torch.no_grad()
-    def run_chunk(self, seeds: list[int], cond: Cond, plans: list[Plan], keep_x_t=(), keep_x_est0=()) -> ChunkResult:
+    def run_chunk(self, seeds: list[int], cond: Cond, plans: list[Plan], keep_x_t=(), keep_x_est0=(),
+                  features: bool = False) -> ChunkResult:
+        """``plans`` on ``seeds`` from the baseline's shared prefixes; ``features``: the baseline's
+        unit outputs streamed into a ``FeatureTracker`` (two steps held at a time)."""
         s, m = self.sampler, self.sampler.model
         K, n = m.num_blocks, len(seeds)
         plans = [s.check_plan(p) for p in plans]
@@ -149,7 +153,14 @@ class SweepEngine:
 
         # 1. the baseline, keeping x_t where plans start and the cached outputs they inherit
         x_t, x_est0, snap = {}, {}, {}
-        for d in s.sample_progressive(seeds, cond, capture=keep):
+        tracker = None
+        if features:
+            from .features import FeatureTracker
+
+            tracker = FeatureTracker(K)
+        for d in s.sample_progressive(seeds, cond, capture=keep | set(tracker.sites if tracker else ())):
+            if tracker is not None:
+                tracker.step(d["t"], d["cache"], n)
             evals += 1
             self._spent()
             t = d["t"]
@@ -200,7 +211,7 @@ class SweepEngine:
                         cache = {**g.cache, **part.captured}
                         for idx in items:
                             walk.advance(s, part, idx, cache)
-        return ChunkResult(baseline_x0.float().cpu(), [f.float().cpu() for f in walk.finals], x_t, x_est0, evals)
+        return ChunkResult(baseline_x0.float().cpu(), [f.float().cpu() for f in walk.finals], x_t, x_est0, evals, tracker)
 
 
 # --- running a grid into a results database, resumably ---------------------------------------------
@@ -216,6 +227,7 @@ class GridConfig:
 
     out_dir: Any  # the run folder: images/RUN/SEED.pt are written under it
     trajectory_steps: tuple = ()  # steps whose baseline x_t and x_est0 are measured against x_0
+    features: bool = False  # each unit's change from step to step (the feature-change experiment)
     chunk_size: int = 16  # samples per chunk: one transaction each, the unit of resume
     max_batch: int | None = None  # samples per stacked U-Net call (None: sized for the device)
     image_seeds: frozenset = frozenset()  # seeds whose images are kept for the figure grids
@@ -242,6 +254,7 @@ class ChunkJob:
     trajectory_steps: tuple = ()
     image_seeds: frozenset = frozenset()  # this chunk's seeds whose images are kept
     max_batch: int | None = None
+    features: bool = False
 
 
 @dataclass
@@ -275,7 +288,7 @@ def compute_chunk(sampler: Sampler, job: ChunkJob, on_evaluation=None) -> ChunkO
     t0 = time.perf_counter()
     m, ch_seeds, ch_stored, steps = sampler.model, job.seeds, job.stored_cond, job.trajectory_steps
     res = SweepEngine(sampler, max_batch=job.max_batch, on_evaluation=on_evaluation).run_chunk(
-        ch_seeds, job.cond, job.plans, keep_x_t=set(steps), keep_x_est0=set(steps))
+        ch_seeds, job.cond, job.plans, keep_x_t=set(steps), keep_x_est0=set(steps), features=job.features)
     base_vid = variant_id({"type": "baseline"})
     base_img = m.decode(res.baseline_x0)
     rows = [dict(seed=s, variant={"type": "baseline"}, cond=c, extra={}) for s, c in zip(ch_seeds, ch_stored)]
@@ -298,6 +311,8 @@ def compute_chunk(sampler: Sampler, job: ChunkJob, on_evaluation=None) -> ChunkO
                                  ssim=float(ss[k]), psnr=float(pp[k])))
                 if s in keep_imgs:
                     keep_imgs[s][variant_id({"type": kind, "t": int(t)})] = to_uint8(img[k])
+    if res.features is not None:
+        rows += res.features.rows(ch_seeds, ch_stored)
     return ChunkOutput(job.index, rows, keep_imgs, res.evaluations, len(ch_seeds), time.perf_counter() - t0, worker_id())
 
 
@@ -352,7 +367,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
             todo.append((idx, need))
     jobs = [ChunkJob(k, [seeds[i] for i in idx], cond_slice(cond, idx, len(seeds)), [stored_cond[i] for i in idx],
                      [plans[j] for j in need], trajectory_steps, frozenset(seeds[i] for i in idx if seeds[i] in image_seeds),
-                     max_batch) for k, (idx, need) in enumerate(todo)]
+                     max_batch, c.features) for k, (idx, need) in enumerate(todo)]
     stats = store.stats(run)
     spent_before, seconds_before = stats.get("evaluations_spent", 0), stats.get("seconds", 0)
     bar = None

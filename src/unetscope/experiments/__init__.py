@@ -12,6 +12,7 @@ from pathlib import Path
 from .block_utility import BlockUtility
 from .common import Experiment, ExperimentError
 from .consecutive_limit import ConsecutiveLimit
+from .feature_change import FeatureChange
 from .phases import Phases
 from .relax import Relax
 from .skip_vs_block import SkipVsBlock
@@ -20,8 +21,8 @@ from .trajectory import TrajectoryExperiment
 __all__ = ["EXPERIMENTS", "ORDER", "Experiment", "ExperimentError", "check_experiment", "run_experiment", "render"]
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (TrajectoryExperiment(), Phases(), SkipVsBlock(), BlockUtility(),
-                                                          ConsecutiveLimit(), Relax())}
-ORDER = ["trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax"]
+                                                          ConsecutiveLimit(), Relax(), FeatureChange())}
+ORDER = ["trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax", "feature-change"]
 
 
 def _identity(model, sampler, seeds, cond) -> dict:
@@ -98,7 +99,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
                 f"with chunk_size={before['chunk_size']}, max_batch={before['max_batch']} (results differ by float "
                 "rounding, ~1e-6 in SSIM)")
         store.set_stat(run, "batching", batching)
-        grid = GridConfig(out_dir=out_dir, trajectory_steps=exp.trajectory_steps(p, S), chunk_size=chunk_size,
+        grid = GridConfig(out_dir=out_dir, trajectory_steps=exp.trajectory_steps(p, S), features=exp.features, chunk_size=chunk_size,
                           max_batch=max_batch, image_seeds=list(seeds)[:image_seeds], progress=progress)
         if p.get("skipped"):
             store.set_stat(run, "skipped", p["skipped"])

@@ -47,6 +47,7 @@ class Experiment:
     title: str = ""
     figure_refs: str = ""  # the paper's figures it reproduces
     requires: ClassVar[tuple] = ()  # experiments whose results set this one's defaults (run first if missing)
+    features: ClassVar[bool] = False  # the baseline's unit outputs measured step to step (feature-change)
 
     def defaults(self, S: int, K: int, deps: dict | None = None, threshold: float | None = None) -> dict:
         """Parameters scaled to S and K; ``deps`` (rows of required experiments) and the SSIM

@@ -17,7 +17,8 @@ from ..plan import Plan, PlanError, StepAction
 from ..sampler import Sampler, SamplerError, cond_slice
 from .schedules import ShortcutError
 
-__all__ = ["plan_flops", "sample_flops", "unit_flops", "action_seconds", "predicted_time_fraction", "measure"]
+__all__ = ["plan_flops", "sample_flops", "unit_flops", "action_seconds", "predicted_time_fraction", "measure",
+           "feature_changes", "change_preset"]
 
 
 @torch.no_grad()
@@ -192,3 +193,35 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
         psnr_mean=float(fin.mean()) if len(fin) else math.inf, samples=len(seeds),
         images_baseline=a, images_shortcut=b, trajectory_baseline=base,
     )
+
+
+@torch.no_grad()
+def feature_changes(sampler: Sampler, seeds: list[int], cond: Cond = None, sites: list[str] | None = None) -> dict:
+    """``{site: {t: mean relative L1 change from step t + 1}}`` of the baseline's unit outputs over
+    ``seeds`` (the ``feature-change`` statistics, streamed: two steps held at a time)."""
+    from ..features import FeatureTracker
+
+    K = sampler.model.num_blocks
+    tr = FeatureTracker(K, sites)
+    for d in sampler.sample_progressive(seeds, cond, capture=tr.sites):
+        tr.step(d["t"], d["cache"], len(seeds))
+    out: dict = {s: {} for s in tr.sites}
+    for (s, t), (rel, _) in tr.stats.items():
+        out[s][t] = float(rel.mean())
+    return out
+
+
+def change_preset(sampler: Sampler, seeds: list[int], cond: Cond = None, *, threshold: float, nb: int | None = None) -> Plan:
+    """The ``change`` preset: ``change_schedule`` on the deep part's measured change (``D[nb-1]``;
+    nb default K - 1) over ``seeds``, which should be apart from the seeds it is then measured on."""
+    from ..plan import site
+    from .schedules import change_schedule
+
+    K = sampler.model.num_blocks
+    nb = K - 1 if nb is None else nb
+    if isinstance(nb, bool) or not isinstance(nb, int) or not 1 <= nb <= K:
+        raise ShortcutError(f"the change preset's nb must be in 1..{K} (the model's blocks K), got {nb!r}")
+    if sampler.steps < 2:
+        raise ShortcutError("the change preset compares adjacent steps: it needs S >= 2")
+    ch = feature_changes(sampler, seeds, cond, [site("D", nb - 1)])[site("D", nb - 1)]
+    return change_schedule(ch, sampler.steps, nb, threshold)

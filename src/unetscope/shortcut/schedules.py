@@ -13,7 +13,7 @@ from pathlib import Path
 from ..plan import DropBlocks, Plan, ReuseEncoder, StopEarly
 
 __all__ = ["ShortcutError", "SCHEDULE_META", "load_schedule", "save_schedule", "paper_preset", "PRESETS",
-           "uniform_cache_cuts", "uniform_reuse_cuts"]
+           "uniform_cache_cuts", "uniform_reuse_cuts", "change_schedule"]
 
 
 class ShortcutError(ValueError):
@@ -104,3 +104,33 @@ def uniform_reuse_cuts(S: int, every: int) -> tuple:
     """Faster-Diffusion-style: a full evaluation every ``every`` steps, the encoder's outputs
     reused from it in between (``ReuseEncoder``)."""
     return tuple(ReuseEncoder(t - 1, min(every - 1, t - 1)) for t in range(S, 1, -every) if every > 1)
+
+
+def change_schedule(changes: dict[int, float], S: int, nb: int, threshold: float) -> Plan:
+    """Block Caching's rule as a static schedule: the deep part (the bottom ``nb`` blocks) is
+    computed again at the first step where its output's relative change, accumulated since the last
+    step that computed it, exceeds ``threshold``; at the other steps ``D[nb-1]``'s output is read
+    from the cache. ``changes[t]``: the mean relative L1 change of ``D[nb-1]``'s output at step t
+    from step t + 1 (the ``feature-change`` statistics, t = S-1..1). Step S always computes."""
+    import math
+
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+        raise ShortcutError(f"the change preset's threshold must be a finite number >= 0, got {threshold!r}")
+    missing = [t for t in range(S - 1, 0, -1) if t not in changes]
+    if missing:
+        raise ShortcutError(f"the change preset needs the change at every step below S; step {missing[0]} is missing")
+    cached, acc = [], 0.0
+    for t in range(S - 1, 0, -1):
+        acc += changes[t]
+        if acc > threshold:
+            acc = 0.0  # computed here
+        else:
+            cached.append(t)
+    cuts, run = [], []
+    for t in cached + [None]:  # runs of consecutive cached steps -> one DropBlocks each
+        if run and (t is None or t != run[-1] - 1):
+            cuts.append(DropBlocks(nb, run[0], len(run), "cache"))
+            run = []
+        if t is not None:
+            run.append(t)
+    return Plan(tuple(cuts))
