@@ -683,7 +683,10 @@
     Fs.forEach(function (F) { F.runs.forEach(function (r) { if (exps.indexOf(r.experiment) < 0) exps.push(r.experiment); }); });
     var any = false;
     exps.forEach(function (exp) {
-      var pairs = Fs.map(function (F) { var rs = F.runs.filter(function (r) { return r.experiment === exp; }); return rs.length ? { F: F, r: rs[rs.length - 1] } : null; }).filter(Boolean);
+      var pairs = Fs.map(function (F) { var rs = F.runs.filter(function (r) { return r.experiment === exp; });
+        var drawn = rs.filter(function (r) { return r.figures.length; }); // the latest run with figures, else the latest
+        rs = drawn.length ? drawn : rs;
+        return rs.length ? { F: F, r: rs[rs.length - 1] } : null; }).filter(Boolean);
       if (pairs.length < 2) return;
       any = true;
       var sec = el("section", { "data-experiment": exp });
