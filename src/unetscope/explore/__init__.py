@@ -25,21 +25,10 @@ class Explorer:
     url: str
     server: object
     thread: threading.Thread
-    stop: threading.Event
 
     def close(self) -> None:
-        self.stop.set()
         self.server.shutdown()
         self.server.server_close()
-
-
-def _warm(folders, stop: threading.Event) -> None:
-    """Read the kept images in the background: the first click then does not wait for them."""
-    def run():
-        for f in folders:
-            f.warm(stop)
-
-    threading.Thread(target=run, name="unetscope-explore-warm", daemon=True).start()
 
 
 def explore(dirs, *, port: int = DEFAULT_PORT, host: str = "127.0.0.1", browser: bool = True, html=None,
@@ -61,8 +50,7 @@ def explore(dirs, *, port: int = DEFAULT_PORT, host: str = "127.0.0.1", browser:
     h, p = srv.server_address[:2]
     url = f"http://{'[' + h + ']' if ':' in h else h}:{p}/"
     th = serve_in_thread(srv)
-    ex = Explorer(url, srv, th, threading.Event())
-    _warm(folders, ex.stop)
+    ex = Explorer(url, srv, th)
     runs = sum(len(f._runs) for f in folders)
     log(f"unetscope explore: {len(folders)} folder{'s' if len(folders) > 1 else ''}, {runs} runs at {url} (read-only; Ctrl-C stops)")
     if browser:

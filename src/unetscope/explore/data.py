@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import sqlite3
 import threading
 import urllib.parse
@@ -94,6 +95,8 @@ class RunFolder:
                                "unetscope sweep, reproduce or shortcut)")
         self._images = _LRU(64)  # seed files: variant id -> (C, H, W) uint8
         self._pngs = _LRU(4096)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         self._runs = self._read_runs()
 
     # database ---------------------------------------------------------------------------------
@@ -290,13 +293,19 @@ class RunFolder:
         hit = self._images.get(key)
         if hit is not None or not load:
             return hit
-        from ..sweep import _read_images  # weights-only loading: a crafted file runs no code
+        with self._locks_lock:
+            lock = self._locks.setdefault(key[0], threading.Lock())
+        with lock:  # one reader per file: the requests for its other images wait for it, not read it again
+            hit = self._images.get(key)
+            if hit is not None:
+                return hit
+            from ..sweep import _read_images  # weights-only loading: a crafted file runs no code
 
-        try:
-            imgs = _read_images(f)
-        except StoreError as e:
-            return self._images.put(key, f"damaged: {e}")
-        return self._images.put(key, imgs)
+            try:
+                imgs = _read_images(f)
+            except StoreError as e:
+                return self._images.put(key, f"damaged: {e}")
+            return self._images.put(key, imgs)
 
     def kept(self, run: str, seed: int, load: bool = True):
         """The variant ids of a seed's kept images (a set), why they cannot be read (a string), or
@@ -306,13 +315,11 @@ class RunFolder:
             return None if not load else set()
         return imgs if isinstance(imgs, str) else set(imgs)
 
-    def warm(self, stop=None) -> None:
-        """Read every kept images file once (in the background): the first click then finds them in memory."""
-        for r in self._runs:
-            for seed in self.kept_seeds(r["run"])[:16]:
-                if stop is not None and stop.is_set():
-                    return
-                self._seed_images(r["run"], seed)
+    def warm(self, run: str) -> None:
+        """Read a run's kept images files in the background, its view's request before the others:
+        the first click on one of its points then finds them in memory (a file read is kept)."""
+        _WARM_QUEUE.put((self, run))
+        _start_warmer()
 
     def image_png(self, run: str, seed: int, vid: str, max_side: int = 512) -> bytes | str | None:
         """PNG bytes of a kept image (at most ``max_side`` pixels a side), None if not kept, or why it cannot be read."""
@@ -331,6 +338,26 @@ class RunFolder:
         except (TypeError, ValueError) as e:
             return f"damaged: the image of {vid} for seed {seed} cannot be drawn ({e})"
         return self._pngs.put(key, data)
+
+
+_WARM_QUEUE: queue.LifoQueue = queue.LifoQueue()  # (folder, run) to read, the latest asked first: one reader for all
+_WARM_LOCK = threading.Lock()
+_WARMER: list = []
+
+
+def _start_warmer() -> None:
+    with _WARM_LOCK:
+        if _WARMER and _WARMER[0].is_alive():
+            return
+
+        def read():
+            while True:
+                folder, run = _WARM_QUEUE.get()
+                for seed in folder.kept_seeds(run)[:16]:
+                    folder._seed_images(run, seed)
+
+        _WARMER[:] = [threading.Thread(target=read, name="unetscope-explore-warm", daemon=True)]
+        _WARMER[0].start()
 
 
 def png_bytes(img, max_side: int = 512) -> bytes:

@@ -98,7 +98,13 @@ class _Handler(BaseHTTPRequestHandler):
             key = tuple(f.db_path.stat().st_mtime_ns if f.db_path.exists() else 0 for f in self.folders)
             if self.index_cache.get("key") != key:  # a run still being written: read again once its database changed
                 self.index_cache.update(key=key, index=index(self.folders))
-            return self._json(self.index_cache["index"])
+            self._json(self.index_cache["index"])
+            if not self.index_cache.get("warmed"):  # the page is drawn: read the kept images while the user looks
+                self.index_cache["warmed"] = True
+                for f in reversed(self.folders):
+                    for r in reversed(f._runs):  # last in, first read: the first folder's first run first
+                        f.warm(r["run"])
+            return
         if path.startswith("/api/"):
             return self._api(path[len("/api/"):], q)
         return self._not_found()
@@ -121,6 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({"error": f"seeds must look like 0-9,15; got {q.get('seeds')!r}"}, 400)
         cond = q.get("cond") or None
         if name == "stats":
+            folder.warm(run)  # the run's view is open: its images are read while the user looks
             return self._json(folder.variant_stats(run, cond, seeds))
         if name == "variant":
             return self._json(folder.variant_rows(run, q.get("vid", ""), cond, seeds))
