@@ -2,14 +2,15 @@
 on a heatmap cell to its images, on a run folder (default: results/default-full; goals: page under
 2 s, click under 0.5 s).
 
-    python benchmarks/explore_latency.py [DIR ...] [--clicks 12] [--chromium /usr/bin/chromium]
+    python benchmarks/explore_latency.py [DIR ...] [--clicks 12] [--dwell 0] [--chromium /usr/bin/chromium]
 
 The browser is started first and not counted. "page": ``unetscope explore DIR --no-browser --port 0``
 is started, its printed address loaded, until the page has drawn its first run's figures (the
 process's Python start and imports included; the part before the address is printed separately).
 "click": a heatmap cell is clicked (a ``click`` event) until every image of its samples has loaded,
-timed inside the page with ``performance.now()``; the first click (the images file maybe not read
-yet) and the rest (median and max, each a new cell) are reported apart.
+timed inside the page with ``performance.now()``; the first click (at once: the run's images files
+maybe still being read; ``--dwell S``: after S seconds on the view) and the rest (median and max,
+each a new cell) are reported apart.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="*", default=[str(ROOT / "results" / "default-full")])
     p.add_argument("--clicks", type=int, default=12, help="heatmap cells clicked after the first")
+    p.add_argument("--dwell", type=float, default=0.0,
+                   help="seconds on the heatmap's view before the first click (0: at once, the images file maybe not read)")
     p.add_argument("--chromium", default="/usr/bin/chromium")
     p.add_argument("--chromedriver", default="/usr/bin/chromedriver")
     a = p.parse_args()
@@ -91,6 +94,7 @@ def main():
         wait(d, "document.querySelectorAll('[data-stem=block_utility_heatmap] rect.cell[data-vid]').length > 0")
         vids = d.execute_script("return Array.from(document.querySelectorAll('[data-stem=block_utility_heatmap] rect.cell[data-vid]'))"
                                 ".map(r => r.getAttribute('data-vid'))")
+        time.sleep(a.dwell)
         step = max(1, len(vids) // (a.clicks + 1))
         picks = vids[::step][:a.clicks + 1]
         times = []
@@ -100,7 +104,7 @@ def main():
                 raise SystemExit(f"the images of {vid} did not load in 20 s ({n} shown)")
             times.append(ms / 1000)
         rest = times[1:]
-        print(f"click: first {times[0]:.3f} s ({n} images); then median {statistics.median(rest):.3f} s, "
+        print(f"click: first {times[0]:.3f} s ({n} images; {a.dwell:g} s on the view before it); then median {statistics.median(rest):.3f} s, "
               f"max {max(rest):.3f} s over {len(rest)} other cells (from the click to every image loaded)")
     finally:
         proc.terminate()

@@ -400,10 +400,10 @@
       el("button", { id: "f-apply", text: "Apply", on: { click: apply } }),
       el("button", { text: "Clear", on: { click: function () { sel.value = ""; seedIn.value = ""; apply(); } } }), status);
     main.appendChild(bar);
-    var figs = el("div", { "class": "cards" });
-    main.appendChild(figs);
     var extra = el("div");
     main.appendChild(extra);
+    var figs = el("div", { "class": "cards" });
+    main.appendChild(figs);
     var detail = el("div", { id: "detail" });
 
     function apply() {
@@ -506,7 +506,7 @@
   function BASE_ID() { return BASELINE_ID; }
 
   function trajectoryPanel(box, F, r) {
-    var card = el("div", { "class": "card", id: "trajectory" }, el("h3", { text: "x_t and x_est0 along the trajectory" }));
+    var card = el("div", { "class": "card", id: "trajectory" }, el("h3", { text: "x_t and x_est0 along the trajectory: slide over t" }));
     box.appendChild(card);
     if (!r.images.length) { card.appendChild(el("p", { "class": "note", text: "No images were kept for this run." })); return; }
     var seedSel = el("select", { id: "traj-seed", "aria-label": "seed" });
@@ -564,7 +564,7 @@
     function kpi(v, label) { k.appendChild(el("div", { "class": "kpi" }, el("b", { text: v }), el("span", { text: label }))); }
     kpi(pct(fd.time_saving), "time saving, measured (median of " + (tm.repeats || "?") + " interleaved runs)");
     if (b.min !== undefined && s.min !== undefined) kpi(pct(1 - s.max / b.min) + " … " + pct(1 - s.min / b.max), "measured saving's spread (slowest … fastest pairing)");
-    kpi(pct(fd.time_saving_predicted), "time saving, predicted from single evaluations");
+    kpi(fd.time_saving_predicted === undefined ? "not recorded" : pct(fd.time_saving_predicted), "time saving, predicted from single evaluations");
     kpi(pct(fd.compute_saving), "compute saving (executed FLOPs)");
     kpi(fmt(fd.ssim_mean) + " ± " + fmt(fd.ssim_mad), "mean SSIM ± mean abs. deviation (" + (fd.samples || r.seeds.length) + " samples)");
     kpi((fd.nfe_shortcut !== undefined ? fd.nfe_shortcut : "–") + " / " + (fd.nfe_baseline !== undefined ? fd.nfe_baseline : "–"), "U-Net evaluations (shortcut / baseline)");
@@ -590,11 +590,14 @@
       cards.appendChild(el("div", { "class": "card", id: "best-worst" }, el("h3", { text: "Worst and best samples" }),
         sampleTable(order.slice(0, n), r, "worst"), sampleTable(order.slice(-n).reverse(), r, "best")));
     }
-    (r.figures || []).forEach(function (fg) {
-      var src = api.file(F.id, fg.file);
-      cards.appendChild(el("div", { "class": "card" }, src ? el("img", { "class": "fig", src: src, alt: fg.stem }) : el("span", { "class": "missing", text: "figure not in this export" }), el("div", { "class": "cap", text: fg.file })));
-    });
     main.appendChild(detail);
+    var pics = el("div", { "class": "cards" });
+    main.appendChild(pics);
+    (r.figures || []).forEach(function (fg) {
+      if (fg.stem === "ssim_histogram" && ps.length) return; // drawn above, clickable
+      var src = api.file(F.id, fg.file);
+      pics.appendChild(el("div", { "class": "card" }, src ? el("img", { "class": "fig", src: src, alt: fg.stem }) : el("span", { "class": "missing", text: "figure not in this export" }), el("div", { "class": "cap", text: fg.file })));
+    });
   }
   function condOfSeed(r, seed) { var i = r.seeds.indexOf(seed); return i >= 0 ? r.conds[i] : null; }
   function sampleTable(rows, r, what) {
@@ -654,7 +657,7 @@
     });
     var ya = y0 + laneNames.length * lh + 4;
     ticks(1, S, 10).forEach(function (v) { root.appendChild(sv("text", { x: X(v), y: ya + 14, "text-anchor": "middle", text: v })); });
-    root.appendChild(sv("text", { x: (l + w) / 2, y: h - 4, "text-anchor": "middle", text: "t (sampling runs left to right; green: relax periods where the whole U-Net runs; the number: blocks or skips cut)" }));
+    root.appendChild(sv("text", { x: (l + w) / 2, y: h - 4, "text-anchor": "middle", text: "t (sampling runs left to right) · green: the whole U-Net runs · number: blocks or skips cut" }));
     return root;
   }
 
