@@ -178,7 +178,8 @@ def test_trajectory_seed_rows(served):
 
 
 @pytest.mark.parametrize("path", [
-    "/files/0/../b/results.sqlite", "/files/0/../../etc/passwd", "/files/0/%2e%2e/%2e%2e/etc/passwd",
+    "/files/0/../b/results.sqlite", "/files/0/" + "../" * 30 + "etc/passwd", "/files/0/" + "%2e%2e/" * 30 + "etc/passwd",
+    "/files/0/" + "..%2f" * 30 + "etc%2fpasswd",
     "/files/0/..%2fb%2ffindings", "/files/0//etc/passwd", "/files/0/results.sqlite", "/files/0/images",
     "/files/9/x.png", "/files/0/%00.png", "/static/../server.py", "/static/..%2f__init__.py", "/../../etc/passwd",
     "/api/image?f=0&run=../../etc&seed=0&vid=x", "/api/variant?f=0&run=nope&vid=x"])
@@ -272,6 +273,22 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path):
     assert list((tmp_path / "broken").iterdir()) == [broken / "results.sqlite"]
 
 
+def test_a_damaged_or_missing_image_says_so(runs, tmp_path):
+    folder = tmp_path / "damaged"
+    shutil.copytree(runs["a"], folder)
+    run = next(p.name for p in (folder / "images").iterdir() if p.name.startswith("block-utility"))
+    (folder / "images" / run / "00000.pt").write_bytes(b"not a tensor file")
+    ex = explore([folder], port=0, browser=False, block=False, log=lambda *a: None)
+    try:
+        vid = next(iter(_api(ex, f"/api/stats?f=0&run={run}")))
+        code, _, body = _get(ex.url + f"api/image?f=0&run={run}&seed=0&vid={vid}")
+        assert code == 404 and b"damaged" in body
+        assert _api(ex, f"/api/variant?f=0&run={run}&vid={vid}")["images"]["0"] == {"error": json.loads(body)["error"]}
+        assert _get(ex.url + f"api/image?f=0&run={run}&seed=1&vid={vid}")[0] == 200  # the other seed's file is whole
+    finally:
+        ex.close()
+
+
 def test_the_python_twin(runs):
     assert us.explore is explore and "explore" in us.__all__
     ex = us.explore(runs["a"], port=0, browser=False, block=False, log=lambda *a: None)
@@ -297,6 +314,28 @@ def test_html_export_holds_figures_and_worst_best_pairs(runs, tmp_path):
     text, data = _export_blob(out)
     assert "<script>window.__pwned" not in text and "http://" not in text.split("<script>")[0]
     assert "at most 64 px" in data["index"]["export"]
+    _holds_worst_and_best_pairs(data, kept=(0, 1))
+
+
+def test_html_export_of_a_quick_reproduce_folder(tmp_path):
+    """The repository's results/mnist-quick (``unetscope reproduce --quick`` on the MNIST U-Net)."""
+    folder = Path(__file__).resolve().parents[1] / "results" / "mnist-quick"
+    if not (folder / "results.sqlite").exists():
+        pytest.skip("results/mnist-quick is not in this checkout")
+    before = _tree(folder)
+    out = tmp_path / "quick.html"
+    code, _, err = _cli(["explore", folder, "--html", out])
+    assert code == 0, err
+    _, data = _export_blob(out)
+    assert len(data["index"]["folders"][0]["runs"]) == 6
+    assert _holds_worst_and_best_pairs(data, kept=(0, 1, 2, 3)) >= 6
+    assert _tree(folder) == before
+
+
+def _holds_worst_and_best_pairs(data, kept) -> int:
+    """Every picture figure is in the file, and every figure's worst and best point have the baseline |
+    intervened pair of each kept seed; returns how many figures with points were checked."""
+    checked = 0
     for fi, folder in enumerate(data["index"]["folders"]):
         for r in folder["runs"]:
             key = f"{fi}/{r['run']}"
@@ -311,9 +350,11 @@ def test_html_export_holds_figures_and_worst_best_pairs(runs, tmp_path):
                 means = {v: sum(x for x in rows["variants"][v][2]) / len(rows["variants"][v][2]) for v in vids}
                 worst, best = min(means, key=means.get), max(means, key=means.get)
                 for v in (worst, best):
-                    for seed in (0, 1):  # the kept seeds: baseline | intervened of each
+                    for seed in kept:  # the kept seeds: baseline | intervened of each
                         assert f"{seed}/{v}" in data["images"][key], (fig["stem"], v)
                         assert f"{seed}/{data['baseline']}" in data["images"][key]
+                checked += 1
+    return checked
 
 
 # --- in a real browser ---------------------------------------------------------------------------------
@@ -475,3 +516,19 @@ def test_the_browser_round_writes_nothing(browser, served, runs):
     d.execute_script("document.querySelector('[data-stem=trajectory_ssim_est0] circle.pt').dispatchEvent(new MouseEvent('click'))")
     _wait(d, "document.querySelector('.detail table.rows') !== null")
     assert {k: _tree(runs[k]) for k in ("a", "b", "sc")} == before
+
+
+def test_a_damaged_image_says_so_in_place(browser, runs, tmp_path):
+    folder = tmp_path / "damaged"
+    shutil.copytree(runs["a"], folder)
+    run = next(p.name for p in (folder / "images").iterdir() if p.name.startswith("block-utility"))
+    (folder / "images" / run / "00001.pt").write_bytes(b"not a tensor file")
+    ex = explore([folder], port=0, browser=False, block=False, log=lambda *a: None)
+    try:
+        _open(browser, ex.url + "#f=0&run=" + run)
+        _click_heat_cell(browser)
+        _wait(browser, "Array.from(document.querySelectorAll('.detail .pair[data-seed=\"1\"] .missing'))"
+                       ".some(m => /damaged/.test(m.textContent))")
+        _wait(browser, "document.querySelectorAll('.detail .pair[data-seed=\"0\"] img').length === 2")  # the whole file's pair
+    finally:
+        ex.close()
