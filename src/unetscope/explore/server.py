@@ -18,6 +18,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
+from ..store import canonical
 from .data import BASELINE, ExploreError, RunFolder, parse_seeds
 
 __all__ = ["make_server", "serve_in_thread", "index", "page_html", "asset", "ASSETS"]
@@ -126,6 +127,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._json({"error": f"seeds must look like 0-9,15; got {q.get('seeds')!r}"}, 400)
         cond = q.get("cond") or None
+        if cond is not None:  # stored as canonical JSON: a prompt's non-ASCII letters as \u escapes
+            try:
+                cond = canonical(json.loads(cond))
+            except ValueError:
+                return self._json({"error": f"cond must be JSON (a class label or a prompt); got {cond[:80]!r}"}, 400)
         if name == "stats":
             folder.warm(run)  # the run's view is open: its images are read while the user looks
             return self._json(folder.variant_stats(run, cond, seeds))
