@@ -232,7 +232,8 @@
       s.x.forEach(function (x, i) {
         var m = s.mean[i], vid = s.vids[i];
         if (m === null || !isFinite(m) || !vid) return;
-        var c = sv("circle", { "class": "pt", cx: X(x).toFixed(1), cy: Y(m).toFixed(1), r: series.length * s.x.length > 400 ? 2.2 : 3, fill: color,
+        var ring = opts.marked && opts.marked[vid];
+        var c = sv("circle", { "class": "pt" + (ring ? " hasimg" : ""), cx: X(x).toFixed(1), cy: Y(m).toFixed(1), r: ring ? 4.5 : series.length * s.x.length > 400 ? 2.2 : 3, fill: color,
           "data-vid": vid, "data-series": si, "data-x": x });
         c.addEventListener("mousemove", function (ev) {
           var n = s.n ? s.n[i] : null, d = s.std ? s.std[i] : null;
@@ -257,7 +258,7 @@
     var i = Math.min(Math.floor(t), stops.length - 2), u = t - i, a = stops[i], b = stops[i + 1];
     return "rgb(" + [0, 1, 2].map(function (j) { return Math.round(a[j] + u * (b[j] - a[j])); }).join(",") + ")";
   }
-  function heatChart(fig, values, vids, stats, onCell) {
+  function heatChart(fig, values, vids, stats, onCell, marked) {
     var rows = fig.rows, cols = fig.cols, hh = Math.max(18, Math.min(34, 220 / rows.length));
     var h = M.t + rows.length * hh + M.b + 26, w = W, cw = (w - M.l - M.r - 60) / cols.length;
     var root = sv("svg", { "class": "chart", viewBox: "0 0 " + w + " " + h, width: w, height: h, role: "img", "aria-label": fig.title || "" });
@@ -276,6 +277,7 @@
         rect.addEventListener("mouseleave", hideTip);
         if (vid) rect.addEventListener("click", function () { hideTip(); mark(root, rect); onCell(r, c, vid); });
         root.appendChild(rect);
+        if (marked && vid && marked[vid]) root.appendChild(sv("circle", { cx: M.l + (ci + 0.5) * cw, cy: M.t + ri * hh + hh / 2, r: 2.5, fill: "#e0218a", "pointer-events": "none" }));
       });
     });
     (fig.marks || []).forEach(function (mk) {
@@ -425,6 +427,11 @@
       else if (!detail.parentNode) main.appendChild(detail);
       variantPanel(detail, F, r, vid, label, flt);
     }
+    var marked = null; // in a shared file: the points whose images it holds, ringed
+    if (STATIC) {
+      marked = {};
+      Object.keys((STATIC.images || {})[F.id + "/" + r.run] || {}).forEach(function (k) { marked[k.split("/")[1]] = 1; });
+    }
     function draw(filtered) {
       clear(figs);
       r.figures.forEach(function (fg) {
@@ -446,20 +453,21 @@
           if (!filtered) (d.dashed || []).forEach(function (c) { series.push({ label: c.label, x: c.x, mean: c.y, std: null, dash: "5 4", color: "#000" }); });
           card.appendChild(lineChart(d, series, function (s, i) {
             openVariant(s.vids[i], s.label + ", " + d.xlabel + " = " + s.x[i], card);
-          }));
+          }, { marked: marked }));
         } else if (d && d.kind === "heatmap") {
           var values = d.values;
           if (filtered && fg.variants && stats) values = fg.variants.map(function (row) { return row.map(function (v) { return v && stats[v] ? stats[v][1] : null; }); });
           card.appendChild(heatChart(d, values, fg.variants, stats, function (row, col, vid) {
             openVariant(vid, d.ylabel + " = " + row + ", " + d.xlabel + " = " + col, card);
-          }));
+          }, marked));
         } else {
           var src = api.file(F.id, fg.file);
           card.appendChild(src ? el("img", { "class": "fig", src: src, alt: fg.caption || fg.stem }) : el("span", { "class": "missing", text: "figure not in this export" }));
         }
         var src2 = d ? api.file(F.id, fg.file) : null;
         card.appendChild(el("div", { "class": "cap" }, fg.caption || fg.stem, src2 ? [" · ", el("a", { href: src2, target: "_blank", rel: "noopener", text: "PNG" })] : null,
-          d && !fg.variants ? " (points of this figure stand for no single variant)" : null));
+          d && !fg.variants ? " (points of this figure stand for no single variant)" : null,
+          marked && d && fg.variants ? " · this file holds the images of the ringed points (marked cells)" : null));
         figs.appendChild(card);
       });
       if (!r.figures.length) figs.appendChild(el("p", { "class": "note", text: "This run has no figures yet." }));
@@ -484,14 +492,15 @@
       withImg.forEach(function (x) {
         var im = d.images[x.seed], imgs;
         if (im.error) imgs = el("span", { "class": "missing", text: "images of seed " + x.seed + " cannot be read: " + im.error.slice(0, 120) });
-        else imgs = [im.baseline ? image(F.id, r.run, x.seed, BASE_ID(), "baseline") : el("span", { "class": "missing", text: "baseline image not kept" }),
-          im.variant ? image(F.id, r.run, x.seed, vid, "intervened") : el("span", { "class": "missing", text: "intervened image not kept" })];
+        else imgs = [im.baseline ? image(F.id, r.run, x.seed, BASE_ID(), "baseline") : el("span", { "class": "missing", text: "baseline image " + (STATIC ? "not in this export" : "not kept") }),
+          im.variant ? image(F.id, r.run, x.seed, vid, "intervened") : el("span", { "class": "missing", text: "intervened image " + (STATIC ? "not in this export" : "not kept") })];
         grid.appendChild(el("div", { "class": "pair", "data-seed": x.seed }, el("div", { "class": "imgs" }, imgs),
           el("div", { "class": "lbl", text: "baseline | intervened" }),
           el("div", { "class": "meta", text: "seed " + x.seed + " · " + condText(x.cond) + " · SSIM " + fmt(x.ssim) + " · PSNR " + fmt(x.psnr, 1) })));
       });
       if (withImg.length) box.appendChild(grid);
-      box.appendChild(el("p", { "class": "note", text: withImg.length ? "Images of " + withImg.length + " of " + d.rows.length + " samples were kept by the sweep (its --images seeds)" + (STATIC ? " and are in this export" : "") + "; every sample's numbers are below." :
+      box.appendChild(el("p", { "class": "note", text: withImg.length ? "Images of " + withImg.length + " of " + d.rows.length + " samples were kept by the sweep (its --images seeds)" +
+        (STATIC ? "; this file holds them for each figure's worst, best and a few other points only (" + (INDEX.export || "") + ")" : "") + "; every sample's numbers are below." :
         "No images of these samples were kept" + (STATIC ? " in this export" : " (a sweep keeps the images of its first --images seeds)") + "; every sample's numbers are below." }));
       var t = el("table", { "class": "rows" }, el("tr", null, el("th", { text: "rank" }), el("th", { text: "seed" }), el("th", { "class": "l", text: "class / prompt" }), el("th", { text: "SSIM" }), el("th", { text: "PSNR (dB)" })));
       d.rows.slice(0, 400).forEach(function (x, i) {
