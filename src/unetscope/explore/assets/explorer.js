@@ -390,7 +390,7 @@
     if (r.stats && Object.keys(r.stats).length) { det.appendChild(el("p", { text: "Stored statistics:" })); det.appendChild(kvTable(r.stats)); }
     main.appendChild(det);
 
-    var flt = { cond: "", seeds: "" }, stats = null;
+    var flt = { cond: "", seeds: "" }, stats = null, asked = 0;
     var conds = distinctConds(r);
     var sel = el("select", { id: "f-cond", "aria-label": "class or prompt" }, el("option", { value: "", text: "all" }));
     conds.forEach(function (c) { sel.appendChild(el("option", { value: json(c), text: condText(c) })); });
@@ -412,7 +412,9 @@
       flt = { cond: sel.value, seeds: seedIn.value.trim() };
       try { parseSeeds(flt.seeds); } catch (e) { status.textContent = e.message; return; }
       status.textContent = "querying…";
+      var mine = ++asked; // a slower, older answer never overwrites a newer one
       api.stats(F.id, r.run, flt).then(function (s) {
+        if (mine !== asked) return;
         stats = s;
         var filtered = flt.cond || flt.seeds;
         var ns = Object.keys(s).map(function (k) { return s[k][0]; });
@@ -423,6 +425,8 @@
     }
     function openVariant(vid, label, anchor) {
       detail.dataset.vid = vid; detail.dataset.label = label;
+      if (anchor) detail.dataset.stem = anchor.getAttribute("data-stem");
+      else anchor = Array.prototype.filter.call(figs.children, function (c) { return c.getAttribute("data-stem") === detail.dataset.stem; })[0]; // redrawn
       if (anchor) anchor.parentNode.insertBefore(detail, anchor.nextSibling);
       else if (!detail.parentNode) main.appendChild(detail);
       variantPanel(detail, F, r, vid, label, flt);
@@ -477,11 +481,14 @@
     if (r.experiment === "trajectory") trajectoryPanel(extra, F, r);
   }
 
+  var panelAsked = 0;
   function variantPanel(box, F, r, vid, label, flt) {
     clear(box).className = "detail";
     box.appendChild(el("h3", { text: label }));
     box.appendChild(el("p", { "class": "note", text: "loading the samples…" }));
+    var mine = ++panelAsked; // the latest click wins
     api.variant(F.id, r.run, vid, flt).then(function (d) {
+      if (mine !== panelAsked) return;
       clear(box);
       box.appendChild(el("h3", { text: label }));
       var ss = d.rows.map(function (x) { return x.ssim; }).filter(function (x) { return x !== null; });
