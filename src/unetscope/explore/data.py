@@ -134,6 +134,7 @@ class RunFolder:
         """Everything the page shows at once for this folder (small: no per-sample rows)."""
         from ..experiments import ORDER
 
+        self._runs = self._read_runs()  # a run added since (a sweep still at work) is shown too
         stats = {}
         for run, key, value in self.query("SELECT run, key, value FROM stats"):
             try:
@@ -299,10 +300,10 @@ class RunFolder:
             hit = self._images.get(key)
             if hit is not None:
                 return hit
-            from ..sweep import _read_images  # weights-only loading: a crafted file runs no code
+            from ..sweep import load_images  # weights-only loading: a crafted file runs no code
 
             try:
-                imgs = _read_images(f)
+                imgs = load_images(self.path, run, seed)
             except StoreError as e:
                 return self._images.put(key, f"damaged: {e}")
             return self._images.put(key, imgs)

@@ -365,7 +365,7 @@
   // --- a run of an experiment ---------------------------------------------------------------------------
   function source(F, r) {
     return el("p", { "class": "source" }, "From ", el("code", { text: F.path }), " · run ", el("code", { text: r.run }),
-      " in ", el("code", { text: "results.sqlite" }), r.created ? " · created " + new Date(r.created * 1000).toISOString().slice(0, 16).replace("T", " ") : "");
+      " in ", el("code", { text: "results.sqlite" }), isFinite(r.created) && r.created > 0 ? " · created " + new Date(r.created * 1000).toISOString().slice(0, 16).replace("T", " ") : "");
   }
   function kvTable(obj) {
     var t = el("table", { "class": "kv" });
