@@ -63,6 +63,8 @@ def test_doc_command_runs(doc, command, tmp_path, places, request, monkeypatch, 
     from conftest import run_cli
 
     argv = _argv(command, tmp_path, places, request)
+    if argv[1] == "explore" and "--html" not in argv:  # it serves until stopped: see that it serves, then stop it
+        return _explore_serves(argv, tmp_path)
     if "--samples" in argv and "--calibration" not in argv:  # a search's split needs the samples it names
         i = argv.index("--samples")
         argv[i + 1] = str(min(int(argv[i + 1]), 1))
@@ -91,8 +93,36 @@ def test_doc_command_runs_as_written(doc, command, tmp_path, places, request):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def _explore_serves(argv, cwd):
+    """``unetscope explore DIR ... --no-browser``, in a process of its own on a free port: it prints its
+    address and serves the page and the folders' index there; then it is stopped."""
+    import json
+    import urllib.request
+
+    assert "--no-browser" in argv, "a served explore command in the docs must say --no-browser"
+    if "--port" in argv:
+        argv[argv.index("--port") + 1] = "0"
+    else:
+        argv += ["--port", "0"]
+    p = subprocess.Popen([sys.executable, "-m", "unetscope.cli", *argv[1:]], cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert "http://127.0.0.1:" in line, line + p.stderr.read()
+        url = line[line.index("http://"):].split()[0]
+        with urllib.request.urlopen(url, timeout=30) as r:
+            assert r.status == 200 and b"unetscope explorer" in r.read()
+        with urllib.request.urlopen(url + "api/index", timeout=30) as r:
+            from unetscope.cli import build_parser
+
+            assert len(json.loads(r.read())["folders"]) == len(build_parser().parse_args(argv[1:]).dirs)
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
 def _link_repo_folders(where):
-    for name in ("examples", "tests"):
+    for name in ("examples", "tests", "results"):
         if not (where / name).exists():
             (where / name).symlink_to(ROOT / name)
 

@@ -8,6 +8,7 @@ from .adapters.base import AdapterError, UNetUnits
 from .adapters.weights import load_weights
 from .api import SettingsError, experiment, measure_shortcut, reproduce, search_shortcut, setup, write_report
 from .deploy import Accelerated, DeployError, accelerate
+from .explore import explore
 from .guidance import Denoiser
 from .metrics import psnr, ssim
 from .models import Cond, DiffusionModel, ModelError, load_model, wrap
@@ -23,5 +24,5 @@ __all__ = [
     "StepAction", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "psnr", "ssim",
     "NoiseSchedule", "UNetUnits", "load_weights", "AdapterError", "ModelError", "PlanError", "SamplerError",
     "SettingsError", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut", "write_report",
-    "accelerate", "Accelerated", "DeployError",
+    "accelerate", "Accelerated", "DeployError", "explore",
 ]

@@ -1,4 +1,4 @@
-"""The ``unetscope`` command line: sample, intervene, train, models.
+"""The ``unetscope`` command line: sample, intervene, sweep, report, reproduce, shortcut, models, train, explore.
 
 Bad input gets one line naming what is wrong and what is allowed, and exit code 2.
 """
@@ -472,6 +472,12 @@ def _cmd_train(args) -> None:
     print(f"trained to step {res['step']} in {res['seconds']:.0f} s; last loss {res['loss']:.4f}; output in {args.out}")
 
 
+def _cmd_explore(args) -> None:
+    from .explore import explore
+
+    explore(args.dirs, port=args.port, host=args.host, browser=not args.no_browser, html=args.html)
+
+
 # --- parser ------------------------------------------------------------------------------------
 def _sampling_args(p) -> None:
     g = p.add_argument_group("model and sampler")
@@ -637,6 +643,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     m.set_defaults(func=_cmd_models)
 
+    e = sub.add_parser("explore", help="explore run folders in the browser: figures, the images behind each point, compare folders",
+                       description="Serves an interactive page over the run folders (read-only; binds to 127.0.0.1 unless "
+                       "--host says otherwise), or writes it as one self-contained file with --html.")
+    e.add_argument("dirs", nargs="+", metavar="DIR", help="run folders written by sweep, reproduce or shortcut (two or more: compare mode)")
+    e.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    e.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    e.add_argument("--no-browser", action="store_true", help="print the address, open no browser")
+    e.add_argument("--html", default=None, metavar="FILE", help="write the explorer as one self-contained file instead of serving")
+    e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    e.set_defaults(func=_cmd_explore)
+
     t = sub.add_parser("train", help="train the bundled MNIST model (resumable)")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, and model/ when finished")
     t.add_argument("--arch", default="default", help="default or tiny")
@@ -666,8 +683,9 @@ def _typed_errors() -> tuple:
     from .sampler import SamplerError
     from .shortcut import ShortcutError
     from .store import StoreError
+    from .explore.data import ExploreError
 
-    return (UsageError, SettingsError, AdapterError, ExperimentError, MetricError, ModelError, PlanError, ReportError, SamplerError,
+    return (UsageError, ExploreError, SettingsError, AdapterError, ExperimentError, MetricError, ModelError, PlanError, ReportError, SamplerError,
             ShortcutError, StoreError, ExecutorError)
 
 
