@@ -176,3 +176,53 @@ def test_bad_adaptive_input_is_one_line(tiny_model_dir, tmp_path, capsys, argv, 
                             "--out", out, *argv], capsys)
     assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+SEARCH = ["--steps", "8", "--samples", "8", "--calibration", "2", "--validation", "2", "--class", "1", "--repeats", "1",
+          "--quiet"]
+
+
+def test_adaptive_search_is_calibrated_and_deterministic(tiny_model_dir, tmp_path, capsys):
+    """shortcut search --adaptive: an AdaptiveCache schedule whose target holds on the calibration
+    seeds and, with the margin, on the validation seeds, measured on the held-out seeds with each
+    sample's compute (determinism: test_adaptive_search_for_a_budget)."""
+    out = tmp_path / "s1"
+    code, stdout, err = run_cli(["shortcut", "search", "--adaptive", "--target-mean", "0.9", "--model", tiny_model_dir,
+                                 *SEARCH, "--out", out], capsys)
+    assert code == 0, err
+    assert "AdaptiveCache" in stdout
+    runs = [json.loads((out / "schedule.json").read_text())]
+    (it,) = runs[0]["interventions"]
+    assert it["type"] == "AdaptiveCache" and it["threshold"] > 0
+    assert runs[0]["calibration_ssim_mean"] >= 0.9 and runs[0]["validation_ssim_mean"] >= 0.9
+    summ = json.loads((tmp_path / "s1" / "summary.json").read_text())
+    assert len(summ["per_sample"]) == 4 and all(0 < r["compute"] <= 1 for r in summ["per_sample"])
+    assert summ["compute_saving"] == pytest.approx(1 - sum(r["compute"] for r in summ["per_sample"]) / 4)
+
+
+def test_adaptive_search_for_a_budget(tiny_model_dir):
+    from unetscope.shortcut import SearchConfig
+    from unetscope.shortcut.adaptive import search_adaptive
+
+    s = us.Sampler(us.load_model(tiny_model_dir), steps=8, guidance=3.0)
+    res = search_adaptive(s, [0, 1], 1, SearchConfig(budget=0.8, nbs=(2, 4)), validation_seeds=[2, 3], validation_cond=1)
+    again = search_adaptive(s, [0, 1], 1, SearchConfig(budget=0.8, nbs=(2, 4)), validation_seeds=[2, 3], validation_cond=1)
+    assert again["plan"] == res["plan"] and again["history"] == res["history"]  # deterministic
+    assert res["predicted_compute"] <= 0.8 + 1e-9 and res["plan"].interventions[0].nb in (2, 4)
+    # the compute it predicts is the compute the plan makes on those seeds
+    t = s.sample([0, 1], 1, res["plan"])
+    from unetscope.shortcut import sample_flops
+
+    per = sample_flops(s, res["plan"], t.reused, 2, 1)
+    base = sample_flops(s, Plan(), {}, 1, 1)[0]
+    assert sum(per) / 2 / base == pytest.approx(res["predicted_compute"])
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["shortcut", "search", "--adaptive", "--executor", "ray"], "--adaptive runs in this process"),
+    (["shortcut", "--preset", "paper", "--adaptive"], "--adaptive is for shortcut search"),
+])
+def test_adaptive_search_flags(tiny_model_dir, tmp_path, capsys, argv, msg):
+    code, _, err = run_cli([*argv, "--model", tiny_model_dir, "--steps", "8", "--out", tmp_path / "o", "--quiet"], capsys)
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
