@@ -10,7 +10,12 @@ DDPM) compared with the reference's samples:
     schedules given with --schedule;
   - a shortcut stacked on a fewer-step solver: DDIM at --stack-steps steps (``ddim+deepcache``) and
     DPM-Solver++ at --dpm-stack-steps steps (``dpm+deepcache``) with DeepCache-style caching every 2nd
-    and 3rd step (the same samples under both references).
+    and 3rd step (the same samples under both references);
+  - per-sample caching: ``AdaptiveCache`` over the reference's steps at two nb and a sweep of
+    thresholds (``adaptive``) and stacked on DPM-Solver++ at --dpm-adaptive-steps steps
+    (``dpm+adaptive``); and Block Caching's static rule (``change``: ``--preset change``, its change
+    measured on seeds 0..7 under DDPM-S, apart from the measured ones). Their compute is each sample's executed
+    FLOPs (its own decisions), averaged.
 Quality (the quality pass, the default): per-sample SSIM with the reference sample of the same seed,
 and, for 1x32x32 digit models, the bundled classifier's class agreement (with the reference sample's
 predicted class and with the conditioning label) and the Fréchet distance between its penultimate
@@ -43,9 +48,9 @@ import numpy as np
 import torch
 
 METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "stop-early", "deepcache", "reuse-encoder", "paper-preset", "searched",
-                "ddim+deepcache", "dpm+deepcache")
+                "ddim+deepcache", "dpm+deepcache", "change", "adaptive", "dpm+adaptive")
 SOLVERS = ("ddpm", "ddim", "dpm-solver++")
-STACKED = {"ddim+deepcache": "ddim", "dpm+deepcache": "dpm-solver++"}  # a shortcut on a fewer-step solver: method ->
+STACKED = {"ddim+deepcache": "ddim", "dpm+deepcache": "dpm-solver++", "dpm+adaptive": "dpm-solver++"}  # a shortcut on a fewer-step solver: method ->
 # the solver it runs on
 
 
@@ -77,6 +82,9 @@ def parse(argv=None):
     p.add_argument("--stack-steps", type=_ints, default=[20, 25, 50], help="DDIM step counts of ddim+deepcache")
     p.add_argument("--dpm-stack-steps", type=_ints, default=[15, 20, 25, 30, 50],
                    help="DPM-Solver++ step counts of dpm+deepcache")
+    p.add_argument("--dpm-adaptive-steps", type=_ints, default=[20, 25], help="DPM-Solver++ step counts of dpm+adaptive")
+    p.add_argument("--thresholds", default="0.2,0.4,0.6,0.9", help="AdaptiveCache thresholds of adaptive and dpm+adaptive")
+    p.add_argument("--change-thresholds", default="0.5,1,2", help="thresholds of the change preset")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help="the methods to run (comma-separated; default: all)")
     p.add_argument("--schedule", action="append", default=[], help="searched schedule file(s) to include")
     p.add_argument("--out", default="results/pareto")
@@ -100,6 +108,13 @@ def parse(argv=None):
         p.error(f"--samples must be >= 2, got {a.samples}")
     if a.batch_size < 1 or a.repeats < 1 or a.threads < 0 or a.steps < 2 or a.first_seed < 0:
         p.error("--batch-size, --repeats and --steps must be >= 1 (--steps >= 2), --threads and --first-seed >= 0")
+    try:
+        a.thresholds = [float(v) for v in a.thresholds.split(",") if v.strip()]
+        a.change_thresholds = [float(v) for v in a.change_thresholds.split(",") if v.strip()]
+    except ValueError:
+        p.error("--thresholds and --change-thresholds take comma-separated numbers")
+    if any(not (v >= 0 and v != float("inf")) for v in a.thresholds + a.change_thresholds):
+        p.error("thresholds must be finite numbers >= 0")
     if a.ddpm_steps is None:
         a.ddpm_steps = sorted({max(1, round(f * a.steps / 100)) for f in (30, 40, 50, 60, 70, 80)})
     return a
@@ -111,6 +126,7 @@ def points(a, model) -> list[dict]:
     cheap solvers first, then the shortcuts (most useful first). ``run`` names the samples: a solver's
     samples are the same under both references and are computed once."""
     from unetscope import Plan, StopEarly
+    from unetscope.plan import AdaptiveCache
     from unetscope.shortcut import PRESETS, load_schedule, uniform_cache_cuts, uniform_reuse_cuts
 
     S, K = a.steps, model.num_blocks
@@ -142,6 +158,12 @@ def points(a, model) -> list[dict]:
          for n in a.stack_steps if 2 < n <= S for e in (2, 3)],
         [("dpm+deepcache", f"S={n}, every {e}, nb={nbs[0]}", n, lambda n=n, e=e: Plan(uniform_cache_cuts(n, e, nbs[0])))
          for n in a.dpm_stack_steps if 2 < n <= T for e in (2, 3)],
+        shortcuts("adaptive", [(f"th={th:g}, nb={nb}", lambda nb=nb, th=th: Plan([AdaptiveCache(nb, th)]))
+                               for nb in nbs for th in a.thresholds]),
+        [("dpm+adaptive", f"S={n}, th={th:g}, nb={nbs[0]}", n, lambda th=th: Plan([AdaptiveCache(nbs[0], th)]))
+         for n in a.dpm_adaptive_steps if 2 < n <= T for th in a.thresholds],
+        shortcuts("change", [(f"th={th:g}, nb={K - 1}", lambda th=th: _change(model, a, th)) for th in a.change_thresholds]
+                  if "change" in a.methods else []),
     ]
     out = []
     for group in groups:
@@ -158,6 +180,37 @@ def points(a, model) -> list[dict]:
                 out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan,
                                 solver=STACKED.get(method)))
     return out
+
+
+_CHANGES: dict = {}
+
+
+def _change(model, a, th: float):
+    """The change preset at ``th``: the deep part's change measured once on seeds 0..7 (the points'
+    seeds start at --first-seed)."""
+    from unetscope.plan import site
+    from unetscope.shortcut import change_schedule, feature_changes
+
+    K = model.num_blocks
+    if "ch" not in _CHANGES:
+        seeds = list(range(8))
+        cond = [s % model.num_classes_real for s in seeds] if model.conditioning == "class" else None
+        _CHANGES["ch"] = feature_changes(sampler_for(model, a, "ddpm", a.steps), seeds, cond, [site("D", K - 2)])[site("D", K - 2)]
+    return change_schedule(_CHANGES["ch"], a.steps, K - 1, th)
+
+
+def compute_of(model, sp, plan, traj, n: int, c1) -> int | None:
+    """Mean executed FLOPs per sample of an AdaptiveCache run (each sample's own decisions,
+    ``traj.reused``); None for any other plan (its first sample's FLOPs are every sample's)."""
+    from unetscope.flops import FlopTable
+
+    if plan is None or not traj.reused:
+        return None
+    x1 = torch.zeros(1, *model.sample_shape, dtype=model.dtype)
+    t1 = torch.full((1,), model.schedule.num_train_timesteps // 2, dtype=torch.long)
+    rows = 2 if sp.guidance != 1 and model.conditioning != "none" else 1
+    table = FlopTable(model.runner, x1, t1, model.make_cond(c1, 1), rows)
+    return round(sum(table.samples(plan, sp.steps, traj.reused, n)) / n)
 
 
 def slug(p: dict) -> str:
@@ -293,9 +346,11 @@ def quality(a, model) -> None:
             sp = sampler_for(model, a, p["solver"] or p["method"], p["steps"])
             plan = None if p["plan"] is None else sp.check_plan(p["plan"])
             if p["run"] not in runs:
-                runs[p["run"]] = to_uint8(sp.sample(seeds, cond, plan).images).float() / 255
+                tr = sp.sample(seeds, cond, plan)
+                runs[p["run"]] = to_uint8(tr.images).float() / 255
+                flops[p["run"]] = compute_of(model, sp, plan, tr, n, c1)
             x = runs[p["run"]]
-            if p["run"] not in flops:
+            if flops.get(p["run"]) is None:
                 flops[p["run"]] = flops_of(lambda: sp.sample(seeds[:1], c1, plan))
             f = flops[p["run"]]
         else:
@@ -308,7 +363,7 @@ def quality(a, model) -> None:
             else:
                 tr = sp.sample(seeds, cond, plan)
             x = to_uint8(tr.images).float() / 255
-            f = flops_of(lambda: sp.sample(seeds[:1], c1, plan))
+            f = compute_of(model, sp, plan, tr, n, c1) or flops_of(lambda: sp.sample(seeds[:1], c1, plan))
         ss = ssim(x, r["images"]).numpy()
         pred, feats = digits(x)
         rec = dict(ref=p["ref"], method=p["method"], label=p["label"], steps=p["steps"],
@@ -357,9 +412,9 @@ def timing(a, model) -> None:
         rs, rf = refs[p["ref"]]
         sp = sampler_for(model, a, p["solver"] or p["method"], p["steps"]) if p["plan"] is None or p["solver"] else rs
         plan = None if p["plan"] is None else sp.check_plan(p["plan"])
-        t, _ = interleave({"entry": lambda: sp.sample(seeds, cond, plan), "reference": lambda: rs.sample(seeds, cond)},
-                          a.repeats, warmup=1)
-        f = flops_of(lambda: sp.sample(seeds[:1], c1, plan))
+        t, first = interleave({"entry": lambda: sp.sample(seeds, cond, plan), "reference": lambda: rs.sample(seeds, cond)},
+                              a.repeats, warmup=1)
+        f = compute_of(model, sp, plan, first["entry"], len(seeds), c1) or flops_of(lambda: sp.sample(seeds[:1], c1, plan))
         te, tr = t["entry"], t["reference"]
         rec = dict(ref=p["ref"], method=p["method"], label=p["label"], time_fraction=te.median / tr.median,
                    spread=max(te.spread, tr.spread), compute_fraction=f / rf, entry=te.to_dict(), reference=tr.to_dict(),
@@ -455,7 +510,7 @@ def verdicts(ref, rows, timed) -> None:
     base = [r for r in rows if r["method"] in (*SOLVERS, "stop-early", "deepcache") and r[key] < 1 - 1e-9]
     front = frontier([(r[key], r["ssim_mean"]) for r in base])
     for e in rows:
-        if e["method"] not in ("paper-preset", "searched", "reuse-encoder", *STACKED):
+        if e["method"] not in ("paper-preset", "searched", "reuse-encoder", "change", "adaptive", *STACKED):
             continue
         q = on_frontier(front, e[key])
         where = f"{e['method']} {e['label']}: SSIM {e['ssim_mean']:.3f} at {key.split('_')[0]} {e[key]:.3f}"
@@ -478,7 +533,8 @@ def figure(path: Path, rows, st, timed) -> None:
     fig, axes = plt.subplots(nrow, len(refs), figsize=(5.6 * len(refs), 3.9 * nrow), dpi=100, squeeze=False)
     style = {"ddpm": ("o-", "C0"), "ddim": ("s-", "C1"), "dpm-solver++": ("P-", "C2"), "stop-early": ("x-", "C7"),
              "deepcache": ("^-", "C3"), "reuse-encoder": ("v-", "C4"), "paper-preset": ("D", "C5"), "searched": ("*", "C6"),
-             "ddim+deepcache": ("<--", "C8"), "dpm+deepcache": (">--", "C9")}
+             "ddim+deepcache": ("<--", "C8"), "dpm+deepcache": (">--", "C9"), "change": ("d:", "olive"),
+             "adaptive": ("h-", "black"), "dpm+adaptive": ("h--", "magenta")}
     for j, ref in enumerate(refs):
         rr = [r for r in rows if r["ref"] == ref]
         key = "time_fraction" if timed[ref] else "compute_fraction"
@@ -490,7 +546,7 @@ def figure(path: Path, rows, st, timed) -> None:
                 for r in rr:
                     if r["method"] == method and r.get(metric) is not None:
                         # DeepCache-style points: one curve per nb; on DDIM, one per period
-                        g = r["label"].split(", ")[1] if method in ("deepcache", *STACKED) else ""
+                        g = r["label"].split(", ")[-1] if method in ("deepcache", "adaptive", *STACKED) else ""
                         groups.setdefault(g, []).append(r)
                 for g, es in sorted(groups.items()):
                     es.sort(key=lambda r: r[key])
