@@ -33,10 +33,10 @@ def model_inputs(model, batch: int, seed: int = 0):
     return x, t, cond
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
+def interleaved(fns: dict, repeats: int, warmup: int = 2, device=None) -> dict:
     """Median seconds of each function by unetscope's timing protocol (warm-up, then interleaved
-    runs, so that drifts in machine load hit all alike)."""
+    runs, so that drifts in machine load hit all alike; the ``device`` waited for around each run)."""
     from unetscope.timing import interleave
 
-    timings, _ = interleave(fns, repeats, warmup)
+    timings, _ = interleave(fns, repeats, warmup, device=device)
     return {k: t.median for k, t in timings.items()}

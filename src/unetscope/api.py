@@ -4,7 +4,7 @@
 ``package.module:FACTORY``) or a model already loaded or wrapped (``unetscope.wrap(...)``). The
 sampling settings are the CLI's: ``steps``, ``method`` (``--sampler``), ``eta``, ``guidance``,
 ``variance``, ``clip_x0``, ``batch_size``, ``samples`` / ``seeds``, ``cond`` (``--class`` or the
-prompts), ``device``, ``dtype``.
+prompts), ``device``, ``dtype``, ``compile`` (``--compile``).
 
     import unetscope as us
     res = us.experiment("phases", "examples/mnist_unet.py:make_model", "runs/phases", samples=8, steps=20)
@@ -47,10 +47,14 @@ class Setup:
     cond: Cond
 
 
-def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: str | torch.dtype = "float32") -> DiffusionModel:
-    """``model`` loaded (a reference) or as given (a ``DiffusionModel``)."""
+def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: str | torch.dtype = "float32",
+         compile: bool = False) -> DiffusionModel:
+    """``model`` loaded (a reference) or as given (a ``DiffusionModel``); ``compile``: its units
+    compiled, each once (``DiffusionModel.compile``)."""
+    if not isinstance(compile, bool):
+        raise SettingsError(f"compile must be True or False, got {compile!r}")
     if isinstance(model, DiffusionModel):
-        return model
+        return model.compile() if compile else model
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise SettingsError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -58,7 +62,7 @@ def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: st
     if not isinstance(model, (str, Path)):
         raise SettingsError(f"model must be a name, a folder, FILE.py:FACTORY or a wrapped model; got {type(model).__name__}")
     try:
-        return load_model(model, device=device, dtype=dtype)
+        return load_model(model, device=device, dtype=dtype, compile=compile)
     except (RuntimeError, AssertionError) as e:  # an unknown device, or a dtype the device lacks
         raise SettingsError(f"cannot load {model} on --device {device} as {dtype}: {str(e).splitlines()[0]}") from None
 
@@ -66,10 +70,11 @@ def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: st
 def setup(model: str | DiffusionModel = "default", *, samples: int | None = None, seeds: Sequence[int] | None = None,
           cond: Cond = None, steps: int = 100, method: str = "ddpm", eta: float = 0.0, guidance: float | None = None,
           variance: str | None = None, clip_x0: bool | None = None, batch_size: int | None = None,
-          device: str = "cpu", dtype: str | torch.dtype = "float32", progress: bool = False) -> Setup:
+          device: str = "cpu", dtype: str | torch.dtype = "float32", progress: bool = False,
+          compile: bool = False) -> Setup:
     """Load ``model`` and build its sampler. Seeds default to ``0..samples-1`` (16); a class model's
     conditions default to cycling through its classes; guidance to 3 where the model has an
-    unconditional branch, else 1."""
+    unconditional branch, else 1. ``compile``: the U-Net's units compiled, each once."""
     if seeds is None:
         n = 16 if samples is None else samples
         if as_int(n) is None or as_int(n) < 1:
@@ -85,11 +90,11 @@ def setup(model: str | DiffusionModel = "default", *, samples: int | None = None
     if as_int(steps) is None or as_int(steps) < 1:
         raise SettingsError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps!r}")
     steps = as_int(steps)
-    m = load(model, device=device, dtype=dtype)
+    m = load(model, device=device, dtype=dtype, compile=compile)
     if guidance is None:
         guidance = 3.0 if m.has_null_branch else 1.0
     sampler = Sampler(m, steps=steps, method=method, eta=eta, guidance=guidance, variance=variance, clip_x0=clip_x0,
-                      batch_size=batch_size, progress=progress)
+                      batch_size=batch_size, progress=progress, compile=compile)
     if cond is None and m.conditioning == "class":
         cond = [s % m.num_classes_real for s in seeds]  # default: cycle through the classes
     elif cond is None and m.conditioning == "text":

@@ -182,7 +182,7 @@ def action_seconds(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = 
     full = sampler.denoiser(x, tau, c, capture=sites)
     fns = {a: (lambda a=a: sampler.denoiser(x, tau, c, a, fill={s: full.captured[s] for s in a.needs(K)}))
            for a in acts}
-    timings, _ = interleave(fns, repeats, warmup, clock)
+    timings, _ = interleave(fns, repeats, warmup, clock, device=m.device)
     return {a: t.median for a, t in timings.items()}
 
 
@@ -228,7 +228,8 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
         raise ShortcutError("the schedule holds no interventions: the shortcut would be the baseline itself")
     try:
         timings, first = interleave({"baseline": lambda: sampler.sample(seeds, cond),
-                                     "shortcut": lambda: sampler.sample(seeds, cond, plan)}, repeats, warmup, clock)
+                                     "shortcut": lambda: sampler.sample(seeds, cond, plan)}, repeats, warmup, clock,
+                                    device=sampler.model.device)
     except ValueError as e:
         if isinstance(e, (SamplerError, PlanError)):
             raise
@@ -750,7 +751,7 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         time_saving_predicted=res["time_saving_predicted"], ssim_mean=res["ssim_mean"],
         ssim_mad=res["ssim_mad"], ssim_min=res["ssim_min"], psnr_mean=res["psnr_mean"], samples=len(seeds),
         nfe_baseline=res["nfe_baseline"], nfe_shortcut=res["nfe_shortcut"], seconds_baseline=res["seconds_baseline"],
-        timing=res["timing"], warnings=res["warnings"],
+        timing=res["timing"], warnings=res["warnings"], compile=m.compile_stats(),
         seconds_shortcut=res["seconds_shortcut"], flops_baseline=res["flops_baseline"], flops_shortcut=res["flops_shortcut"],
         schedule=plan.to_dict(), name=name, model=m.describe(), sampler=sampler.describe(), seeds=list(seeds),
         per_sample=[dict(seed=s, ssim=res["ssim"][i], psnr=res["psnr"][i]) for i, s in enumerate(seeds)],
