@@ -35,6 +35,30 @@ def test_each_unit_compiles_once_however_the_action_changes(tiny_model_dir):
     assert compiled.compile_stats()["compilations"] == 2 * K + 2  # another plan, same shapes: nothing recompiles
 
 
+def test_flop_counting_leaves_the_units_compiled(tiny_model_dir):
+    """measure() counts FLOPs (FlopCounterMode) after timing; the units run eagerly under the mode (dynamo, once
+    it meets a dispatch mode, would never run their compiled code again) and compiled after it."""
+    from unetscope.shortcut import plan_flops
+
+    runs = []
+
+    def counting(gm, example_inputs):  # a backend that counts the compiled graphs' executions
+        def run(*args):
+            runs.append(1)
+            return gm.forward(*args)
+        return run
+
+    plan = us.Plan([us.DropBlocks(2, 3, 2, "cache")])
+    s = us.Sampler(us.load_model(tiny_model_dir).compile(backend=counting), steps=4, guidance=3.0)
+    s.sample([0, 1], [1, 2], plan)
+    n = len(runs)
+    assert n == 4 * 10 - 2 * (2 * 2 + 1)  # four steps of the 10 units; the two cut steps leave out E[2..3], M, D[0..1]
+    ref = us.Sampler(us.load_model(tiny_model_dir), steps=4, guidance=3.0)
+    assert plan_flops(s, plan, 0, [1]) == plan_flops(ref, plan, 0, [1]) and len(runs) == n
+    s.sample([0, 1], [1, 2], plan)
+    assert len(runs) == 2 * n and s.model.compile_stats()["backend"] == "counting"
+
+
 def test_a_compiled_model_pickles_uncompiled(tiny_model_dir):
     import pickle
 

@@ -149,8 +149,9 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     with ex:  # Ray: joined (or started) before the folder is made
         out = out_folder(out)
         with folder_lock(out):
-            return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
-                                  max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet, executor=ex)
+            res = run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
+                                 max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet, executor=ex)
+    return {**res, "compile": run.model.compile_stats()}  # graphs compiled in this process (None: not compiled)
 
 
 def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/reproduce", *, quick: bool = False,
@@ -181,7 +182,8 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
             results.append(run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
                                           max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet,
                                           executor=ex))
-        return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results))
+        return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results),
+                    compile=run.model.compile_stats())
 
 
 def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,

@@ -123,8 +123,10 @@ def _compile_line(model) -> str | None:
     st = model.compile_stats()
     if st is None:
         return None
-    return (f"compiled ({st['backend']}): {st['compilations']} compilations for {st['units']} unit functions "
-            f"({'one each' if st['compilations'] == st['units'] else 'recompiled or graph breaks'})")
+    n, u = st["compilations"], st["units"]
+    why = ("one each" if n == u else "no unit ran in this process" if n == 0 else
+           "recompiled for new batch shapes, or graph breaks" if n > u else "some units never ran in this process")
+    return f"compiled ({st['backend']}): {n} compilations for {u} unit functions ({why})"
 
 
 def _print_compile(model) -> None:

@@ -18,6 +18,7 @@ import types
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 __all__ = ["CompileError", "compiler_problem", "check_compiler", "UnitCompiler", "UNIT_KINDS"]
 
@@ -71,12 +72,14 @@ def _probe(device_type: str, index: int | None, backend: str) -> str | None:
     return None
 
 
-def compiler_problem(device="cpu", backend: str = "inductor") -> str | None:
+def compiler_problem(device="cpu", backend="inductor") -> str | None:
     """Why torch.compile with ``backend`` cannot run on ``device`` here, or None when it can (checked
     once per device and backend: dynamo's support, inductor's C++ compiler or Triton, then a tiny
-    function compiled and run)."""
+    function compiled and run). A backend given as a function (your own) is checked for dynamo only."""
     d = torch.device(device)
-    return _probe(d.type, d.index, str(backend))
+    if not isinstance(backend, str):
+        return _static_problem(d, "custom")
+    return _probe(d.type, d.index, backend)
 
 
 def check_compiler(device="cpu", backend: str = "inductor") -> None:
@@ -101,8 +104,8 @@ class UnitCompiler:
     """The compiled unit functions of one ``UNetUnits``, with the protocol's signatures, and the
     number of graphs each one compiled."""
 
-    def __init__(self, units, num_blocks: int, backend: str = "inductor"):
-        self.backend = backend
+    def __init__(self, units, num_blocks: int, backend="inductor"):
+        self.backend = backend  # a name, or a backend function of your own
         self.compilations: dict[str, int] = {}
         self.functions: dict[tuple, Callable] = {}
         K = num_blocks
@@ -124,16 +127,22 @@ class UnitCompiler:
             self.compilations[site] += 1
             return inner(gm, example_inputs)
 
-        compiled = torch.compile(_own_code(make(), f"unetscope_unit_{kind}{'' if index is None else index}"),
+        eager = make()
+        compiled = torch.compile(_own_code(eager, f"unetscope_unit_{kind}{'' if index is None else index}"),
                                  backend=backend)
+
+        def run(args):
+            *tensors, ctx = args
+            if is_in_torch_dispatch_mode():  # FLOP counting (FlopCounterMode) sees the eager ops; and dynamo,
+                return eager(*tensors, ctx)  # once it meets a dispatch mode, never runs the compiled code again
+            return compiled(*map(_contiguous, tensors), ctx)
+
         if index is None:
             def call(*args):
-                *tensors, ctx = args
-                return compiled(*map(_contiguous, tensors), ctx)
+                return run(args)
         else:
             def call(_index, *args):  # the protocol's (i, h, ctx) / (j, h, skip, ctx)
-                *tensors, ctx = args
-                return compiled(*map(_contiguous, tensors), ctx)
+                return run(args)
         self.functions[(kind, index)] = call
 
     def get(self, kind: str, index: int | None):
@@ -145,5 +154,6 @@ class UnitCompiler:
 
     def stats(self) -> dict:
         """``{"backend", "units", "compilations", "per_unit"}``: graphs compiled, in all and per unit."""
-        return dict(backend=self.backend, units=len(self.compilations), compilations=self.total,
+        name = self.backend if isinstance(self.backend, str) else getattr(self.backend, "__name__", "custom")
+        return dict(backend=name, units=len(self.compilations), compilations=self.total,
                     per_unit=dict(self.compilations))
