@@ -175,3 +175,17 @@ def test_cli_compile_gives_the_same_images_with_one_compilation_per_unit(tiny_mo
         a = np.asarray(Image.open(tmp_path / "compiled" / f"compare_{s:05d}.png"), dtype=np.int16)
         b = np.asarray(Image.open(tmp_path / "eager" / f"compare_{s:05d}.png"), dtype=np.int16)
         assert np.abs(a - b).max() <= 1  # 8-bit images: float differences round to at most one level
+
+
+@pytest.mark.slow
+def test_the_api_twins_take_compile(tiny_model_dir, tmp_path):
+    """compile=True through an API twin (setup's keywords): the timed shortcut's summary counts one compilation per
+    unit (the FLOP count runs eagerly; the timing's batch is the sampling's), and its SSIM is the uncompiled one's."""
+    plain = us.measure_shortcut(tiny_model_dir, tmp_path / "plain", preset="paper", steps=4, samples=2, repeats=1)
+    fast = us.measure_shortcut(tiny_model_dir, tmp_path / "fast", preset="paper", steps=4, samples=2, repeats=1,
+                               compile=True)
+    K = us.load_model(tiny_model_dir).num_blocks
+    assert fast["compile"]["per_unit"] == {s: 1 for s in _sites(K)} and plain["compile"] is None
+    assert fast["ssim_mean"] == pytest.approx(plain["ssim_mean"], abs=1e-4)
+    assert fast["compute_saving"] == plain["compute_saving"]
+    assert json.loads((tmp_path / "fast" / "summary.json").read_text())["compile"]["compilations"] == 2 * K + 2
