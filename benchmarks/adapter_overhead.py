@@ -19,7 +19,8 @@ def main():
     units, runner = model.units, model.runner
     assert torch.allclose(units.full_forward(x, t, cond), runner(x, t, cond).out, atol=1e-5)
     with torch.no_grad():
-        med = interleaved({"forward": lambda: units.full_forward(x, t, cond), "adapter": lambda: runner(x, t, cond)}, a.repeats)
+        med = interleaved({"forward": lambda: units.full_forward(x, t, cond), "adapter": lambda: runner(x, t, cond)}, a.repeats,
+                          device=model.device)
     print(f"model {a.model} (K={model.num_blocks}), batch {a.batch}, {torch.get_num_threads()} threads, {a.repeats} interleaved repeats")
     print(f"model forward  {med['forward'] * 1e3:8.2f} ms (median)")
     print(f"adapter        {med['adapter'] * 1e3:8.2f} ms (median)")

@@ -32,7 +32,7 @@ def main():
     units = model.units
     inputs = {b: model_inputs(model, b) for b in sizes}
     with torch.no_grad():
-        med = interleaved({b: (lambda b=b: units.full_forward(*inputs[b])) for b in sizes}, a.repeats, warmup=1)
+        med = interleaved({b: (lambda b=b: units.full_forward(*inputs[b])) for b in sizes}, a.repeats, warmup=1, device=model.device)
     best = min(sizes, key=lambda b: med[b] / b)
     print(f"model {a.model} (K={model.num_blocks}, sample {tuple(model.sample_shape)}), {torch.get_num_threads()} threads, "
           f"{a.repeats} interleaved repeats")

@@ -23,7 +23,8 @@ def main():
     runner, K = model.runner, model.num_blocks
     flops = flops_by_drop(runner, x, t, cond)
     with torch.no_grad():
-        med = interleaved({nb: (lambda nb=nb: runner(x, t, cond, drop_blocks=nb)) for nb in range(K + 1)}, a.repeats)
+        med = interleaved({nb: (lambda nb=nb: runner(x, t, cond, drop_blocks=nb)) for nb in range(K + 1)}, a.repeats,
+                          device=model.device)
         unit = unit_times(runner, x, t, cond, a.repeats)
     full = sum(unit.values())
 
@@ -45,18 +46,19 @@ def main():
 def unit_times(runner, x, t, cond, repeats: int) -> dict:
     """Median seconds of each unit (prepare, E[i], M, D[j], head) inside full evaluations."""
     import statistics
-    import time
+
+    from unetscope.timing import timed as timed_call
 
     units, times = runner.units, {}
+    device = x.device
     names = {"prepare": "prepare", "encoder": "E", "middle": "M", "decoder": "D", "head": "head"}
     orig = {k: getattr(units, k) for k in names}
 
     def timed(key, fn):
         def call(*args):
-            t0 = time.perf_counter()
-            out = fn(*args)
+            seconds, out = timed_call(lambda: fn(*args), device)  # the device waited for around the unit
             name = key if key in ("prepare", "M", "head") else f"{key}[{args[0]}]"
-            times.setdefault(name, []).append(time.perf_counter() - t0)
+            times.setdefault(name, []).append(seconds)
             return out
         return call
 

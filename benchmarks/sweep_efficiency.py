@@ -9,7 +9,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from _common import model_inputs  # noqa: E402
 
 from unetscope import Sampler, load_model  # noqa: E402
 from unetscope.experiments import run_experiment  # noqa: E402
+from unetscope.timing import timed  # noqa: E402
 
 
 def main():
@@ -43,11 +43,7 @@ def main():
     with torch.no_grad():
         for _ in range(3):
             units.full_forward(x, t, c)
-        times = []
-        for _ in range(15):
-            t0 = time.perf_counter()
-            units.full_forward(x, t, c)
-            times.append(time.perf_counter() - t0)
+        times = [timed(lambda: units.full_forward(x, t, c), model.device)[0] for _ in range(15)]
     fwd = statistics.median(times) / rows_per_eval
     print(f"model {a.model} (K={model.num_blocks}), S={a.steps}, {a.samples} samples (batch {rows_per_eval} with guidance), "
           f"{torch.get_num_threads()} threads; plain forward {fwd * 1e3:.3f} ms per image")

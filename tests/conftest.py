@@ -121,10 +121,14 @@ def _tokenizer(folder):
 
 @pytest.fixture(scope="session")
 def sd_dir(tmp_path_factory):
+    return save_tiny_sd(tmp_path_factory.mktemp("sd") / "pipe")
+
+
+def save_tiny_sd(root):
+    """A tiny Stable-Diffusion pipeline folder (random weights; 8x8 latents for 16x16 images) at ``root``."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    root = tmp_path_factory.mktemp("sd") / "pipe"
     n_vocab = _tokenizer(root / "tokenizer")
     torch.manual_seed(0)
     CLIPTextModel(CLIPTextConfig(vocab_size=n_vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

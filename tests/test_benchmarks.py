@@ -15,3 +15,45 @@ def test_batch_size_benchmark_prints_every_size_and_the_sweep_batch(tiny_model_d
     assert [row[0] for row in rows] == ["2", "4"] and all(float(row[2]) > 0 for row in rows)
     assert min(float(row[3]) for row in rows) == 1.0  # the fastest size per image is the reference
     assert "sweep calls without --max-batch" in r.stdout
+
+
+def test_gpu_check_prints_one_table_on_the_cpu(tiny_model_dir, tmp_path):
+    """benchmarks/gpu_check.py on --device cpu, tiny sizes (the compiled rows with dynamo's eager backend)."""
+    import unetscope as us
+    from unetscope.shortcut import save_schedule
+
+    sched = save_schedule(us.Plan([us.DropBlocks(2, 3, 2, "cache")]), tmp_path / "s.json", meta=dict(sampler=dict(steps=4)))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--model",
+                        str(tiny_model_dir), "--steps", "4", "--samples", "2", "--batch", "2", "--repeats", "1",
+                        "--dtypes", "bfloat16", "--schedule", str(sched), "--backend", "eager", "--threads", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _table(r.stdout)
+    parity = [row for row in rows if row["limit"].startswith(("<=", ">=", "bitwise"))]
+    assert len(parity) == 3 + 5 + 1 and all(row["verdict"] == "ok" for row in parity)  # float32, bfloat16, compiled
+    assert {row["dtype"] for row in parity} == {"float32", "bfloat16"}
+    assert any(row["dtype"] == "bfloat16" and row["value"] == "bitwise equal" for row in rows)
+    saves = [(row["check"], row["compiled"]) for row in rows if row["check"].startswith("time saving")]
+    assert sorted(saves) == sorted((f"time saving, {n} (ddpm)", c) for n in ("paper preset", "searched schedule")
+                                   for c in ("no", "yes"))
+    assert next(row for row in rows if row["check"].startswith("compilations"))["value"] == "10 for 10"  # K = 4: one each
+    mem = [row["value"] for row in rows if row["check"].startswith("memory")]
+    assert len(mem) == 2 and mem[1].startswith("cache holds 0.25 MiB") and "not measured on cpu" in mem[1]
+
+
+def _table(out):
+    """gpu_check's table as dicts, cut at the columns its dashes mark."""
+    lines = out.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("check "))
+    spans, pos = [], 0
+    for dashes in lines[i + 1].split("  "):
+        spans.append((pos, pos + len(dashes)))
+        pos += len(dashes) + 2
+    names = [lines[i][a:b].strip() for a, b in spans]
+    return [{n: line[a:b].strip() for n, (a, b) in zip(names, spans)} for line in lines[i + 2:] if line.strip()]
+
+
+def test_gpu_check_names_the_devices_there_are(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cuda:3"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "'cuda:3' is not available on this machine; it has cpu" in r.stderr

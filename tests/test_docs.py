@@ -53,7 +53,8 @@ def _argv(command, tmp_path, places, request):
 
 
 def _params(cases):
-    return [pytest.param(d, c, id=f"{d}: {c}") for d, c in cases]
+    """A command that compiles (``--compile``) waits minutes for inductor's C++ on a CPU: slow."""
+    return [pytest.param(d, c, id=f"{d}: {c}", marks=[pytest.mark.slow] if "--compile" in c else []) for d, c in cases]
 
 
 @pytest.mark.parametrize("doc, command", _params([(d, c) for d, c in COMMANDS if "--executor ray" not in c]))
@@ -127,8 +128,10 @@ def _link_repo_folders(where):
             (where / name).symlink_to(ROOT / name)
 
 
-@pytest.mark.parametrize("doc, code", [pytest.param(d, c, id=d, marks=[pytest.mark.slow] if "RayExecutor" in c else [])
-                                       for d, c in PYTHON])  # an example on Ray starts an instance of its own: slow
+@pytest.mark.parametrize("doc, code", [pytest.param(d, c, id=d, marks=[pytest.mark.slow] if "RayExecutor" in c or
+                                                    "compile=True" in c else [])
+                                       for d, c in PYTHON])  # an example on Ray starts an instance of its own, one
+# that compiles waits for inductor: slow
 def test_doc_python_runs(doc, code, tmp_path, monkeypatch, request):
     if "path/to/sd-pipeline" in code:
         code = code.replace("path/to/sd-pipeline", str(request.getfixturevalue("sd_dir")))

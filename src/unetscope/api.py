@@ -4,7 +4,7 @@
 ``package.module:FACTORY``) or a model already loaded or wrapped (``unetscope.wrap(...)``). The
 sampling settings are the CLI's: ``steps``, ``method`` (``--sampler``), ``eta``, ``guidance``,
 ``variance``, ``clip_x0``, ``batch_size``, ``samples`` / ``seeds``, ``cond`` (``--class`` or the
-prompts), ``device``, ``dtype``.
+prompts), ``device``, ``dtype``, ``compile`` (``--compile``).
 
     import unetscope as us
     res = us.experiment("phases", "examples/mnist_unet.py:make_model", "runs/phases", samples=8, steps=20)
@@ -47,10 +47,14 @@ class Setup:
     cond: Cond
 
 
-def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: str | torch.dtype = "float32") -> DiffusionModel:
-    """``model`` loaded (a reference) or as given (a ``DiffusionModel``)."""
+def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: str | torch.dtype = "float32",
+         compile: bool = False) -> DiffusionModel:
+    """``model`` loaded (a reference) or as given (a ``DiffusionModel``); ``compile``: its units
+    compiled, each once (``DiffusionModel.compile``)."""
+    if not isinstance(compile, bool):
+        raise SettingsError(f"compile must be True or False, got {compile!r}")
     if isinstance(model, DiffusionModel):
-        return model
+        return model.compile() if compile else model
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise SettingsError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -58,7 +62,7 @@ def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: st
     if not isinstance(model, (str, Path)):
         raise SettingsError(f"model must be a name, a folder, FILE.py:FACTORY or a wrapped model; got {type(model).__name__}")
     try:
-        return load_model(model, device=device, dtype=dtype)
+        return load_model(model, device=device, dtype=dtype, compile=compile)
     except (RuntimeError, AssertionError) as e:  # an unknown device, or a dtype the device lacks
         raise SettingsError(f"cannot load {model} on --device {device} as {dtype}: {str(e).splitlines()[0]}") from None
 
@@ -66,10 +70,11 @@ def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: st
 def setup(model: str | DiffusionModel = "default", *, samples: int | None = None, seeds: Sequence[int] | None = None,
           cond: Cond = None, steps: int = 100, method: str = "ddpm", eta: float = 0.0, guidance: float | None = None,
           variance: str | None = None, clip_x0: bool | None = None, batch_size: int | None = None,
-          device: str = "cpu", dtype: str | torch.dtype = "float32", progress: bool = False) -> Setup:
+          device: str = "cpu", dtype: str | torch.dtype = "float32", progress: bool = False,
+          compile: bool = False) -> Setup:
     """Load ``model`` and build its sampler. Seeds default to ``0..samples-1`` (16); a class model's
     conditions default to cycling through its classes; guidance to 3 where the model has an
-    unconditional branch, else 1."""
+    unconditional branch, else 1. ``compile``: the U-Net's units compiled, each once."""
     if seeds is None:
         n = 16 if samples is None else samples
         if as_int(n) is None or as_int(n) < 1:
@@ -85,11 +90,11 @@ def setup(model: str | DiffusionModel = "default", *, samples: int | None = None
     if as_int(steps) is None or as_int(steps) < 1:
         raise SettingsError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps!r}")
     steps = as_int(steps)
-    m = load(model, device=device, dtype=dtype)
+    m = load(model, device=device, dtype=dtype, compile=compile)
     if guidance is None:
         guidance = 3.0 if m.has_null_branch else 1.0
     sampler = Sampler(m, steps=steps, method=method, eta=eta, guidance=guidance, variance=variance, clip_x0=clip_x0,
-                      batch_size=batch_size, progress=progress)
+                      batch_size=batch_size, progress=progress, compile=compile)
     if cond is None and m.conditioning == "class":
         cond = [s % m.num_classes_real for s in seeds]  # default: cycle through the classes
     elif cond is None and m.conditioning == "text":
@@ -134,11 +139,6 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     from .experiments import check_experiment, run_experiment
 
     _grid_checks(t_step, chunk_size, images, max_batch)
-    if not isinstance(adaptive, bool):
-        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
-    if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
-        raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
-                            "whole sampling runs, not chunks of a sweep)")
     ex = make_executor(executor, model)
     run = setup(model, **sampling)
     p = dict(params or {})
@@ -149,8 +149,9 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     with ex:  # Ray: joined (or started) before the folder is made
         out = out_folder(out)
         with folder_lock(out):
-            return run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
-                                  max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet, executor=ex)
+            res = run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
+                                 max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet, executor=ex)
+    return {**res, "compile": run.model.compile_stats()}  # graphs compiled in this process (None: not compiled)
 
 
 def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/reproduce", *, quick: bool = False,
@@ -162,11 +163,6 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     from .report import write_report as _write
 
     _grid_checks(t_step, chunk_size, images, max_batch)
-    if not isinstance(adaptive, bool):
-        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
-    if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
-        raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
-                            "whole sampling runs, not chunks of a sweep)")
     ex = make_executor(executor, model)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
@@ -186,7 +182,8 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
             results.append(run_experiment(name, run.model, run.sampler, run.seeds, run.cond, out, p, chunk_size=chunk_size,
                                           max_batch=max_batch, image_seeds=images, progress=progress, log=log or _quiet,
                                           executor=ex))
-        return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results))
+        return dict(results=results, report=_write(out), seconds_total=sum(r["stats"]["seconds_total"] for r in results),
+                    compile=run.model.compile_stats())
 
 
 def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,

@@ -101,8 +101,38 @@ def _sampling(args) -> dict:
     if prompts and len(prompts) not in (1, len(seeds)):
         raise UsageError(f"{len(prompts)} prompts for {len(seeds)} samples: give one prompt, or one per sample")
     cond = (prompts * len(seeds) if len(prompts) == 1 else prompts) if prompts else parse_classes(args.class_, len(seeds))
+    _check_device_and_compiler(args)
     return dict(seeds=seeds, cond=cond, steps=steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
-                variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+                variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                compile=args.compile)
+
+
+def _check_device_and_compiler(args) -> None:
+    """``--device`` (one that is here) and ``--compile`` (a compiler that works on it), before a model loads."""
+    from .models import check_device
+
+    device = check_device(args.device)
+    if getattr(args, "compile", False):
+        from .compiling import check_compiler
+
+        check_compiler(device)
+
+
+def _compile_line(model) -> str | None:
+    """The printed count of compilations (None: not compiled)."""
+    st = model.compile_stats()
+    if st is None:
+        return None
+    n, u = st["compilations"], st["units"]
+    why = ("one each" if n == u else "no unit ran in this process" if n == 0 else
+           "recompiled for new batch shapes, or graph breaks" if n > u else "some units never ran in this process")
+    return f"compiled ({st['backend']}): {n} compilations for {u} unit functions ({why})"
+
+
+def _print_compile(model) -> None:
+    line = _compile_line(model)
+    if line:
+        print(line)
 
 
 def _model_and_sampler(args, progress: bool):
@@ -110,7 +140,7 @@ def _model_and_sampler(args, progress: bool):
     from .api import load, setup
 
     kw = _sampling(args)
-    model = load(args.model, device=kw.pop("device"), dtype=kw.pop("dtype"))
+    model = load(args.model, device=kw.pop("device"), dtype=kw.pop("dtype"), compile=kw.pop("compile"))
     prompts = bool(args.prompt or args.prompts)
     if prompts and model.conditioning != "text":
         raise UsageError(f"--prompt/--prompts need a text-conditioned model; {args.model} is {model.conditioning}-conditioned")
@@ -148,8 +178,10 @@ def _cmd_sample(args) -> None:
     files = [save_png(img, out / f"sample_{s:05d}.png", sc).name for s, img in zip(seeds, images)]
     save_png(make_grid(images, nrow=min(8, len(seeds))), out / "grid.png", sc)
     _write_json(out / "samples.json", dict(model=model.describe(), sampler=sampler.describe(), seeds=seeds,
-                                           classes=cond, files=files, nfe=traj.nfe, seconds=round(traj.seconds, 3)))
+                                           classes=cond, files=files, nfe=traj.nfe, seconds=round(traj.seconds, 3),
+                                           compile=model.compile_stats()))
     print(f"{len(seeds)} samples, {traj.nfe} U-Net evaluations, {traj.seconds:.1f} s -> {out}/grid.png")
+    _print_compile(model)
 
 
 def plan_from_args(args):
@@ -231,12 +263,14 @@ def _cmd_intervene(args) -> None:
     summary = dict(model=model.describe(), sampler=sampler.describe(), plan=plan.to_dict(), seeds=seeds,
                    samples=rows, ssim_mean=float(s_ssim.mean()), ssim_std=float(s_ssim.std()) if len(seeds) > 1 else 0.0,
                    psnr_mean=float(finite.mean()) if len(finite) else float("inf"),
-                   nfe_baseline=base.nfe, nfe_intervened=inter.nfe, units_baseline=base.units_run, units_intervened=inter.units_run)
+                   nfe_baseline=base.nfe, nfe_intervened=inter.nfe, units_baseline=base.units_run, units_intervened=inter.units_run,
+                   compile=model.compile_stats())
     for r, u in zip(rows, inter.units_per_sample):  # each sample's compute: units it ran over the baseline's
         r["compute"] = u / base.units_per_sample[0]
     _write_json(out / "metrics.json", summary)
     print(f"{plan!r}: SSIM {summary['ssim_mean']:.4f}, PSNR {summary['psnr_mean']:.2f} dB over {len(seeds)} samples "
           f"(U-Net units run {inter.units_run:g}/{base.units_run}) -> {out}/metrics.json, {out}/grid.png")
+    _print_compile(model)
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -280,12 +314,13 @@ def _cmd_sweep(args) -> None:
     res = experiment(args.experiment, model, args.out, params=params, t_step=args.t_step, executor=executor,
                      seeds=seeds, cond=cond, steps=sampler.steps, **_sampler_kw(sampler), **grid)
     _print_experiment(res, len(seeds), args.out)
+    _print_compile(model)
 
 
 def _sampler_kw(sampler) -> dict:
     """A built sampler's settings as ``api.setup`` keywords (so the API twin builds the same one)."""
     return dict(method=sampler.method, eta=sampler.eta, guidance=sampler.guidance, variance=sampler.variance,
-                clip_x0=sampler.clip_x0, batch_size=sampler.batch_size)
+                clip_x0=sampler.clip_x0, batch_size=sampler.batch_size, compile=sampler.compile)
 
 
 def _cmd_report(args) -> None:
@@ -318,6 +353,7 @@ def _cmd_reproduce(args) -> None:
     print(f"reproduced {len(res['results'])} experiments in {(time.perf_counter() - t0) / 60:.1f} min "
           f"(sampling, summed over every call that worked on this folder: {res['seconds_total'] / 60:.1f} min); "
           f"report: {res['report']}")
+    _print_compile(model)
 
 
 def _cmd_shortcut(args) -> None:
@@ -394,6 +430,7 @@ def _cmd_shortcut(args) -> None:
             print(f"  best uniform schedule at no more compute ({r['compute']:.3f}): held-out mean SSIM "
                   f"{r['held_out_ssim_mean']:.3f}")
         _print_timing(summ)
+        _print_compile(model)
         return
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
                             nb=args.nb, **kw)
@@ -404,6 +441,7 @@ def _cmd_shortcut(args) -> None:
           f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB "
           f"-> {args.out}/summary.json")
     _print_timing(summ)
+    _print_compile(model)
 
 
 def _print_timing(summ: dict) -> None:
@@ -420,8 +458,9 @@ def _print_timing(summ: dict) -> None:
 def _cmd_models(args) -> None:
     from .models import default_model_path, load_model
 
+    _check_device_and_compiler(args)
     if args.model:
-        m = load_model(args.model)
+        m = load_model(args.model, device=args.device)
         print(json.dumps(m.describe(), indent=2))
         return
     print("Families unetscope runs on (the paper's method works the same on each):\n")
@@ -458,11 +497,12 @@ def _cmd_train(args) -> None:
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} exists and is not a folder")
+    _check_device_and_compiler(args)
     made = not Path(args.out).exists()
     try:
         cfg = TrainConfig(arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, checkpoint_every=args.checkpoint_every, limit_images=args.limit_images)
-        res = train(cfg, args.out, resume=not args.restart, progress=not args.quiet)
+        res = train(cfg, args.out, resume=not args.restart, progress=not args.quiet, device=args.device)
     except (ValueError, OSError) as e:
         if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
             Path(args.out).rmdir()  # a refused run leaves no empty folder behind
@@ -491,7 +531,10 @@ def _sampling_args(p) -> None:
     g.add_argument("--variance", choices=("fixed_small", "fixed_large", "learned_range"), default=None)
     g.add_argument("--clip-x0", dest="clip_x0", action=argparse.BooleanOptionalAction, default=None,
                    help="clip x_est0 to [-1, 1] (default: on for pixel models, off for latent ones)")
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (one that this machine has)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile each U-Net unit once (E[i], M, D[j], head: no step's action recompiles); the "
+                        "first calls pay the compilation")
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="weights' dtype (float16/bfloat16 where the device supports them)")
     g.add_argument("--batch-size", type=int, default=None, help="samples per batch (memory bound)")
@@ -641,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")
     m.add_argument("model", nargs="?", default=None, help="describe one model")
     m.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    m.add_argument("--device", default="cpu", help="where a described model is loaded: cpu, cuda, cuda:N or mps")
     m.set_defaults(func=_cmd_models)
 
     e = sub.add_parser("explore", help="explore run folders in the browser: figures, the images behind each point, compare folders",
@@ -664,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=250)
     t.add_argument("--limit-images", type=int, default=None)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (one that this machine has)")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
@@ -677,6 +722,7 @@ def _typed_errors() -> tuple:
     from .experiments.common import ExperimentError
     from .metrics import MetricError
     from .api import SettingsError
+    from .compiling import CompileError
     from .models import ModelError
     from .plan import PlanError
     from .report import ReportError
@@ -685,7 +731,8 @@ def _typed_errors() -> tuple:
     from .store import StoreError
     from .explore.data import ExploreError
 
-    return (UsageError, ExploreError, SettingsError, AdapterError, ExperimentError, MetricError, ModelError, PlanError, ReportError, SamplerError,
+    return (UsageError, ExploreError, SettingsError, CompileError, AdapterError, ExperimentError, MetricError, ModelError,
+            PlanError, ReportError, SamplerError,
             ShortcutError, StoreError, ExecutorError)
 
 

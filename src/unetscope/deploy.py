@@ -15,6 +15,12 @@ up, or when the pipeline's scheduler has been set anew (its ``step_index`` back 
 the timestep of the call before (classifier-free guidance's two branches called apart; Heun's and
 DPM2's second call of a step) are the same step: each takes the step's action, and each keeps its
 own cache, refreshed only by calls that computed the part.
+
+Compiled: ``accelerate(..., compile=True)`` compiles the runner's unit functions, each once, and
+every call runs through them (a step's action never recompiles). ``torch.compile(pipe.unet)`` on a
+hooked U-Net works: the hook is a graph break (``torch._dynamo.disable``), so the schedule's logic
+runs as Python and nothing around it is compiled; a U-Net compiled before ``accelerate`` is hooked
+under its wrapper.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ def _unet_and_scheduler(target):
     from diffusers import UNet2DConditionModel, UNet2DModel
 
     unet = getattr(target, "unet", target)
+    unet = getattr(unet, "_orig_mod", unet)  # torch.compile's wrapper calls the module it holds: hook that
     if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
         what = f"a pipeline whose .unet is a {type(unet).__name__}" if unet is not target else f"a {type(target).__name__}"
         raise DeployError(f"accelerate takes a diffusers pipeline with a UNet2DModel/UNet2DConditionModel, or one of "
@@ -139,6 +146,7 @@ class ScheduleHook:
         self.stats = Stats()
         self._resolved: tuple[int, dict, set] | None = None  # (S, actions, the sites a later step reads)
         self.notes: list[str] = []
+        self.device = next(unet.parameters()).device
 
     # -- the generation's steps ---------------------------------------------------------------
     def reset_state(self) -> None:
@@ -213,7 +221,7 @@ class ScheduleHook:
         capture = [s for s in read_later if s in action.computes(self.K) or action == NO_ACTION]
         self.stats.calls += 1
         self.stats.units_full += 2 * self.K + 1
-        if action == NO_ACTION and not capture:
+        if action == NO_ACTION and not capture and self.runner.compiled is None:
             self.stats.units_run += 2 * self.K + 1
             return original(sample, timestep, *args, **kwargs)
         return self._run(action, capture, sample, timestep, args, kwargs)
@@ -309,6 +317,9 @@ class Accelerated:
         def forward(sample, timestep, *args, **kwargs):
             return hook.new_forward(original, sample, timestep, *args, **kwargs)
 
+        # torch.compile(unet) traces up to here and calls the hook as Python: its state (steps, caches)
+        # would otherwise be guarded on, and recompiled for, at every step
+        forward = torch._dynamo.disable(forward)
         forward.__wrapped__ = original
         unet.forward = forward
         unet._unetscope_hook = self
@@ -321,6 +332,10 @@ class Accelerated:
     @property
     def notes(self) -> list[str]:
         return self.hook.notes
+
+    def compile_stats(self) -> dict | None:
+        """Graphs compiled, in all and per unit, with ``compile=True`` (None: not compiled)."""
+        return self.hook.runner.compile_stats()
 
     def reset(self) -> None:
         """Forget the current generation (its step count and caches); the next call begins a new one."""
@@ -345,14 +360,18 @@ class Accelerated:
         self.remove()
 
 
-def accelerate(target, schedule, *, steps: int | None = None) -> Accelerated:
+def accelerate(target, schedule, *, steps: int | None = None, compile: bool | str = False) -> Accelerated:
     """Run ``schedule`` inside a diffusers pipeline (its ``.unet``) or on a stock diffusers U-Net.
 
     ``schedule``: a Plan, a list of interventions, or a schedule file (``unetscope shortcut search``
     writes one; one found at another S is rescaled with a one-line note). It takes U-Net
     interventions only (``DropBlocks``, ``ZeroSkips``, ``ReuseEncoder``): the pipeline's own
     scheduler walks the steps, so ``SkipSteps`` and ``StopEarly`` are refused (take fewer steps).
-    ``steps``: S, the generation's number of steps (default: the pipeline scheduler's)."""
+    ``steps``: S, the generation's number of steps (default: the pipeline scheduler's).
+    ``compile``: True (inductor) or a ``torch.compile`` backend's name: every call runs through the
+    runner's unit functions, each compiled once (``handle.compile_stats()`` counts)."""
+    if compile is not False and compile is not True and not isinstance(compile, str):
+        raise DeployError(f"compile must be True, False or a torch.compile backend's name, got {compile!r}")
     unet, scheduler = _unet_and_scheduler(target)
     if getattr(unet, "_unetscope_hook", None) is not None:
         raise DeployError("this U-Net already runs a schedule: remove() that handle first")
@@ -380,4 +399,11 @@ def accelerate(target, schedule, *, steps: int | None = None) -> Accelerated:
         except PlanError as e:
             raise DeployError(f"the schedule does not fit S = {steps} steps: {e}") from None
     hook = ScheduleHook(unet, units, plan, plan_steps, steps, scheduler if scheduler is not unet else None)
+    if compile:
+        from .compiling import CompileError
+
+        try:
+            hook.runner.compile("inductor" if compile is True else compile, hook.device)
+        except CompileError as e:
+            raise DeployError(str(e)) from None
     return Accelerated(unet, hook)

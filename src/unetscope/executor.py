@@ -276,7 +276,8 @@ class RayExecutor:
             if box is None:
                 box = self._boxes[id(m)] = [ray.put(m)]  # in a list: a worker fetches it once, not per call
         settings = dict(steps=sampler.steps, method=sampler.method, eta=sampler.eta, guidance=sampler.guidance,
-                        variance=sampler.variance, clip_x0=sampler.clip_x0, batch_size=sampler.batch_size)
+                        variance=sampler.variance, clip_x0=sampler.clip_x0, batch_size=sampler.batch_size,
+                        compile=getattr(sampler, "compile", False))  # a worker compiles its own copy (compiled code does not pickle)
         spec = WorkerSpec(self.model, torch.device(m.device).type, str(m.dtype).removeprefix("torch."),
                           tuple(sorted(settings.items())), json.dumps(m.describe(), sort_keys=True), self.threads)
         return spec, box

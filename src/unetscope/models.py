@@ -95,6 +95,21 @@ class DiffusionModel:
         m = self.module
         return next(m.parameters()).dtype if m is not None else torch.float32
 
+    def compile(self, backend: str = "inductor") -> "DiffusionModel":
+        """Compile the U-Net unit by unit (each of ``E[i]``, ``M``, ``D[j]``, ``head`` once, so no step's
+        action recompiles); a ``CompileError`` of one line where torch.compile cannot run on this
+        model's device. ``compile_stats()`` then counts the graphs compiled."""
+        self.runner.compile(backend, self.device)
+        return self
+
+    @property
+    def compiled(self) -> bool:
+        return self.runner.compiled is not None
+
+    def compile_stats(self) -> dict | None:
+        """``{"backend", "units", "compilations", "per_unit"}`` (None: not compiled)."""
+        return self.runner.compile_stats()
+
     def to(self, device=None, dtype=None) -> "DiffusionModel":
         for m in (self.module, self.vae, self.text_encoder):
             if m is not None:
@@ -370,12 +385,20 @@ def check_device(device) -> torch.device:
 
 
 def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None) -> DiffusionModel:
+               dtype: torch.dtype | None = None, compile: bool = False) -> DiffusionModel:
     """Load ``"default"``, a local diffusers folder (a U-Net folder with ``scheduler_config.json``,
     or a pipeline folder with ``unet/`` and ``scheduler/``), or a factory of your own code,
-    ``FILE.py:FACTORY`` / ``package.module:FACTORY``. Never touches the network."""
+    ``FILE.py:FACTORY`` / ``package.module:FACTORY``. Never touches the network. ``compile``: each
+    U-Net unit compiled once (``DiffusionModel.compile``), checked before anything loads."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = check_device(device)
+    if not isinstance(compile, bool):
+        raise ModelError(f"compile must be True or False, got {compile!r}")
+    if compile:
+        from .compiling import check_compiler
+
+        check_compiler(device)
+        return load_model(name_or_path, device, dtype).compile()
     if isinstance(dtype, str):
         names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
         if dtype not in names:

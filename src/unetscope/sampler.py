@@ -24,6 +24,7 @@ from .guidance import Denoiser
 from .models import Cond, DiffusionModel, ModelError
 from .noise import NoiseBank
 from .plan import NO_ACTION, Plan, StepAction
+from .timing import synchronize
 
 __all__ = ["Sampler", "Trajectory", "StepOutput", "SamplerError", "NonFiniteSampleError", "METHODS", "cond_slice"]
 
@@ -123,12 +124,15 @@ class Sampler:
     """DDPM ancestral or DDIM sampling over ``steps`` respaced steps, with classifier-free guidance.
 
     ``variance`` overrides the model's DDPM variance; ``clip_x0`` defaults to on for pixel-space
-    models and off for latent ones (iDDPM's and GLIDE's ``clip_denoised``).
+    models and off for latent ones (iDDPM's and GLIDE's ``clip_denoised``). ``compile`` compiles the
+    model's units in place, each once (``DiffusionModel.compile``); ``model.compile_stats()`` counts.
     """
 
     def __init__(self, model: DiffusionModel, steps: int = 100, method: str = "ddpm", eta: float = 0.0,
                  guidance: float = 1.0, variance: str | None = None, clip_x0: bool | None = None,
-                 batch_size: int | None = None, progress: bool = False):
+                 batch_size: int | None = None, progress: bool = False, compile: bool = False):
+        if not isinstance(compile, bool):
+            raise SamplerError(f"compile must be True or False, got {compile!r}")
         if method not in METHODS:
             raise SamplerError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         T = model.schedule.num_train_timesteps
@@ -156,6 +160,9 @@ class Sampler:
         self.model, self.steps, self.method, self.eta = model, steps, method, float(eta)
         self.guidance, self.variance, self.batch_size, self.progress = float(guidance), variance, batch_size, progress
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
+        if compile:
+            model.compile()
+        self.compile = compile
         self.denoiser = Denoiser(model, self.guidance)  # the runner, guided
         self.spacing = model.schedule.respace(steps)
         sp = self.spacing
@@ -348,6 +355,7 @@ class Sampler:
             per_sample += mine.tolist()
         if bar is not None:
             bar.close()
+        synchronize(m.device)  # the seconds are the work's, not its launches'
         return Trajectory(
             x0=torch.cat(x0s), seeds=[int(s) for s in seeds], plan=plan, model=m,
             x_t={t: torch.cat(v) for t, v in traj_xt.items()}, x_est0={t: torch.cat(v) for t, v in traj_x0.items()},

@@ -137,15 +137,19 @@ def _save(path: Path, cfg: TrainConfig, st: _State, seconds: float) -> None:
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progress: bool = True,
-          stop_after: int | None = None) -> dict:
-    """Train (or resume) into ``out``; returns a summary. ``stop_after`` ends early (tests)."""
+          stop_after: int | None = None, device: str | torch.device = "cpu") -> dict:
+    """Train (or resume) into ``out``; returns a summary. ``stop_after`` ends early (tests). ``device``:
+    where the model trains (the batches are drawn on the CPU, so a run draws the same data anywhere)."""
+    from .models import check_device
+
+    device = check_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
     x_all, y_all = load_mnist(cfg.limit_images)
     schedule = NoiseSchedule(cfg.beta_schedule, cfg.num_train_timesteps)
     torch.manual_seed(cfg.seed)  # weight init
-    model = build_unet(cfg.arch)
+    model = build_unet(cfg.arch).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -153,7 +157,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progres
     seconds = 0.0
     if resume and ckpt.exists():
         try:  # weights-only: a crafted checkpoint cannot run code when it is read
-            saved = torch.load(ckpt, weights_only=True)
+            saved = torch.load(ckpt, weights_only=True, map_location=device)
             saved["config"], saved["model"]  # noqa: B018 (the keys a checkpoint of ours holds)
         except Exception as e:
             raise ValueError(f"{ckpt} is not a readable checkpoint of unetscope train ({type(e).__name__}); "
@@ -164,7 +168,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progres
         model.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["opt"])
-        gen.set_state(saved["gen"])
+        gen.set_state(saved["gen"].cpu())  # the generator draws the batches on the CPU
         st.step, st.losses, seconds = saved["step"], saved["losses"], saved["seconds"]
     alphas_cumprod = schedule.alphas_cumprod.float()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -184,6 +188,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progres
         noise = torch.randn(x0.shape, generator=gen)
         ab = alphas_cumprod[tau].view(-1, 1, 1, 1)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        x_t, tau, labels, noise = (v.to(device) for v in (x_t, tau, labels, noise))
         loss = F.mse_loss(model(x_t, tau, labels).sample, noise)  # Eq. 2
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, st.step)

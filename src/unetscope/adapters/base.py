@@ -40,7 +40,8 @@ _K_HINT = ("is num_blocks (K) the number of skips the module's forward pushes, w
 @dataclass
 class Context:
     """What ``prepare`` computes once per evaluation (embeddings, conditioning), shared by all
-    units; ``skips`` is filled by the runner (``skips[i]`` is ``E[i]``'s output)."""
+    units; ``skips`` is filled by the runner (``skips[i]`` is ``E[i]``'s output; once the encoder has
+    run it is K long, ``None`` for the units ``DropBlocks`` did not compute)."""
 
     emb: Any = None
     extra: dict = field(default_factory=dict)
@@ -90,6 +91,27 @@ class UNetRunner:
         self.units = units
         self.num_blocks = K
         self._out_shapes: dict[tuple, list[torch.Size]] = {}  # input shape -> per-sample D[j] shapes
+        self.compiled = None  # a UnitCompiler once ``compile`` ran
+
+    def compile(self, backend: str = "inductor", device="cpu") -> "UNetRunner":
+        """Compile each unit function once (``torch.compile``; ``unetscope.compiling``), after checking
+        that ``backend`` compiles on ``device``; idempotent. The action of a step stays Python: changing
+        it never recompiles."""
+        from ..compiling import UnitCompiler, check_compiler
+
+        if self.compiled is None or self.compiled.backend != backend:
+            check_compiler(device, backend)
+            self.compiled = UnitCompiler(self.units, self.num_blocks, backend)
+        return self
+
+    def compile_stats(self) -> dict | None:
+        """Graphs compiled, in all and per unit (None: not compiled)."""
+        return None if self.compiled is None else self.compiled.stats()
+
+    def __getstate__(self):  # compiled functions do not pickle (Ray ships models): a copy is uncompiled
+        state = dict(self.__dict__)
+        state["compiled"] = None
+        return state
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, cond: dict | None = None, action: StepAction | None = None,
@@ -139,6 +161,8 @@ class UNetRunner:
             if s in capture and not a.reuse_encoder:
                 captured[s] = h
         shapes = [h.shape[1:] for h in skips]
+        skips.extend([None] * nb)  # always K long: skips[i] is E[i]'s output, None where not computed (a
+        # compiled unit that reads ctx.skips guards on its length, and would recompile for every nb)
         if nb == 0 and not a.reuse_encoder:
             h = unit("M", None, u.middle, h, ctx)
             if "M" in capture:
@@ -245,6 +269,8 @@ class UNetRunner:
     def _unit(self, kind, index, fn, *args, check: bool = False):
         """Call one unit; a failure names the unit (a user's protocol that does not fit), and with
         ``check`` a NaN or inf in its output does too."""
+        if self.compiled is not None and kind != "prepare":
+            fn = self.compiled.get(kind, index) or fn
         try:
             out = fn(*args)
         except AdapterError:

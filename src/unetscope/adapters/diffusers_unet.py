@@ -169,7 +169,9 @@ class DiffusersUNetUnits:
         if upsamplers:
             K = self.num_blocks
             nxt = K - 2 - j  # the skip D[j+1] will consume fixes the size to upsample to
-            size = ctx.skips[nxt].shape[2:] if self.conditional and 0 <= nxt < len(ctx.skips) else None
+            # (pushed whenever D[j] runs: j >= nb, so nxt < K - nb; no len(ctx.skips), which a compiled
+            # unit would guard on and recompile for every nb)
+            size = ctx.skips[nxt].shape[2:] if self.conditional and nxt >= 0 else None
             for up in upsamplers:
                 h = _resample(up, h, ctx, size)
         return h

@@ -91,7 +91,7 @@ def action_seconds(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = 
     full = sampler.denoiser(x, tau, c, capture=sites)
     fns = {a: (lambda a=a: sampler.denoiser(x, tau, c, a, fill={s: full.captured[s] for s in a.needs(K)}))
            for a in acts}
-    timings, _ = interleave(fns, repeats, warmup, clock)
+    timings, _ = interleave(fns, repeats, warmup, clock, device=m.device)
     return {a: t.median for a, t in timings.items()}
 
 
@@ -160,7 +160,8 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
         raise ShortcutError("the schedule holds no interventions: the shortcut would be the baseline itself")
     try:
         timings, first = interleave({"baseline": lambda: sampler.sample(seeds, cond),
-                                     "shortcut": lambda: sampler.sample(seeds, cond, plan)}, repeats, warmup, clock)
+                                     "shortcut": lambda: sampler.sample(seeds, cond, plan)}, repeats, warmup, clock,
+                                    device=sampler.model.device)
     except ValueError as e:
         if isinstance(e, (SamplerError, PlanError)):
             raise

@@ -55,7 +55,7 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         time_saving_predicted=res["time_saving_predicted"], ssim_mean=res["ssim_mean"],
         ssim_mad=res["ssim_mad"], ssim_min=res["ssim_min"], psnr_mean=res["psnr_mean"], samples=len(seeds),
         nfe_baseline=res["nfe_baseline"], nfe_shortcut=res["nfe_shortcut"], seconds_baseline=res["seconds_baseline"],
-        timing=res["timing"], warnings=res["warnings"],
+        timing=res["timing"], warnings=res["warnings"], compile=m.compile_stats(),
         seconds_shortcut=res["seconds_shortcut"], flops_baseline=res["flops_baseline"], flops_shortcut=res["flops_shortcut"],
         schedule=plan.to_dict(), name=name, model=m.describe(), sampler=sampler.describe(), seeds=list(seeds),
         per_sample=[dict(seed=s, ssim=res["ssim"][i], psnr=res["psnr"][i], compute=res["compute"][i])
