@@ -248,6 +248,7 @@ class UNetRunner:
         else:
             h = cached
         captured[site("D", nb - 1)] = h
+        skips.extend([None] * (K - len(skips)))  # K long, as in a full evaluation (see above)
         for j in range(nb, K):  # D[nb..K-1], every row
             h = unit("D", j, u.decoder, j, h, skips[K - 1 - j], ctx)
             if site("D", j) in capture:
