@@ -56,6 +56,37 @@ def test_a_schedule_in_the_pipeline_cuts_and_the_unet_comes_back(pipe):
     assert "forward" not in pipe.unet.__dict__ and torch.equal(_generate(pipe), ref)
 
 
+def test_adaptive_cache_in_the_pipeline(pipe):
+    """AdaptiveCache through accelerate: threshold 0 computes every step (the pipeline's images up to
+    the runner's rounding), a huge one is the static cache from the step after the first, and the
+    guided and unguided halves of a sample decide together (the middle block sees pairs of rows)."""
+    ref = _generate(pipe)
+    with accelerate(pipe, us.Plan([us.AdaptiveCache(2, 0.0)])):
+        zero = _generate(pipe)
+    assert torch.allclose(zero, ref, atol=1e-5)
+    with accelerate(pipe, us.Plan([us.AdaptiveCache(2, 1e9, start=5, n=3)])):
+        huge = _generate(pipe)
+    with accelerate(pipe, us.Plan([us.DropBlocks(2, 4, 2, "cache")])):
+        static = _generate(pipe)
+    assert torch.allclose(huge, static, atol=1e-6)
+    rows = []
+    h = pipe.unet.mid_block.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    try:
+        lat = torch.randn(2, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+        lat[1] *= 0.05  # a sample far from the other: its features change at another pace
+        for th in (0.05, 0.15, 0.3):
+            rows.clear()
+            with accelerate(pipe, us.Plan([us.AdaptiveCache(2, th)])):
+                pipe(["a cat", "a dog"], num_inference_steps=12, guidance_scale=4.0, latents=lat, output_type="pt",
+                     height=16, width=16)
+            if 2 in rows:  # a call where one sample ran the deep part and the other read the cache
+                break
+    finally:
+        h.remove()
+    assert 2 in rows, f"no threshold split the two samples: {rows}"
+    assert all(r % 2 == 0 for r in rows), rows  # never one half of a sample without the other
+
+
 # --- a hand-written diffusers-style loop on the bundled model ------------------------------------
 @pytest.fixture(scope="module")
 def bundled():

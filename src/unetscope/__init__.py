@@ -12,8 +12,8 @@ from .explore import explore
 from .guidance import Denoiser
 from .metrics import psnr, ssim
 from .models import Cond, DiffusionModel, ModelError, load_model, wrap
-from .plan import (DropBlocks, Intervention, Plan, PlanError, PlanStep, ReuseEncoder, SkipSteps, StepAction, StopEarly,
-                   ZeroSkips)
+from .plan import (AdaptiveCache, DropBlocks, Intervention, Plan, PlanError, PlanStep, ReuseEncoder, SkipSteps, StepAction,
+                   StopEarly, ZeroSkips)
 from .sampler import Sampler, SamplerError, StepOutput, Trajectory
 from .schedule import NoiseSchedule
 
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "load_model", "wrap", "DiffusionModel", "Cond", "Sampler", "Trajectory", "StepOutput", "Denoiser", "Plan", "PlanStep",
-    "StepAction", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "psnr", "ssim",
+    "StepAction", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "AdaptiveCache", "psnr", "ssim",
     "NoiseSchedule", "UNetUnits", "load_weights", "AdapterError", "ModelError", "PlanError", "SamplerError",
     "SettingsError", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut", "write_report",
     "accelerate", "Accelerated", "DeployError", "explore",

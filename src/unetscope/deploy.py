@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from .adapters.base import UNetRunner
-from .plan import NO_ACTION, Intervention, Plan, PlanError, ReuseEncoder, SkipSteps, StepAction, StopEarly
+from .plan import NO_ACTION, Intervention, Plan, PlanError, SkipSteps, StepAction, StopEarly
 
 __all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]
 
@@ -45,7 +45,9 @@ class DeployError(ValueError):
 
 def rescale_plan(plan: Plan, from_steps: int, to_steps: int) -> Plan:
     """A schedule found at S = ``from_steps`` moved to S = ``to_steps``, as the presets scale: every
-    step number and count by to/from (rounded, at least 1)."""
+    step number and count by to/from (rounded, at least 1). A cut that reads a cache keeps off the
+    first step (nothing is cached there yet), and ranges that rounding made overlap are trimmed (a
+    range trimmed to nothing is dropped)."""
     if from_steps == to_steps:
         return plan
 
@@ -56,12 +58,24 @@ def rescale_plan(plan: Plan, from_steps: int, to_steps: int) -> Plan:
     for it in plan:
         d = it.to_dict()
         for k in ("start", "n", "at"):
-            if k in d:
+            if d.get(k) is not None:
                 d[k] = s(d[k])
-        if "start" in d and "n" in d:
+        reads = d["type"] == "ReuseEncoder" or d["type"] == "DropBlocks" and d.get("fill") == "cache"
+        if reads and d["start"] >= to_steps:
+            d["start"] = to_steps - 1
+        if d.get("start") is not None and d.get("n") is not None:
             d["n"] = min(d["n"], d["start"])
         items.append(d)
-    return Plan.from_dict(items)
+    ranged = sorted((d for d in items if d.get("start") is not None and d.get("n") is not None and d["type"] != "SkipSteps"),
+                    key=lambda d: -d["start"])
+    floor = to_steps + 1  # the lowest step taken by the ranges above
+    for d in ranged:
+        if d["start"] >= floor:
+            d["n"] -= d["start"] - floor + 1
+            d["start"] = floor - 1
+        if d["n"] >= 1 and d["start"] >= 1:
+            floor = d["start"] - d["n"] + 1
+    return Plan.from_dict([d for d in items if d.get("n") is None or (d["n"] >= 1 and d["start"] >= 1)])
 
 
 def _plan_of(schedule) -> tuple[Plan, int | None]:
@@ -136,7 +150,8 @@ class Stats:
 class ScheduleHook:
     """The hook on one U-Net: maps each call to its step and runs that step's action."""
 
-    def __init__(self, unet, units, plan: Plan, plan_steps: int | None, steps: int | None, scheduler=None):
+    def __init__(self, unet, units, plan: Plan, plan_steps: int | None, steps: int | None, scheduler=None, pipe=None,
+                 paired: bool | None = None):
         self.unet, self.plan, self.plan_steps, self.steps, self.scheduler = unet, plan, plan_steps, steps, scheduler
         self.units = units
         self.runner = UNetRunner(self.units)
@@ -147,6 +162,7 @@ class ScheduleHook:
         self._resolved: tuple[int, dict, set] | None = None  # (S, actions, the sites a later step reads)
         self.notes: list[str] = []
         self.device = next(unet.parameters()).device
+        self.pipe, self.paired = pipe, paired  # AdaptiveCache: do a sample's [uncond; cond] rows decide together?
 
     # -- the generation's steps ---------------------------------------------------------------
     def reset_state(self) -> None:
@@ -172,7 +188,7 @@ class ScheduleHook:
                 self.notes.append(note)
                 warnings.warn(note, stacklevel=4)
             try:
-                plan.check(S, self.K)
+                plan = plan.check(S, self.K)  # an AdaptiveCache without a range gets its own here
             except PlanError as e:
                 raise DeployError(f"the schedule does not fit this generation (S = {S} steps, K = {self.K}): {e}") from None
             self._resolved = (S, plan.actions(), plan.cache_sites(self.K))
@@ -270,8 +286,11 @@ class ScheduleHook:
 
             scale_lora_layers(self.unet, lora_scale)
         try:
-            out = self.runner(sample, tau, cond, a, fill=a.take(cache, self.K, 0) if a.needs(self.K) else None,
-                              capture=capture)
+            fill = a.take(cache, self.K, 0) if a.needs(self.K) else None
+            if a.decides and self._pairs(n):
+                out = self._paired_run(sample, tau, cond, a, fill, capture)
+            else:
+                out = self.runner(sample, tau, cond, a, fill=fill, capture=capture)
         finally:
             if scaled:
                 from diffusers.utils import unscale_lora_layers
@@ -290,6 +309,32 @@ class ScheduleHook:
         from diffusers.models.unets.unet_2d import UNet2DOutput
 
         return UNet2DOutput(sample=res)
+
+    def _pairs(self, n: int) -> bool:
+        """Whether this call's rows are classifier-free guidance's two halves ([uncond; cond], as
+        diffusers' pipelines batch them): ``paired``, else the pipeline's ``do_classifier_free_guidance``."""
+        paired = self.paired
+        if paired is None:
+            paired = bool(getattr(self.pipe, "do_classifier_free_guidance", False)) if self.pipe is not None else False
+        return paired and n % 2 == 0
+
+    def _paired_run(self, sample, tau, cond, a, fill, capture):
+        """An AdaptiveCache call on [uncond; cond] rows: run with each sample's two rows side by side
+        (so that they decide together), and hand the output and the caches back in the pipeline's order."""
+        n = sample.shape[0]
+        perm = torch.arange(n, device=sample.device).view(2, n // 2).t().reshape(-1)  # u0, c0, u1, c1, ...
+        inv = torch.argsort(perm)
+
+        def rows(v, p):
+            return v[p] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v
+
+        out = self.runner(sample[perm], tau[perm], {k: rows(v, perm) for k, v in cond.items()}, a,
+                          fill=None if fill is None else {k: v[perm] for k, v in fill.items()}, capture=capture, group=2)
+        out.out = out.out[inv]
+        out.captured = {k: v[inv] for k, v in out.captured.items()}
+        if out.deep is not None:
+            out.deep = out.deep[inv]
+        return out
 
     def _cache_for(self, n: int) -> dict:
         """This call's cache: its own slot's, else the latest slot's whose rows match (Heun's first step
@@ -360,13 +405,17 @@ class Accelerated:
         self.remove()
 
 
-def accelerate(target, schedule, *, steps: int | None = None, compile: bool | str = False) -> Accelerated:
+def accelerate(target, schedule, *, steps: int | None = None, compile: bool | str = False,
+               paired: bool | None = None) -> Accelerated:
     """Run ``schedule`` inside a diffusers pipeline (its ``.unet``) or on a stock diffusers U-Net.
 
     ``schedule``: a Plan, a list of interventions, or a schedule file (``unetscope shortcut search``
     writes one; one found at another S is rescaled with a one-line note). It takes U-Net
-    interventions only (``DropBlocks``, ``ZeroSkips``, ``ReuseEncoder``): the pipeline's own
-    scheduler walks the steps, so ``SkipSteps`` and ``StopEarly`` are refused (take fewer steps).
+    interventions only (``DropBlocks``, ``ZeroSkips``, ``ReuseEncoder``, ``AdaptiveCache``): the
+    pipeline's own scheduler walks the steps, so ``SkipSteps`` and ``StopEarly`` are refused (take
+    fewer steps). ``paired``: whether a call's rows are classifier-free guidance's [uncond; cond]
+    halves, whose two rows of a sample decide together under ``AdaptiveCache`` (None: a pipeline's
+    ``do_classifier_free_guidance`` at call time; a bare U-Net: no, each row decides alone).
     ``steps``: S, the generation's number of steps (default: the pipeline scheduler's).
     ``compile``: True (inductor) or a ``torch.compile`` backend's name: every call runs through the
     runner's unit functions, each compiled once (``handle.compile_stats()`` counts)."""
@@ -385,7 +434,9 @@ def accelerate(target, schedule, *, steps: int | None = None, compile: bool | st
     walk = [it for it in plan if isinstance(it, (SkipSteps, StopEarly))]
     if walk:
         raise DeployError(f"{walk[0]!r} changes the walk over the steps, which the pipeline's scheduler owns: take fewer "
-                          "steps instead (accelerate takes DropBlocks, ZeroSkips and ReuseEncoder)")
+                          "steps instead (accelerate takes DropBlocks, ZeroSkips, ReuseEncoder and AdaptiveCache)")
+    if paired is not None and not isinstance(paired, bool):
+        raise DeployError(f"paired must be True, False or None (from the pipeline), got {paired!r}")
     from .adapters.base import AdapterError
     from .adapters.diffusers_unet import DiffusersUNetUnits
 
@@ -398,7 +449,8 @@ def accelerate(target, schedule, *, steps: int | None = None, compile: bool | st
             (rescale_plan(plan, plan_steps, steps) if plan_steps else plan).check(steps, units.num_blocks)
         except PlanError as e:
             raise DeployError(f"the schedule does not fit S = {steps} steps: {e}") from None
-    hook = ScheduleHook(unet, units, plan, plan_steps, steps, scheduler if scheduler is not unet else None)
+    hook = ScheduleHook(unet, units, plan, plan_steps, steps, scheduler if scheduler is not unet else None,
+                        pipe=target if getattr(target, "unet", None) is not None else None, paired=paired)
     if compile:
         from .compiling import CompileError
 
