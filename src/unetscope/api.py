@@ -134,11 +134,6 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     from .experiments import check_experiment, run_experiment
 
     _grid_checks(t_step, chunk_size, images, max_batch)
-    if not isinstance(adaptive, bool):
-        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
-    if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
-        raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
-                            "whole sampling runs, not chunks of a sweep)")
     ex = make_executor(executor, model)
     run = setup(model, **sampling)
     p = dict(params or {})
@@ -162,11 +157,6 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     from .report import write_report as _write
 
     _grid_checks(t_step, chunk_size, images, max_batch)
-    if not isinstance(adaptive, bool):
-        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
-    if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
-        raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
-                            "whole sampling runs, not chunks of a sweep)")
     ex = make_executor(executor, model)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
