@@ -289,6 +289,52 @@ def test_a_damaged_or_missing_image_says_so(runs, tmp_path):
         ex.close()
 
 
+def test_the_explorer_imports_no_torch(runs):
+    """The command starts in a fraction of a second: no torch on its path, images read with numpy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json, urllib.request; import unetscope as us, unetscope.cli; unetscope.cli.build_parser(); "
+            "ex = us.explore(sys.argv[1], port=0, browser=False, block=False, log=lambda *a: None); "
+            "g = lambda p: urllib.request.urlopen(ex.url + p).read(); idx = json.loads(g('api/index')); "
+            "run = [r['run'] for r in idx['folders'][0]['runs'] if r['experiment'] == 'block-utility'][0]; "
+            "vid = next(iter(json.loads(g('api/stats?f=0&run=' + run)))); "
+            "assert g('api/image?f=0&run=%s&seed=0&vid=%s' % (run, vid)).startswith(b'\\x89PNG'); "
+            "print('torch' in sys.modules, sorted(us.__all__) == sorted(set(dir(us)) & set(us.__all__)))")
+    out = subprocess.run([sys.executable, "-c", code, str(runs["a"])], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_images_are_read_without_torch_as_torch_reads_them(runs, tmp_path):
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from unetscope.explore.ptread import PtFormatError, read_pt
+
+    f = next((runs["a"] / "images").glob("block-utility*/00000.pt"))
+    want, got = torch.load(f, weights_only=True), read_pt(f)
+    assert set(got) == set(want) and all(np.array_equal(got[k], v.numpy()) for k, v in want.items())
+    t = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    views = {"a": t[:, 1:, ::2], "b": t.transpose(0, 2), "c": torch.zeros(0, 3, dtype=torch.uint8)}  # offsets, strides
+    torch.save(views, tmp_path / "v.pt")
+    assert all(np.array_equal(read_pt(tmp_path / "v.pt")[k], v.numpy()) for k, v in views.items())
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"a": Evil()}, tmp_path / "evil.pt", pickle_protocol=2)
+    for bad in (tmp_path / "evil.pt", f.with_name("missing.pt")):
+        with pytest.raises(PtFormatError):
+            read_pt(bad)
+    (tmp_path / "junk.pt").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(PtFormatError):
+        read_pt(tmp_path / "junk.pt")
+
+
 def test_the_python_twin(runs):
     assert us.explore is explore and "explore" in us.__all__
     ex = us.explore(runs["a"], port=0, browser=False, block=False, log=lambda *a: None)

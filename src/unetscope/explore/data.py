@@ -2,8 +2,8 @@
 
 SQLite is opened with ``mode=ro`` (a URI), one connection per query: the explorer takes no lock,
 writes nothing, and reads a run that a sweep is still writing (it sees the transactions committed so
-far). Images are ``images/RUN/SEED.pt`` files; they are turned into PNG bytes on request and kept in
-memory only.
+far). Images are ``images/RUN/SEED.pt`` files, read without torch (``ptread``); they are turned into
+PNG bytes on request and kept in memory only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..store import StoreError, safe_run_name, variant_id
 from .points import figure_variants
+from .ptread import PtFormatError, read_pt
 
 __all__ = ["ExploreError", "RunFolder", "open_folders", "BASELINE", "parse_seeds"]
 
@@ -300,12 +301,15 @@ class RunFolder:
             hit = self._images.get(key)
             if hit is not None:
                 return hit
-            from ..sweep import load_images  # weights-only loading: a crafted file runs no code
-
             try:
-                imgs = load_images(self.path, run, seed)
-            except StoreError as e:
-                return self._images.put(key, f"damaged: {e}")
+                imgs = read_pt(f)  # numpy alone: no torch to import (seconds) before the first images
+            except PtFormatError:  # not the layout unetscope writes: torch's weights-only loader (names the damage)
+                from ..sweep import load_images
+
+                try:
+                    imgs = load_images(self.path, run, seed)
+                except StoreError as e:
+                    return self._images.put(key, f"damaged: {e}")
             return self._images.put(key, imgs)
 
     def kept(self, run: str, seed: int, load: bool = True):
