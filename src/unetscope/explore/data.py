@@ -18,7 +18,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..store import StoreError, safe_run_name, variant_id
-from .points import figure_variants
+from .points import EXTRA_STATS, figure_stat, figure_variants
 from .ptread import PtFormatError, read_pt
 
 __all__ = ["ExploreError", "RunFolder", "open_folders", "BASELINE", "parse_seeds"]
@@ -200,7 +200,7 @@ class RunFolder:
             data = _read_json(path.with_suffix(".json"))
             data = data if isinstance(data, dict) and data.get("kind") in ("lines", "heatmap", "histogram") else None
             stem = path.stem
-            out.append(dict(stem=stem, file=file, caption=caption, data=data,
+            out.append(dict(stem=stem, file=file, caption=caption, data=data, stat=figure_stat(experiment, stem),
                             variants=figure_variants(experiment, stem, params, data) if data else None))
         return out
 
@@ -231,20 +231,30 @@ class RunFolder:
         return sql, args
 
     def variant_stats(self, run: str, cond: str | None = None, seeds: list[int] | None = None) -> dict:
-        """Per variant of a run: [n, mean SSIM, sd SSIM, mean PSNR, sd PSNR] over the (filtered) samples."""
+        """Per variant of a run: [n, mean SSIM, sd SSIM, mean PSNR, sd PSNR] over the (filtered) samples;
+        for an experiment of ``EXTRA_STATS`` a sixth item, {statistic: [n, mean, sd]}."""
         f, args = self._filters(cond, seeds)
         rows = self.query("SELECT variant_id, COUNT(ssim), AVG(ssim), AVG(ssim * ssim), AVG(MIN(psnr, 100.0)), "
                           "AVG(MIN(psnr, 100.0) * MIN(psnr, 100.0)) FROM results WHERE run = ?" + f + " GROUP BY variant_id",
                           [run, *args])
         out = {}
         for vid, n, ms, ms2, mp, mp2 in rows:
-            sd = (max(ms2 - ms * ms, 0.0) ** 0.5) if n and ms is not None else None
-            sdp = (max(mp2 - mp * mp, 0.0) ** 0.5) if n and mp is not None else None
-            out[vid] = [n, ms, sd, mp, sdp]
+            out[vid] = [n, ms, _sd(n, ms, ms2), mp, _sd(n, mp, mp2)]
+        r = self.run(run)
+        names = list(EXTRA_STATS.get(r["experiment"], {})) if r else []
+        if names:  # the experiment's own statistics (feature-change: rel_l1, cos), from extra: {name: [n, mean, sd]}
+            cols = ", ".join(f"COUNT(json_extract(extra, '$.{k}')), AVG(json_extract(extra, '$.{k}')), "
+                             f"AVG(json_extract(extra, '$.{k}') * json_extract(extra, '$.{k}'))" for k in names)
+            for vid, *v in self.query(f"SELECT variant_id, {cols} FROM results WHERE run = ?" + f + " GROUP BY variant_id",
+                                      [run, *args]):
+                x = {k: [v[3 * i], v[3 * i + 1], _sd(*v[3 * i:3 * i + 3])] for i, k in enumerate(names)}
+                out.setdefault(vid, [0, None, None, None, None]).append(x)
         return out
 
-    def variant_rows(self, run: str, vid: str, cond: str | None = None, seeds: list[int] | None = None) -> dict:
-        """The per-sample rows of one variant, worst SSIM first, and which seeds kept images of it."""
+    def variant_rows(self, run: str, vid: str, cond: str | None = None, seeds: list[int] | None = None,
+                     by: str | None = None) -> dict:
+        """The per-sample rows of one variant, worst first, and which seeds kept images of it. Worst:
+        the lowest SSIM; ``by`` an ``EXTRA_STATS`` statistic of the run's experiment: the largest change."""
         f, args = self._filters(cond, seeds)
         rows = self.query("SELECT seed, variant, cond, ssim, psnr, extra FROM results WHERE run = ? AND variant_id = ?" + f,
                           [run, vid, *args])
@@ -254,7 +264,16 @@ class RunFolder:
             if variant is None:
                 variant = _loads(v)
             out.append(dict(seed=seed, cond=_loads(c), ssim=s, psnr=_psnr(p), extra=_loads(extra) or {}))
-        out.sort(key=lambda r: (r["ssim"] is None, r["ssim"] if r["ssim"] is not None else 0.0, r["seed"]))
+        r = self.run(run)
+        larger = EXTRA_STATS.get(r["experiment"] if r else None, {}).get(by)
+        if larger is not None:
+            def key(x):
+                v = x["extra"].get(by) if isinstance(x["extra"], dict) else None
+                ok = isinstance(v, (int, float)) and v == v
+                return (not ok, (-v if larger else v) if ok else 0.0, x["seed"])
+            out.sort(key=key)
+        else:
+            out.sort(key=lambda r: (r["ssim"] is None, r["ssim"] if r["ssim"] is not None else 0.0, r["seed"]))
         images = {}
         kept_seeds = set(self.kept_seeds(run))
         for r in out:
@@ -267,7 +286,7 @@ class RunFolder:
                 images[r["seed"]] = dict(error=kept)
             else:
                 images[r["seed"]] = dict(baseline=BASELINE in kept, variant=vid in kept)
-        return dict(run=run, variant_id=vid, variant=variant, rows=out, images=images)
+        return dict(run=run, variant_id=vid, variant=variant, rows=out, images=images, by=by if larger is not None else "ssim")
 
     def seed_rows(self, run: str, seed: int) -> dict:
         """All rows of one sample of a run (a trajectory's per-step measurements) and its kept images."""
@@ -382,6 +401,10 @@ def png_bytes(img, max_side: int = 512) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def _sd(n, m, m2):
+    return (max(m2 - m * m, 0.0) ** 0.5) if n and m is not None else None
 
 
 def _loads(text):
