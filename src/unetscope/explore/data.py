@@ -96,7 +96,8 @@ class RunFolder:
                                "unetscope sweep, reproduce or shortcut)")
         self._images = _LRU(64)  # seed files: variant id -> (C, H, W) uint8
         self._pngs = _LRU(4096)
-        self._locks: dict[str, threading.Lock] = {}
+        self._stats = _LRU(64)  # (run, filter, database version) -> variant_stats
+        self._locks: dict = {}  # per images file, per statistics question: one reader at a time
         self._locks_lock = threading.Lock()
         self._runs = self._read_runs()
 
@@ -232,7 +233,29 @@ class RunFolder:
 
     def variant_stats(self, run: str, cond: str | None = None, seeds: list[int] | None = None) -> dict:
         """Per variant of a run: [n, mean SSIM, sd SSIM, mean PSNR, sd PSNR] over the (filtered) samples;
-        for an experiment of ``EXTRA_STATS`` a sixth item, {statistic: [n, mean, sd]}."""
+        for an experiment of ``EXTRA_STATS`` a sixth item, {statistic: [n, mean, sd]}. Kept until the
+        database changes (a run still being written is read again)."""
+        key = (run, cond, tuple(seeds) if seeds is not None else None, self._version())
+        hit = self._stats.get(key)
+        if hit is not None:
+            return hit
+        with self._locks_lock:
+            lock = self._locks.setdefault(("stats", *key[:3]), threading.Lock())
+        with lock:  # one query per question: the warmer's and the view's wait for each other
+            hit = self._stats.get(key)
+            return hit if hit is not None else self._stats.put(key, self._variant_stats(run, cond, seeds))
+
+    def _version(self) -> tuple:
+        out = []
+        for p in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
+            try:
+                st = p.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _variant_stats(self, run: str, cond: str | None, seeds: list[int] | None) -> dict:
         f, args = self._filters(cond, seeds)
         rows = self.query("SELECT variant_id, COUNT(ssim), AVG(ssim), AVG(ssim * ssim), AVG(MIN(psnr, 100.0)), "
                           "AVG(MIN(psnr, 100.0) * MIN(psnr, 100.0)) FROM results WHERE run = ?" + f + " GROUP BY variant_id",
@@ -321,7 +344,7 @@ class RunFolder:
             if hit is not None:
                 return hit
             try:
-                imgs = read_pt(f)  # numpy alone: no torch to import (seconds) before the first images
+                imgs = read_pt(f, lazy=True)  # numpy alone, no torch (seconds); each image read when asked for
             except PtFormatError:  # not the layout unetscope writes: torch's weights-only loader (names the damage)
                 from ..sweep import load_images
 
@@ -340,8 +363,8 @@ class RunFolder:
         return imgs if isinstance(imgs, str) else set(imgs)
 
     def warm(self, run: str) -> None:
-        """Read a run's kept images files in the background, its view's request before the others:
-        the first click on one of its points then finds them in memory (a file read is kept)."""
+        """Read a run's statistics and kept images files in the background, its view's request before
+        the others: its view and the first click on one of its points then find them in memory."""
         _WARM_QUEUE.put((self, run))
         _start_warmer()
 
@@ -375,9 +398,20 @@ def _start_warmer() -> None:
             return
 
         def read():
+            from PIL import Image  # noqa: F401  (imported here, not by the first image request)
+
             while True:
                 folder, run = _WARM_QUEUE.get()
+                try:
+                    folder.variant_stats(run)  # its view's first question, answered before it is asked
+                except ExploreError:
+                    pass  # the view's own request says so
                 for seed in folder.kept_seeds(run)[:16]:
+                    if not _WARM_QUEUE.empty():  # a view opened since: its files first, then this run's rest
+                        newer = _WARM_QUEUE.get()
+                        _WARM_QUEUE.put((folder, run))
+                        _WARM_QUEUE.put(newer)
+                        break
                     folder._seed_images(run, seed)
 
         _WARMER[:] = [threading.Thread(target=read, name="unetscope-explore-warm", daemon=True)]

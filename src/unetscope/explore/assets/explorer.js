@@ -442,17 +442,17 @@
         var ns = Object.keys(s).map(function (k) { var x = s[k][5]; return x ? Math.max.apply(null, Object.keys(x).map(function (q) { return x[q][0]; })) : s[k][0]; });
         status.textContent = filtered ? "filtered: " + (ns.length ? Math.max.apply(null, ns) : 0) + " of " + r.seeds.length + " samples per point" : r.seeds.length + " samples per point";
         draw(filtered);
-        if (detail.dataset.vid) openVariant(detail.dataset.vid, detail.dataset.label);
+        if (detail.dataset.vid) openVariant(detail.dataset.vid, detail.dataset.label, null, null, detail.dataset.flt === json(flt)); // under its redrawn figure; asked again if the filter changed
       }).catch(function (e) { status.textContent = e.message; });
     }
-    function openVariant(vid, label, anchor, stat) {
+    function openVariant(vid, label, anchor, stat, keep) { // keep: the panel's samples are still right, only move it
       if (anchor) detail.dataset.stat = stat || "";
-      detail.dataset.vid = vid; detail.dataset.label = label;
+      detail.dataset.vid = vid; detail.dataset.label = label; detail.dataset.flt = json(flt);
       if (anchor) detail.dataset.stem = anchor.getAttribute("data-stem");
       else anchor = Array.prototype.filter.call(figs.children, function (c) { return c.getAttribute("data-stem") === detail.dataset.stem; })[0]; // redrawn
       if (anchor) anchor.parentNode.insertBefore(detail, anchor.nextSibling);
       else if (!detail.parentNode) main.appendChild(detail);
-      variantPanel(detail, F, r, vid, label, flt, detail.dataset.stat || null);
+      if (!keep) variantPanel(detail, F, r, vid, label, flt, detail.dataset.stat || null);
     }
     var marked = null; // in a shared file: the points whose images it holds, ringed
     if (STATIC) {
