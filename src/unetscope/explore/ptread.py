@@ -5,7 +5,8 @@ Only what unetscope writes is understood: a dict of name -> tensor in torch's zi
 endian. The pickle may name nothing but ``torch._utils._rebuild_tensor_v2``, torch's typed storages and
 ``collections.OrderedDict`` (the "restricting globals" recipe of the ``pickle`` docs: reading a
 crafted file runs no code). Anything else raises ``PtFormatError``; the caller then asks torch's
-weights-only loader, which also says why a damaged file cannot be read.
+weights-only loader, which also says why a damaged file cannot be read. A member found damaged only
+when its image is asked for raises ``PtFormatError`` then (that image says so in its place).
 """
 
 from __future__ import annotations
