@@ -1,10 +1,12 @@
 """The screenshots of docs/explorer.md, taken in headless Chromium on the bundled model's runs.
 
-    python docs/explorer_screenshots.py [--out docs/figures]
+    python docs/explorer_screenshots.py [--out docs/figures] [--feature-change DIR]
 
 Views: a run's figures with a heatmap cell clicked (results/default-full), a point hovered, the
 trajectory slider, a shortcut run (results/search-default-mean90, the bundled model's searched
-schedule), and compare mode (results/default-full against results/mnist-s100, the other bundled model).
+schedule), compare mode (results/default-full against results/mnist-s100, the other bundled model); or,
+with ``--feature-change DIR``, only a feature-change run (``unetscope sweep feature-change --model default
+--steps 50 --samples 8 --out DIR``, about 10 s) with a cell hovered and another clicked.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def _shot(d, path, height):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(ROOT / "docs" / "figures"))
+    p.add_argument("--feature-change", default=None, metavar="DIR", help="a feature-change run folder to show")
     a = p.parse_args()
+    if a.feature_change:  # that view only
+        return feature_change(a.feature_change, Path(a.out))
     out = Path(a.out)
     res = ROOT / "results"
     ex = us.explore([res / "default-full", res / "mnist-s100", res / "search-default-mean90"], port=0, browser=False,
@@ -91,6 +96,29 @@ def main():
         _view(d, ex.url + "#compare", "document.querySelector('[data-experiment=phases] path.curve') !== null")
         d.find_element(By.CSS_SELECTOR, "[data-experiment=phases]").screenshot(str(out / "explorer-compare.png"))
         print("wrote", out / "explorer-compare.png")
+    finally:
+        d.quit()
+        ex.close()
+
+
+def feature_change(folder, out: Path) -> None:
+    """The heatmap of each unit's change over t: a cell clicked (its samples, largest change first, no
+    images) and another hovered (mean, sd, n)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    ex = us.explore([folder], port=0, browser=False, block=False, log=lambda *x: None)
+    d = browser("/usr/bin/chromium", "/usr/bin/chromedriver")
+    try:
+        d.set_window_size(1360, 1300)
+        _view(d, ex.url, "document.querySelector('[data-stem=feature_change_heatmap] rect.cell') !== null")
+        cell = "[data-stem=feature_change_heatmap] rect.cell[data-row=\"{}\"][data-col=\"{}\"]"
+        d.execute_script(f"document.querySelector('{cell.format('D[0]', 25)}').dispatchEvent(new MouseEvent('click'))")
+        wait(d, "document.querySelector('.detail table.rows') !== null")
+        d.execute_script("document.querySelector('[data-stem=feature_change_heatmap]').scrollIntoView()")
+        ActionChains(d).move_to_element(d.find_element(By.CSS_SELECTOR, cell.format("E[0]", 40))).perform()
+        wait(d, "!document.getElementById('tip').hidden")
+        _shot(d, out / "explorer-feature-change.png", 1300)
     finally:
         d.quit()
         ex.close()

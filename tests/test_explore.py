@@ -289,6 +289,52 @@ def test_a_damaged_or_missing_image_says_so(runs, tmp_path):
         ex.close()
 
 
+def test_the_explorer_imports_no_torch(runs):
+    """The command starts in a fraction of a second: no torch on its path, images read with numpy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json, urllib.request; import unetscope as us, unetscope.cli; unetscope.cli.build_parser(); "
+            "ex = us.explore(sys.argv[1], port=0, browser=False, block=False, log=lambda *a: None); "
+            "g = lambda p: urllib.request.urlopen(ex.url + p).read(); idx = json.loads(g('api/index')); "
+            "run = [r['run'] for r in idx['folders'][0]['runs'] if r['experiment'] == 'block-utility'][0]; "
+            "vid = next(iter(json.loads(g('api/stats?f=0&run=' + run)))); "
+            "assert g('api/image?f=0&run=%s&seed=0&vid=%s' % (run, vid)).startswith(b'\\x89PNG'); "
+            "print('torch' in sys.modules, sorted(us.__all__) == sorted(set(dir(us)) & set(us.__all__)))")
+    out = subprocess.run([sys.executable, "-c", code, str(runs["a"])], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_images_are_read_without_torch_as_torch_reads_them(runs, tmp_path):
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from unetscope.explore.ptread import PtFormatError, read_pt
+
+    f = next((runs["a"] / "images").glob("block-utility*/00000.pt"))
+    want, got = torch.load(f, weights_only=True), read_pt(f)
+    assert set(got) == set(want) and all(np.array_equal(got[k], v.numpy()) for k, v in want.items())
+    t = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    views = {"a": t[:, 1:, ::2], "b": t.transpose(0, 2), "c": torch.zeros(0, 3, dtype=torch.uint8)}  # offsets, strides
+    torch.save(views, tmp_path / "v.pt")
+    assert all(np.array_equal(read_pt(tmp_path / "v.pt")[k], v.numpy()) for k, v in views.items())
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"a": Evil()}, tmp_path / "evil.pt", pickle_protocol=2)
+    for bad in (tmp_path / "evil.pt", f.with_name("missing.pt")):
+        with pytest.raises(PtFormatError):
+            read_pt(bad)
+    (tmp_path / "junk.pt").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(PtFormatError):
+        read_pt(tmp_path / "junk.pt")
+
+
 def test_the_python_twin(runs):
     assert us.explore is explore and "explore" in us.__all__
     ex = us.explore(runs["a"], port=0, browser=False, block=False, log=lambda *a: None)
@@ -532,3 +578,79 @@ def test_a_damaged_image_says_so_in_place(browser, runs, tmp_path):
         _wait(browser, "document.querySelectorAll('.detail .pair[data-seed=\"0\"] img').length === 2")  # the whole file's pair
     finally:
         ex.close()
+
+
+# --- feature-change: statistics of activations, no images ------------------------------------------------
+@pytest.fixture(scope="module")
+def fc(tmp_path_factory, tiny_model_dir):
+    """A feature-change run folder (tiny model, S = 4, 3 samples) and its explorer."""
+    out = tmp_path_factory.mktemp("fc") / "fc"
+    code, _, err = _cli(["sweep", "feature-change", "--model", tiny_model_dir, "--steps", 4, "--samples", 3, "--images", 1,
+                         "--out", out, "--threads", 1])
+    assert code == 0, err[-2000:]
+    ex = explore([out], port=0, browser=False, block=False, log=lambda *a: None)
+    yield dict(out=out, ex=ex)
+    ex.close()
+
+
+def test_feature_change_points_hold_their_statistics(fc, tmp_path):
+    ex = fc["ex"]
+    r = _run(_api(ex, "/api/index"), 0, "feature-change")
+    figs = {f["stem"]: f for f in r["figures"]}
+    assert {s: figs[s]["stat"] for s in figs} == {"feature_change_heatmap": "rel_l1", "feature_change_cosine": "cos",
+                                                  "feature_change_units": "rel_l1"}
+    heat, cos = figs["feature_change_heatmap"], figs["feature_change_cosine"]
+    stats = _api(ex, f"/api/stats?f=0&run={r['run']}")
+    for fig, stat in ((heat, "rel_l1"), (cos, "cos")):
+        d = fig["data"]
+        for i, unit in enumerate(d["rows"]):
+            for j, t in enumerate(d["cols"]):
+                vid = fig["variants"][i][j]
+                assert vid == variant_id({"type": "feature-change", "site": unit, "t": t})
+                n, m, sd = stats[vid][5][stat]  # hover: mean, sd, n over the samples, as the figure's cell
+                assert n == 3 and m == pytest.approx(d["values"][i][j], rel=1e-6) and sd >= 0
+    units = figs["feature_change_units"]
+    assert units["variants"][0][0] == variant_id({"type": "feature-change", "site": units["data"]["curves"][0]["label"],
+                                                  "t": units["data"]["curves"][0]["x"][0]})
+    vid = heat["variants"][0][0]
+    by_l1 = _api(ex, f"/api/variant?f=0&run={r['run']}&vid={vid}&by=rel_l1")
+    by_cos = _api(ex, f"/api/variant?f=0&run={r['run']}&vid={vid}&by=cos")
+    l1 = [x["extra"]["rel_l1"] for x in by_l1["rows"]]
+    assert len(l1) == 3 and l1 == sorted(l1, reverse=True) and by_l1["by"] == "rel_l1"  # the largest change first
+    cs = [x["extra"]["cos"] for x in by_cos["rows"]]
+    assert cs == sorted(cs) and all(x["ssim"] is None for x in by_cos["rows"])
+    flt = _api(ex, f"/api/stats?f=0&run={r['run']}&seeds=0-1")[vid][5]["rel_l1"]
+    assert flt[0] == 2 and flt[1] == pytest.approx(sum(x["extra"]["rel_l1"] for x in by_l1["rows"] if x["seed"] < 2) / 2)
+    res = explore([fc["out"]], html=tmp_path / "fc.html", log=lambda *a: None)  # the shared file holds the values too
+    v = _export_blob(res["path"])[1]["rows"][f"0/{r['run']}"]["variants"][vid]
+    assert sorted(v[4]["rel_l1"], reverse=True) == pytest.approx(l1, rel=1e-5)
+
+
+def test_feature_change_view(browser, fc):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    d, ex = browser, fc["ex"]
+    _open(d, ex.url)
+    d.get_log("browser")
+    _wait(d, "document.querySelectorAll('[data-stem=feature_change_heatmap] rect.cell[data-vid]').length > 0")
+    cell = d.find_element(By.CSS_SELECTOR, "[data-stem=feature_change_heatmap] rect.cell[data-vid]")
+    ActionChains(d).move_to_element(cell).perform()
+    _wait(d, "!document.getElementById('tip').hidden")
+    tip = d.execute_script("return document.getElementById('tip').textContent")
+    assert "mean relative L1 change" in tip and "sd" in tip and "n = 3" in tip
+    cell.click()
+    _wait(d, "document.querySelector('.detail table.rows') !== null")
+    assert d.execute_script("return document.querySelectorAll('.detail table.rows tr').length") == 1 + 3
+    assert d.execute_script("return document.querySelectorAll('.detail img').length") == 0
+    assert "No images for this point" in d.execute_script("return document.querySelector('.detail').textContent")
+    vals = d.execute_script("return Array.from(document.querySelectorAll('.detail table.rows tr')).slice(1)"
+                            ".map(r => +r.children[3].textContent)")
+    assert vals == sorted(vals, reverse=True)  # worst (largest change) first
+    d.find_element(By.ID, "f-seeds").send_keys("0-1")  # the filter redraws from the statistic's rows: 2 samples a point
+    d.find_element(By.ID, "f-apply").click()
+    _wait(d, "/filtered: 2 of 3 samples per point/.test(document.querySelector('.filters .note').textContent)")
+    d.execute_script("document.querySelector('[data-stem=feature_change_units] circle.pt').dispatchEvent(new MouseEvent('click'))")
+    _wait(d, "document.querySelector('.detail h3') && /^E\\[0\\], t = /.test(document.querySelector('.detail h3').textContent) && "
+             "document.querySelectorAll('.detail table.rows tr').length === 3")
+    assert _errors(d) == []

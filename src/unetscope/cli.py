@@ -715,25 +715,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _typed_errors() -> tuple:
-    """The library's typed errors: each is a user's input that does not fit, reported in one line."""
-    from .adapters.base import AdapterError
-    from .executor import ExecutorError
-    from .experiments.common import ExperimentError
-    from .metrics import MetricError
-    from .api import SettingsError
-    from .compiling import CompileError
-    from .models import ModelError
-    from .plan import PlanError
-    from .report import ReportError
-    from .sampler import SamplerError
-    from .shortcut import ShortcutError
-    from .store import StoreError
-    from .explore.data import ExploreError
+_ERRORS = {"adapters.base": "AdapterError", "executor": "ExecutorError", "experiments.common": "ExperimentError",
+           "metrics": "MetricError", "api": "SettingsError", "compiling": "CompileError", "models": "ModelError", "plan": "PlanError",
+           "report": "ReportError", "sampler": "SamplerError", "shortcut": "ShortcutError", "store": "StoreError",
+           "explore.data": "ExploreError"}
 
-    return (UsageError, ExploreError, SettingsError, CompileError, AdapterError, ExperimentError, MetricError, ModelError,
-            PlanError, ReportError, SamplerError,
-            ShortcutError, StoreError, ExecutorError)
+
+def _typed_errors() -> tuple:
+    """The library's typed errors: each is a user's input that does not fit, reported in one line. Only
+    the modules already imported are read (an error raised comes from one of them): a light command's
+    error (explore's) imports no torch."""
+    found = (getattr(sys.modules.get(f"{__package__}.{m}"), name, None) for m, name in _ERRORS.items())
+    return (UsageError, *(e for e in found if e is not None))
 
 
 def main(argv=None) -> int:

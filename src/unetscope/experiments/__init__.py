@@ -7,22 +7,35 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-
-from .block_utility import BlockUtility
-from .common import Experiment, ExperimentError
-from .consecutive_limit import ConsecutiveLimit
-from .feature_change import FeatureChange
-from .phases import Phases
-from .relax import Relax
-from .skip_vs_block import SkipVsBlock
-from .trajectory import TrajectoryExperiment
 
 __all__ = ["EXPERIMENTS", "ORDER", "Experiment", "ExperimentError", "check_experiment", "run_experiment", "render"]
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (TrajectoryExperiment(), Phases(), SkipVsBlock(), BlockUtility(),
-                                                          ConsecutiveLimit(), Relax(), FeatureChange())}
 ORDER = ["trajectory", "phases", "skip-vs-block", "block-utility", "consecutive-limit", "relax", "feature-change"]
+_CLASSES = {"trajectory": "TrajectoryExperiment", "phases": "Phases", "skip-vs-block": "SkipVsBlock",  # name -> its
+            "block-utility": "BlockUtility", "consecutive-limit": "ConsecutiveLimit", "relax": "Relax",  # class, in the
+            "feature-change": "FeatureChange"}  # module named like it; imported on first use (ORDER needs no torch)
+_REGISTRY: dict = {}
+
+
+def _registry() -> dict:
+    """``EXPERIMENTS``: name -> Experiment, built on first use (the modules import numpy and torch)."""
+    if not _REGISTRY:
+        built = {}
+        for name in ORDER:
+            mod = importlib.import_module("." + name.replace("-", "_"), __name__)
+            built[name] = getattr(mod, _CLASSES[name])()
+        _REGISTRY.update(built)  # whole at once: a thread never sees part of it
+    return _REGISTRY
+
+
+def __getattr__(name: str):
+    if name == "EXPERIMENTS":
+        return _registry()
+    if name in ("Experiment", "ExperimentError"):
+        return getattr(importlib.import_module(".common", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _identity(model, sampler, seeds, cond) -> dict:
@@ -41,6 +54,8 @@ def _latest(store, name: str, ident: dict, complete: bool = True):
 def _same_model_or_refuse(store, model: dict) -> None:
     """A model from a factory is known by its reference and the hash of its weights: a folder whose
     runs hold the same reference with other weights is not resumed with these (or mixed with them)."""
+    from .common import ExperimentError
+
     if "factory" not in model:
         return
     for r in store.runs():
@@ -53,9 +68,11 @@ def _same_model_or_refuse(store, model: dict) -> None:
 def check_experiment(name: str, S: int, K: int, overrides: dict | None = None) -> None:
     """The experiment's name and the user's parameters, checked before anything is written (the
     defaults that depend on earlier results are checked again once those are known)."""
-    if name not in EXPERIMENTS:
+    from .common import ExperimentError
+
+    if name not in ORDER:
         raise ExperimentError(f"experiment must be one of {', '.join(ORDER)}; got {name!r}")
-    exp = EXPERIMENTS[name]
+    exp = _registry()[name]
     if not exp.requires:  # the others' defaults come from earlier runs: checked once those are read
         exp.resolve(S, K, dict(overrides or {}), {})
 
@@ -69,7 +86,7 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
     from ..sweep import GridConfig, run_grid
 
     check_experiment(name, sampler.steps, model.num_blocks, overrides)
-    exp = EXPERIMENTS[name]
+    exp = _registry()[name]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     S, K = sampler.steps, model.num_blocks
@@ -128,7 +145,7 @@ def render(out_dir, run: str) -> dict:
         rows = store.rows(run)
         stats = store.stats(run)
     s = info["settings"]
-    exp = EXPERIMENTS[info["experiment"]]
+    exp = _registry()[info["experiment"]]
     S, K, p = s["sampler"]["steps"], s["model"]["K"], s["params"]
     if stats.get("skipped"):
         summary = dict(run=run, experiment=exp.name, title=exp.title, paper=exp.figure_refs, params=p, model=s["model"],

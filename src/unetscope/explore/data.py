@@ -2,8 +2,8 @@
 
 SQLite is opened with ``mode=ro`` (a URI), one connection per query: the explorer takes no lock,
 writes nothing, and reads a run that a sweep is still writing (it sees the transactions committed so
-far). Images are ``images/RUN/SEED.pt`` files; they are turned into PNG bytes on request and kept in
-memory only.
+far). Images are ``images/RUN/SEED.pt`` files, read without torch (``ptread``); they are turned into
+PNG bytes on request and kept in memory only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..store import StoreError, safe_run_name, variant_id
-from .points import figure_variants
+from .points import EXTRA_STATS, figure_stat, figure_variants
+from .ptread import PtFormatError, read_pt
 
 __all__ = ["ExploreError", "RunFolder", "open_folders", "BASELINE", "parse_seeds"]
 
@@ -95,7 +96,8 @@ class RunFolder:
                                "unetscope sweep, reproduce or shortcut)")
         self._images = _LRU(64)  # seed files: variant id -> (C, H, W) uint8
         self._pngs = _LRU(4096)
-        self._locks: dict[str, threading.Lock] = {}
+        self._stats = _LRU(64)  # (run, filter, database version) -> variant_stats
+        self._locks: dict = {}  # per images file, per statistics question: one reader at a time
         self._locks_lock = threading.Lock()
         self._runs = self._read_runs()
 
@@ -199,7 +201,7 @@ class RunFolder:
             data = _read_json(path.with_suffix(".json"))
             data = data if isinstance(data, dict) and data.get("kind") in ("lines", "heatmap", "histogram") else None
             stem = path.stem
-            out.append(dict(stem=stem, file=file, caption=caption, data=data,
+            out.append(dict(stem=stem, file=file, caption=caption, data=data, stat=figure_stat(experiment, stem),
                             variants=figure_variants(experiment, stem, params, data) if data else None))
         return out
 
@@ -230,20 +232,52 @@ class RunFolder:
         return sql, args
 
     def variant_stats(self, run: str, cond: str | None = None, seeds: list[int] | None = None) -> dict:
-        """Per variant of a run: [n, mean SSIM, sd SSIM, mean PSNR, sd PSNR] over the (filtered) samples."""
+        """Per variant of a run: [n, mean SSIM, sd SSIM, mean PSNR, sd PSNR] over the (filtered) samples;
+        for an experiment of ``EXTRA_STATS`` a sixth item, {statistic: [n, mean, sd]}. Kept until the
+        database changes (a run still being written is read again)."""
+        key = (run, cond, tuple(seeds) if seeds is not None else None, self._version())
+        hit = self._stats.get(key)
+        if hit is not None:
+            return hit
+        with self._locks_lock:
+            lock = self._locks.setdefault(("stats", *key[:3]), threading.Lock())
+        with lock:  # one query per question: the warmer's and the view's wait for each other
+            hit = self._stats.get(key)
+            return hit if hit is not None else self._stats.put(key, self._variant_stats(run, cond, seeds))
+
+    def _version(self) -> tuple:
+        out = []
+        for p in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal")):
+            try:
+                st = p.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _variant_stats(self, run: str, cond: str | None, seeds: list[int] | None) -> dict:
         f, args = self._filters(cond, seeds)
         rows = self.query("SELECT variant_id, COUNT(ssim), AVG(ssim), AVG(ssim * ssim), AVG(MIN(psnr, 100.0)), "
                           "AVG(MIN(psnr, 100.0) * MIN(psnr, 100.0)) FROM results WHERE run = ?" + f + " GROUP BY variant_id",
                           [run, *args])
         out = {}
         for vid, n, ms, ms2, mp, mp2 in rows:
-            sd = (max(ms2 - ms * ms, 0.0) ** 0.5) if n and ms is not None else None
-            sdp = (max(mp2 - mp * mp, 0.0) ** 0.5) if n and mp is not None else None
-            out[vid] = [n, ms, sd, mp, sdp]
+            out[vid] = [n, ms, _sd(n, ms, ms2), mp, _sd(n, mp, mp2)]
+        r = self.run(run)
+        names = list(EXTRA_STATS.get(r["experiment"], {})) if r else []
+        if names:  # the experiment's own statistics (feature-change: rel_l1, cos), from extra: {name: [n, mean, sd]}
+            cols = ", ".join(f"COUNT(json_extract(extra, '$.{k}')), AVG(json_extract(extra, '$.{k}')), "
+                             f"AVG(json_extract(extra, '$.{k}') * json_extract(extra, '$.{k}'))" for k in names)
+            for vid, *v in self.query(f"SELECT variant_id, {cols} FROM results WHERE run = ?" + f + " GROUP BY variant_id",
+                                      [run, *args]):
+                x = {k: [v[3 * i], v[3 * i + 1], _sd(*v[3 * i:3 * i + 3])] for i, k in enumerate(names)}
+                out.setdefault(vid, [0, None, None, None, None]).append(x)
         return out
 
-    def variant_rows(self, run: str, vid: str, cond: str | None = None, seeds: list[int] | None = None) -> dict:
-        """The per-sample rows of one variant, worst SSIM first, and which seeds kept images of it."""
+    def variant_rows(self, run: str, vid: str, cond: str | None = None, seeds: list[int] | None = None,
+                     by: str | None = None) -> dict:
+        """The per-sample rows of one variant, worst first, and which seeds kept images of it. Worst:
+        the lowest SSIM; ``by`` an ``EXTRA_STATS`` statistic of the run's experiment: the largest change."""
         f, args = self._filters(cond, seeds)
         rows = self.query("SELECT seed, variant, cond, ssim, psnr, extra FROM results WHERE run = ? AND variant_id = ?" + f,
                           [run, vid, *args])
@@ -253,7 +287,16 @@ class RunFolder:
             if variant is None:
                 variant = _loads(v)
             out.append(dict(seed=seed, cond=_loads(c), ssim=s, psnr=_psnr(p), extra=_loads(extra) or {}))
-        out.sort(key=lambda r: (r["ssim"] is None, r["ssim"] if r["ssim"] is not None else 0.0, r["seed"]))
+        r = self.run(run)
+        larger = EXTRA_STATS.get(r["experiment"] if r else None, {}).get(by)
+        if larger is not None:
+            def key(x):
+                v = x["extra"].get(by) if isinstance(x["extra"], dict) else None
+                ok = isinstance(v, (int, float)) and v == v
+                return (not ok, (-v if larger else v) if ok else 0.0, x["seed"])
+            out.sort(key=key)
+        else:
+            out.sort(key=lambda r: (r["ssim"] is None, r["ssim"] if r["ssim"] is not None else 0.0, r["seed"]))
         images = {}
         kept_seeds = set(self.kept_seeds(run))
         for r in out:
@@ -266,7 +309,7 @@ class RunFolder:
                 images[r["seed"]] = dict(error=kept)
             else:
                 images[r["seed"]] = dict(baseline=BASELINE in kept, variant=vid in kept)
-        return dict(run=run, variant_id=vid, variant=variant, rows=out, images=images)
+        return dict(run=run, variant_id=vid, variant=variant, rows=out, images=images, by=by if larger is not None else "ssim")
 
     def seed_rows(self, run: str, seed: int) -> dict:
         """All rows of one sample of a run (a trajectory's per-step measurements) and its kept images."""
@@ -300,12 +343,15 @@ class RunFolder:
             hit = self._images.get(key)
             if hit is not None:
                 return hit
-            from ..sweep import load_images  # weights-only loading: a crafted file runs no code
-
             try:
-                imgs = load_images(self.path, run, seed)
-            except StoreError as e:
-                return self._images.put(key, f"damaged: {e}")
+                imgs = read_pt(f, lazy=True)  # numpy alone, no torch (seconds); each image read when asked for
+            except PtFormatError:  # not the layout unetscope writes: torch's weights-only loader (names the damage)
+                from ..sweep import load_images
+
+                try:
+                    imgs = load_images(self.path, run, seed)
+                except StoreError as e:
+                    return self._images.put(key, f"damaged: {e}")
             return self._images.put(key, imgs)
 
     def kept(self, run: str, seed: int, load: bool = True):
@@ -317,8 +363,8 @@ class RunFolder:
         return imgs if isinstance(imgs, str) else set(imgs)
 
     def warm(self, run: str) -> None:
-        """Read a run's kept images files in the background, its view's request before the others:
-        the first click on one of its points then finds them in memory (a file read is kept)."""
+        """Read a run's statistics and kept images files in the background, its view's request before
+        the others: its view and the first click on one of its points then find them in memory."""
         _WARM_QUEUE.put((self, run))
         _start_warmer()
 
@@ -352,9 +398,20 @@ def _start_warmer() -> None:
             return
 
         def read():
+            from PIL import Image  # noqa: F401  (imported here, not by the first image request)
+
             while True:
                 folder, run = _WARM_QUEUE.get()
+                try:
+                    folder.variant_stats(run)  # its view's first question, answered before it is asked
+                except ExploreError:
+                    pass  # the view's own request says so
                 for seed in folder.kept_seeds(run)[:16]:
+                    if not _WARM_QUEUE.empty():  # a view opened since: its files first, then this run's rest
+                        newer = _WARM_QUEUE.get()
+                        _WARM_QUEUE.put((folder, run))
+                        _WARM_QUEUE.put(newer)
+                        break
                     folder._seed_images(run, seed)
 
         _WARMER[:] = [threading.Thread(target=read, name="unetscope-explore-warm", daemon=True)]
@@ -378,6 +435,10 @@ def png_bytes(img, max_side: int = 512) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
+
+
+def _sd(n, m, m2):
+    return (max(m2 - m * m, 0.0) ** 0.5) if n and m is not None else None
 
 
 def _loads(text):

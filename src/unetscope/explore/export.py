@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from pathlib import Path
 
 from .data import BASELINE, ExploreError, RunFolder, png_bytes
+from .points import EXTRA_STATS
 from .server import asset, index, page_html
 
 __all__ = ["export_html", "POINTS_PER_FIGURE", "SEEDS_PER_POINT", "MAX_SIDE"]
@@ -25,14 +27,17 @@ def _uri(png: bytes) -> str:
 
 
 def _rows(folder: RunFolder, run: dict) -> dict:
-    """Every row of a run, compact: per variant [variant, sample indices, SSIM, PSNR]."""
+    """Every row of a run, compact: per variant [variant, sample indices, SSIM, PSNR] (and, for an
+    experiment of ``EXTRA_STATS``, {statistic: values})."""
     seeds, pos = list(run["seeds"]), {}
     for i, s in enumerate(seeds):
         pos[s] = i
     conds = list(run["conds"])
     variants: dict = {}
-    for seed, vid, variant, ssim, psnr in folder.query(
-            "SELECT seed, variant_id, variant, ssim, psnr FROM results WHERE run = ?", [run["run"]]):
+    names = list(EXTRA_STATS.get(run["experiment"], {}))  # feature-change: its rel_l1 and cos, per sample
+    for seed, vid, variant, ssim, psnr, extra in folder.query(
+            "SELECT seed, variant_id, variant, ssim, psnr, " + ("extra" if names else "NULL") + " FROM results WHERE run = ?",
+            [run["run"]]):
         if seed not in pos:  # a row of a seed the settings do not list
             pos[seed] = len(seeds)
             seeds.append(seed)
@@ -43,11 +48,24 @@ def _rows(folder: RunFolder, run: dict) -> dict:
                 variant = json.loads(variant)
             except ValueError:
                 pass
-            v = variants[vid] = [variant, [], [], []]
+            v = variants[vid] = [variant, [], [], []] + ([{k: [] for k in names}] if names else [])
         v[1].append(pos[seed])
         v[2].append(None if ssim is None else round(ssim, 5))
         v[3].append(None if psnr is None or psnr >= 1e300 else round(psnr, 3))
+        if names:
+            x = _extra(extra)
+            for k in names:
+                y = x.get(k)
+                v[4][k].append(round(y, 6) if isinstance(y, (int, float)) and math.isfinite(y) else None)
     return dict(seeds=seeds, conds=conds, variants=variants)
+
+
+def _extra(text) -> dict:
+    try:
+        x = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return x if isinstance(x, dict) else {}
 
 
 def _picked_points(fig: dict, stats: dict) -> list[str]:

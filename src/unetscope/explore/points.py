@@ -13,7 +13,11 @@ import re
 from ..plan import Plan, PlanError
 from ..store import variant_id
 
-__all__ = ["figure_variants", "plan_id"]
+__all__ = ["figure_variants", "figure_stat", "plan_id", "EXTRA_STATS"]
+
+# experiments whose rows hold no SSIM/PSNR but per-sample statistics in ``extra``: the statistic, and
+# whether a larger value is a larger change (worst first: the largest change)
+EXTRA_STATS = {"feature-change": {"rel_l1": True, "cos": False}}
 
 
 def plan_id(interventions: list[dict]) -> str | None:
@@ -29,8 +33,21 @@ def _num(label: str, name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def figure_stat(experiment: str, stem: str) -> str | None:
+    """The ``extra`` statistic a figure draws (``feature_change_cosine``: "cos"), None for SSIM/PSNR."""
+    if experiment not in EXTRA_STATS:
+        return None
+    return "cos" if stem.endswith("_cosine") else "rel_l1"
+
+
+def _feature(site, t) -> str:
+    return variant_id({"type": "feature-change", "site": str(site), "t": int(t)})
+
+
 def _line_point(experiment: str, stem: str, label: str, p: dict):
     """A function x -> variant id for one curve of a line figure, or None (the curve has no variants)."""
+    if experiment == "feature-change":  # a curve per unit, over t
+        return lambda x: _feature(label, x)
     if experiment == "trajectory":
         kind = "x_t" if stem.endswith("_xt") else "x_est0" if stem.endswith("_est0") else None
         return None if kind is None else (lambda x: variant_id({"type": kind, "t": int(x)}))
@@ -73,6 +90,8 @@ def figure_variants(experiment: str, stem: str, params: dict, fig: dict) -> list
                 f = _line_point(experiment, stem, str(c.get("label", "")), params)
                 out.append([None if f is None else f(x) for x in c.get("x", [])])
             return out
+        if fig.get("kind") == "heatmap" and experiment == "feature-change":  # units x t
+            return [[_feature(r, t) for t in fig["cols"]] for r in fig["rows"]]
         if fig.get("kind") == "heatmap" and experiment == "block-utility":
             return [[plan_id([{"type": "DropBlocks", "nb": int(r), "start": int(t), "n": params["n"]}]) for t in fig["cols"]]
                     for r in fig["rows"]]

@@ -3,8 +3,8 @@ PNG and the figures' files, from the given run folders only.
 
 Endpoints (GET; ``f`` is a folder's number, ``run`` a run's name):
 ``/api/index`` every folder's runs, settings, findings and figure numbers; ``/api/stats?f&run[&cond][&seeds]``
-per-variant n, mean and sd; ``/api/variant?f&run&vid[&cond][&seeds]`` a variant's samples, worst
-first; ``/api/seed?f&run&seed`` one sample's rows (a trajectory); ``/api/image?f&run&seed&vid`` a
+per-variant n, mean and sd; ``/api/variant?f&run&vid[&cond][&seeds][&by]`` a variant's samples, worst
+first (``by``: an experiment's own statistic, e.g. feature-change's rel_l1 or cos); ``/api/seed?f&run&seed`` one sample's rows (a trajectory); ``/api/image?f&run&seed&vid`` a
 kept image as PNG; ``/files/F/PATH`` a figure's PNG or JSON under folder F. Anything else is a 404.
 """
 
@@ -136,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             folder.warm(run)  # the run's view is open: its images are read while the user looks
             return self._json(folder.variant_stats(run, cond, seeds))
         if name == "variant":
-            return self._json(folder.variant_rows(run, q.get("vid", ""), cond, seeds))
+            return self._json(folder.variant_rows(run, q.get("vid", ""), cond, seeds, q.get("by") or None))
         try:
             seed = int(q.get("seed", ""))
         except ValueError:

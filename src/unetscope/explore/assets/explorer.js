@@ -64,7 +64,7 @@
   var server = {
     index: function () { return getJSON("/api/index"); },
     stats: function (f, run, flt) { return getJSON("/api/stats?" + qs({ f: f, run: run, cond: flt.cond, seeds: flt.seeds })); },
-    variant: function (f, run, vid, flt) { return getJSON("/api/variant?" + qs({ f: f, run: run, vid: vid, cond: flt.cond, seeds: flt.seeds })); },
+    variant: function (f, run, vid, flt, by) { return getJSON("/api/variant?" + qs({ f: f, run: run, vid: vid, cond: flt.cond, seeds: flt.seeds, by: by })); },
     seed: function (f, run, seed) { return getJSON("/api/seed?" + qs({ f: f, run: run, seed: seed })); },
     image: function (f, run, seed, vid) { return "/api/image?" + qs({ f: f, run: run, seed: seed, vid: vid }); },
     file: function (f, path) { return "/files/" + f + "/" + path.split("/").map(encodeURIComponent).join("/"); }
@@ -96,13 +96,17 @@
       if (!R) return Promise.resolve(out);
       var keep = {}; this._keep(R, flt).forEach(function (i) { keep[i] = 1; });
       Object.keys(R.variants).forEach(function (vid) {
-        var v = R.variants[vid], s = [], p = [];
+        var v = R.variants[vid], s = [], p = [], x = {};
         v[1].forEach(function (i, j) { if (keep[i]) { if (v[2][j] !== null) s.push(v[2][j]); if (v[3][j] !== null) p.push(Math.min(v[3][j], 100)); } });
         out[vid] = [s.length, mean(s), sd(s), mean(p), sd(p)];
+        if (v[4]) {
+          Object.keys(v[4]).forEach(function (k) { var a = v[1].map(function (i, j) { return keep[i] ? v[4][k][j] : null; }).filter(function (y) { return y !== null; }); x[k] = [a.length, mean(a), sd(a)]; });
+          out[vid].push(x);
+        }
       });
       return Promise.resolve(out);
     },
-    variant: function (f, run, vid, flt) {
+    variant: function (f, run, vid, flt, by) {
       var R = this._rows(f, run), v = R && R.variants[vid];
       if (!v) return Promise.reject(new Error("this export holds no rows of that variant"));
       var keep = {}; this._keep(R, flt).forEach(function (i) { keep[i] = 1; });
@@ -110,12 +114,15 @@
       v[1].forEach(function (i, j) {
         if (!keep[i]) return;
         var seed = R.seeds[i];
-        rows.push({ seed: seed, cond: R.conds[i], ssim: v[2][j], psnr: v[3][j] });
+        var extra = {}; Object.keys(v[4] || {}).forEach(function (k) { extra[k] = v[4][k][j]; });
+        rows.push({ seed: seed, cond: R.conds[i], ssim: v[2][j], psnr: v[3][j], extra: extra });
         var b = imgs[seed + "/" + BASE], w = imgs[seed + "/" + vid];
         if (b || w) images[seed] = { baseline: !!b, variant: !!w };
       });
-      rows.sort(function (a, b) { return (a.ssim === null) - (b.ssim === null) || a.ssim - b.ssim || a.seed - b.seed; });
-      return Promise.resolve({ run: run, variant_id: vid, variant: v[0], rows: rows, images: images });
+      var larger = by ? LARGER[by] : undefined;
+      if (larger === undefined) rows.sort(function (a, b) { return (a.ssim === null) - (b.ssim === null) || a.ssim - b.ssim || a.seed - b.seed; });
+      else rows.sort(function (a, b) { var x = a.extra[by], y = b.extra[by]; return (x === null || x === undefined) - (y === null || y === undefined) || (larger ? y - x : x - y) || a.seed - b.seed; });
+      return Promise.resolve({ run: run, variant_id: vid, variant: v[0], rows: rows, images: images, by: larger === undefined ? "ssim" : by });
     },
     seed: function (f, run, seed) {
       var R = this._rows(f, run), rows = [], imgs = (STATIC.images || {})[f + "/" + run] || {};
@@ -131,6 +138,13 @@
     file: function (f, path) { return (STATIC.files || {})[f + "/" + path] || null; }
   };
   var api = local || server;
+  // an experiment's own statistics (feature-change): their names, and whether larger is a larger change
+  var LARGER = { rel_l1: true, cos: false }, STAT_NAME = { rel_l1: "relative L1 change", cos: "cosine similarity" };
+  function statOf(st, stat, psnr) { // [n, mean, sd] of a variant's stats for what a figure draws
+    if (!st) return null;
+    if (stat) return st[5] && st[5][stat] ? st[5][stat] : null;
+    return psnr ? [st[0], st[3], st[4]] : [st[0], st[1], st[2]];
+  }
   var BASE = STATIC ? STATIC.baseline : null;
   function mean(a) { if (!a.length) return null; var s = 0; a.forEach(function (x) { s += x; }); return s / a.length; }
   function sd(a) { if (!a.length) return null; var m = mean(a), s = 0; a.forEach(function (x) { s += (x - m) * (x - m); }); return Math.sqrt(s / a.length); }
@@ -258,8 +272,16 @@
     var i = Math.min(Math.floor(t), stops.length - 2), u = t - i, a = stops[i], b = stops[i + 1];
     return "rgb(" + [0, 1, 2].map(function (j) { return Math.round(a[j] + u * (b[j] - a[j])); }).join(",") + ")";
   }
-  function heatChart(fig, values, vids, stats, onCell, marked) {
+  function heatChart(fig, values, vids, stats, onCell, marked, stat) {
     var rows = fig.rows, cols = fig.cols, hh = Math.max(18, Math.min(34, 220 / rows.length));
+    var lo = 0, hi = 1; // SSIM: 0..1; an experiment's own statistic: its range (up to the 99th percentile, as the PNG)
+    if (stat) {
+      var all = []; values.forEach(function (row) { row.forEach(function (v) { if (v !== null && isFinite(v)) all.push(v); }); });
+      all.sort(function (a, b) { return a - b; });
+      if (all.length) { lo = stat === "rel_l1" ? 0 : all[0]; hi = stat === "rel_l1" ? all[Math.floor(0.99 * (all.length - 1))] : 1; }
+      if (!(hi > lo)) hi = lo + 1;
+    }
+    function color(v) { return viridis((v - lo) / (hi - lo)); }
     var h = M.t + rows.length * hh + M.b + 26, w = W, cw = (w - M.l - M.r - 60) / cols.length;
     var root = sv("svg", { "class": "chart", viewBox: "0 0 " + w + " " + h, width: w, height: h, role: "img", "aria-label": fig.title || "" });
     root.appendChild(sv("text", { x: w / 2, y: 16, "text-anchor": "middle", "font-weight": "600", text: fig.title || "" }));
@@ -268,10 +290,10 @@
       cols.forEach(function (c, ci) {
         var v = values[ri][ci], vid = vids && vids[ri] ? vids[ri][ci] : null;
         var rect = sv("rect", { "class": "cell", x: (M.l + ci * cw).toFixed(2), y: M.t + ri * hh, width: (cw + 0.3).toFixed(2), height: hh - 1,
-          fill: v === null ? "#ddd" : viridis(v), "data-vid": vid, "data-row": r, "data-col": c });
+          fill: v === null ? "#ddd" : color(v), "data-vid": vid, "data-row": r, "data-col": c });
         rect.addEventListener("mousemove", function (ev) {
-          var st = stats && vid ? stats[vid] : null;
-          showTip(ev, (fig.ylabel || "row") + " = " + r + ", " + (fig.xlabel || "col") + " = " + c + "\nmean SSIM " + fmt(v, 4) +
+          var st = statOf(stats && vid ? stats[vid] : null, stat);
+          showTip(ev, (fig.ylabel || "row") + " = " + r + ", " + (fig.xlabel || "col") + " = " + c + "\nmean " + (stat ? STAT_NAME[stat] : "SSIM") + " " + fmt(st && stat ? st[1] : v, 4) +
             (st ? ", sd " + fmt(st[2], 4) + ", n = " + st[0] : "") + (vid ? "\nclick: the samples behind this cell" : ""));
         });
         rect.addEventListener("mouseleave", hideTip);
@@ -293,8 +315,8 @@
     for (var i = 0; i <= 10; i++) {
       root.appendChild(sv("rect", { x: w - M.r - 40, y: M.t + (10 - i) * rows.length * hh / 11, width: 12, height: rows.length * hh / 11 + 0.5, fill: viridis(i / 10) }));
     }
-    root.appendChild(sv("text", { x: w - M.r - 24, y: M.t + 8, text: "1" }));
-    root.appendChild(sv("text", { x: w - M.r - 24, y: M.t + rows.length * hh, text: "0" }));
+    root.appendChild(sv("text", { x: w - M.r - 24, y: M.t + 8, text: stat ? +hi.toPrecision(2) : "1" }));
+    root.appendChild(sv("text", { x: w - M.r - 24, y: M.t + rows.length * hh, text: stat ? +lo.toPrecision(2) : "0" }));
     return root;
   }
   function histChart(values, lo, hi, bins, title, xlabel, onBar) {
@@ -417,19 +439,20 @@
         if (mine !== asked) return;
         stats = s;
         var filtered = flt.cond || flt.seeds;
-        var ns = Object.keys(s).map(function (k) { return s[k][0]; });
+        var ns = Object.keys(s).map(function (k) { var x = s[k][5]; return x ? Math.max.apply(null, Object.keys(x).map(function (q) { return x[q][0]; })) : s[k][0]; });
         status.textContent = filtered ? "filtered: " + (ns.length ? Math.max.apply(null, ns) : 0) + " of " + r.seeds.length + " samples per point" : r.seeds.length + " samples per point";
         draw(filtered);
-        if (detail.dataset.vid) openVariant(detail.dataset.vid, detail.dataset.label);
+        if (detail.dataset.vid) openVariant(detail.dataset.vid, detail.dataset.label, null, null, detail.dataset.flt === json(flt)); // under its redrawn figure; asked again if the filter changed
       }).catch(function (e) { status.textContent = e.message; });
     }
-    function openVariant(vid, label, anchor) {
-      detail.dataset.vid = vid; detail.dataset.label = label;
+    function openVariant(vid, label, anchor, stat, keep) { // keep: the panel's samples are still right, only move it
+      if (anchor) detail.dataset.stat = stat || "";
+      detail.dataset.vid = vid; detail.dataset.label = label; detail.dataset.flt = json(flt);
       if (anchor) detail.dataset.stem = anchor.getAttribute("data-stem");
       else anchor = Array.prototype.filter.call(figs.children, function (c) { return c.getAttribute("data-stem") === detail.dataset.stem; })[0]; // redrawn
       if (anchor) anchor.parentNode.insertBefore(detail, anchor.nextSibling);
       else if (!detail.parentNode) main.appendChild(detail);
-      variantPanel(detail, F, r, vid, label, flt);
+      if (!keep) variantPanel(detail, F, r, vid, label, flt, detail.dataset.stat || null);
     }
     var marked = null; // in a shared file: the points whose images it holds, ringed
     if (STATIC) {
@@ -446,24 +469,25 @@
           var series = d.curves.map(function (c, ci) {
             var vids = fg.variants ? fg.variants[ci] : null, s = { label: c.label, x: c.x, mean: c.mean, std: c.std, k: d.k, vids: vids, n: null };
             if (vids && stats) {
-              s.n = vids.map(function (v) { return v && stats[v] ? stats[v][0] : null; });
+              var sts = vids.map(function (v) { return v ? statOf(stats[v], fg.stat, psnr) : null; });
+              s.n = sts.map(function (st) { return st ? st[0] : null; });
               if (filtered) {
-                s.mean = vids.map(function (v, i) { var st = v && stats[v]; return st ? st[psnr ? 3 : 1] : (v ? null : c.mean[i]); });
-                s.std = vids.map(function (v, i) { var st = v && stats[v]; return st ? st[psnr ? 4 : 2] : null; });
+                s.mean = sts.map(function (st, i) { return st ? st[1] : (vids[i] ? null : c.mean[i]); });
+                s.std = sts.map(function (st) { return st ? st[2] : null; });
               }
             }
             return s;
           });
           if (!filtered) (d.dashed || []).forEach(function (c) { series.push({ label: c.label, x: c.x, mean: c.y, std: null, dash: "5 4", color: "#000" }); });
           card.appendChild(lineChart(d, series, function (s, i) {
-            openVariant(s.vids[i], s.label + ", " + d.xlabel + " = " + s.x[i], card);
+            openVariant(s.vids[i], s.label + ", " + d.xlabel + " = " + s.x[i], card, fg.stat);
           }, { marked: marked }));
         } else if (d && d.kind === "heatmap") {
           var values = d.values;
-          if (filtered && fg.variants && stats) values = fg.variants.map(function (row) { return row.map(function (v) { return v && stats[v] ? stats[v][1] : null; }); });
+          if (filtered && fg.variants && stats) values = fg.variants.map(function (row) { return row.map(function (v) { var st = v ? statOf(stats[v], fg.stat) : null; return st ? st[1] : null; }); });
           card.appendChild(heatChart(d, values, fg.variants, stats, function (row, col, vid) {
-            openVariant(vid, d.ylabel + " = " + row + ", " + d.xlabel + " = " + col, card);
-          }, marked));
+            openVariant(vid, d.ylabel + " = " + row + ", " + d.xlabel + " = " + col, card, fg.stat);
+          }, marked, fg.stat));
         } else {
           var src = api.file(F.id, fg.file);
           card.appendChild(src ? el("img", { "class": "fig", src: src, alt: fg.caption || fg.stem }) : el("span", { "class": "missing", text: "figure not in this export" }));
@@ -482,7 +506,8 @@
   }
 
   var panelAsked = 0;
-  function variantPanel(box, F, r, vid, label, flt) {
+  function variantPanel(box, F, r, vid, label, flt, stat) {
+    if (stat) return statPanel(box, F, r, vid, label, flt, stat);
     clear(box).className = "detail";
     box.appendChild(el("h3", { text: label }));
     box.appendChild(el("p", { "class": "note", text: "loading the samples…" }));
@@ -515,6 +540,33 @@
       });
       box.appendChild(el("div", { "class": "rowsbox" }, t));
       if (d.rows.length > 400) box.appendChild(el("p", { "class": "note", text: "the 400 worst of " + d.rows.length + " shown" }));
+      box.scrollIntoView({ block: "nearest" });
+    }).catch(function (e) { clear(box).appendChild(el("p", { "class": "warn", text: "cannot load this variant: " + e.message })); });
+  }
+  /* a variant of an experiment that measures activations (feature-change): its per-sample values,
+     the largest change first; such a variant has no image of its own. */
+  function statPanel(box, F, r, vid, label, flt, stat) {
+    clear(box).className = "detail";
+    box.appendChild(el("h3", { text: label }));
+    box.appendChild(el("p", { "class": "note", text: "loading the samples…" }));
+    var mine = ++panelAsked;
+    api.variant(F.id, r.run, vid, flt, stat).then(function (d) {
+      if (mine !== panelAsked) return;
+      clear(box);
+      box.appendChild(el("h3", { text: label }));
+      var names = Object.keys(STAT_NAME);
+      var vals = d.rows.map(function (x) { return x.extra ? x.extra[stat] : null; }).filter(function (x) { return x !== null && x !== undefined; });
+      box.appendChild(el("p", null, el("code", { text: json(d.variant) }), " · " + d.rows.length + " samples" + (flt.cond || flt.seeds ? " (filtered)" : "") +
+        ", mean " + STAT_NAME[stat] + " " + fmt(mean(vals), 4) + ", sd " + fmt(sd(vals), 4) + " · sorted by " + STAT_NAME[stat] + ", the largest change first"));
+      box.appendChild(el("p", { "class": "note nopix", text: "No images for this point: this experiment measures how much a unit's activations change from the step before, on the unintervened sampler; there is no intervened image to show. Each sample's values are below." }));
+      var t = el("table", { "class": "rows", "data-vid": vid }, el("tr", null, el("th", { text: "rank" }), el("th", { text: "seed" }), el("th", { "class": "l", text: "class / prompt" }),
+        names.map(function (k) { return el("th", { text: STAT_NAME[k] }); })));
+      d.rows.slice(0, 400).forEach(function (x, i) {
+        t.appendChild(el("tr", null, el("td", { text: i + 1 }), el("td", { text: x.seed }), el("td", { "class": "l", text: condText(x.cond) }),
+          names.map(function (k) { return el("td", { text: fmt(x.extra ? x.extra[k] : null, 4) }); })));
+      });
+      box.appendChild(el("div", { "class": "rowsbox" }, t));
+      if (d.rows.length > 400) box.appendChild(el("p", { "class": "note", text: "the 400 largest changes of " + d.rows.length + " shown" }));
       box.scrollIntoView({ block: "nearest" });
     }).catch(function (e) { clear(box).appendChild(el("p", { "class": "warn", text: "cannot load this variant: " + e.message })); });
   }
@@ -741,14 +793,14 @@
             });
           });
           var fig = Object.assign({}, d0, { title: d0.title, hlines: d0.hlines, vlines: [] });
-          card.appendChild(lineChart(fig, series, function (s, i) { variantPanel(detail, s.ref.F, s.ref.r, s.vids[i], s.label + ", " + d0.xlabel + " = " + s.x[i], { cond: "", seeds: "" }); }));
+          card.appendChild(lineChart(fig, series, function (s, i) { variantPanel(detail, s.ref.F, s.ref.r, s.vids[i], s.label + ", " + d0.xlabel + " = " + s.x[i], { cond: "", seeds: "" }, figs[0].fg.stat); }));
           card.appendChild(el("div", { "class": "cap", text: "Overlaid on the same axes: " + figs.map(function (x) { return x.p.F.name; }).join(" vs ") + ". Click a point for its samples." }));
         } else if (d0.kind === "heatmap") {
           figs.forEach(function (x) {
             card.appendChild(el("div", { "class": "cap", text: x.p.F.name }));
             card.appendChild(heatChart(x.fg.data, x.fg.data.values, x.fg.variants, null, function (row, col, vid) {
-              variantPanel(detail, x.p.F, x.p.r, vid, x.p.F.name + ": " + x.fg.data.ylabel + " = " + row + ", " + x.fg.data.xlabel + " = " + col, { cond: "", seeds: "" });
-            }));
+              variantPanel(detail, x.p.F, x.p.r, vid, x.p.F.name + ": " + x.fg.data.ylabel + " = " + row + ", " + x.fg.data.xlabel + " = " + col, { cond: "", seeds: "" }, x.fg.stat);
+            }, null, x.fg.stat));
           });
         } else return;
         cards.appendChild(card);
