@@ -85,6 +85,8 @@ def parse(argv=None):
     p.add_argument("--dpm-adaptive-steps", type=_ints, default=[20, 25], help="DPM-Solver++ step counts of dpm+adaptive")
     p.add_argument("--thresholds", default="0.2,0.4,0.6,0.9", help="AdaptiveCache thresholds of adaptive and dpm+adaptive")
     p.add_argument("--change-thresholds", default="0.5,1,2", help="thresholds of the change preset")
+    p.add_argument("--max-reuse", default="none", help="AdaptiveCache max_reuse values (comma-separated; none: no limit)")
+    p.add_argument("--adaptive-nbs", type=_ints, default=None, help="AdaptiveCache nb values (default: 3K/4 and K/2)")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help="the methods to run (comma-separated; default: all)")
     p.add_argument("--schedule", action="append", default=[], help="searched schedule file(s) to include")
     p.add_argument("--out", default="results/pareto")
@@ -115,6 +117,12 @@ def parse(argv=None):
         p.error("--thresholds and --change-thresholds take comma-separated numbers")
     if any(not (v >= 0 and v != float("inf")) for v in a.thresholds + a.change_thresholds):
         p.error("thresholds must be finite numbers >= 0")
+    try:
+        a.max_reuse = [None if v.strip() == "none" else int(v) for v in a.max_reuse.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--max-reuse takes integers >= 1 or none, got {a.max_reuse!r}")
+    if not a.max_reuse or any(v is not None and v < 1 for v in a.max_reuse):
+        p.error(f"--max-reuse takes integers >= 1 or none, got {a.max_reuse!r}")
     if a.ddpm_steps is None:
         a.ddpm_steps = sorted({max(1, round(f * a.steps / 100)) for f in (30, 40, 50, 60, 70, 80)})
     return a
@@ -158,10 +166,12 @@ def points(a, model) -> list[dict]:
          for n in a.stack_steps if 2 < n <= S for e in (2, 3)],
         [("dpm+deepcache", f"S={n}, every {e}, nb={nbs[0]}", n, lambda n=n, e=e: Plan(uniform_cache_cuts(n, e, nbs[0])))
          for n in a.dpm_stack_steps if 2 < n <= T for e in (2, 3)],
-        shortcuts("adaptive", [(f"th={th:g}, nb={nb}", lambda nb=nb, th=th: Plan([AdaptiveCache(nb, th)]))
-                               for nb in nbs for th in a.thresholds]),
-        [("dpm+adaptive", f"S={n}, th={th:g}, nb={nbs[0]}", n, lambda th=th: Plan([AdaptiveCache(nbs[0], th)]))
-         for n in a.dpm_adaptive_steps if 2 < n <= T for th in a.thresholds],
+        shortcuts("adaptive", [(f"th={th:g}{_mr(mr)}, nb={nb}", lambda nb=nb, th=th, mr=mr: Plan([AdaptiveCache(nb, th, max_reuse=mr)]))
+                               for nb in (a.adaptive_nbs or nbs) for mr in a.max_reuse for th in a.thresholds]),
+        [("dpm+adaptive", f"S={n}, th={th:g}{_mr(mr)}, nb={nb}", n,
+          lambda th=th, nb=nb, mr=mr: Plan([AdaptiveCache(nb, th, max_reuse=mr)]))
+         for n in a.dpm_adaptive_steps if 2 < n <= T for nb in (a.adaptive_nbs or nbs[:1]) for mr in a.max_reuse
+         for th in a.thresholds],
         shortcuts("change", [(f"th={th:g}, nb={K - 1}", lambda th=th: _change(model, a, th)) for th in a.change_thresholds]
                   if "change" in a.methods else []),
     ]
@@ -180,6 +190,10 @@ def points(a, model) -> list[dict]:
                 out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan,
                                 solver=STACKED.get(method)))
     return out
+
+
+def _mr(mr) -> str:
+    return "" if mr is None else f" mr={mr}"
 
 
 _CHANGES: dict = {}
