@@ -57,3 +57,24 @@ def test_gpu_check_names_the_devices_there_are(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cuda:3"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "'cuda:3' is not available on this machine; it has cpu" in r.stderr
+
+
+def test_adaptive_samples_reports_the_spread_and_the_correlation(tiny_model_dir, tmp_path, capsys):
+    import importlib.util
+    import json
+
+    import unetscope as us
+    from unetscope.shortcut import save_schedule
+
+    static = save_schedule(us.Plan([us.DropBlocks(2, 5, 3, "cache")]), tmp_path / "static.json")
+    spec = importlib.util.spec_from_file_location("adaptive_samples", ROOT / "benchmarks" / "adaptive_samples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "per_sample.json"
+    assert mod.main(["--model", str(tiny_model_dir), "--steps", "8", "--samples", "6", "--static", str(static), "--adaptive",
+                     '{"type": "AdaptiveCache", "nb": 2, "threshold": 0.2}', "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "adaptive per-sample compute: mean" in text and "Spearman(adaptive compute, static SSIM)" in text
+    rec = json.loads(out.read_text())
+    assert len(rec["compute"]) == 6 and all(0 < c <= 1 for c in rec["compute"])
+    assert rec["static_compute"] < 1 and len(rec["ssim_static"]) == 6
