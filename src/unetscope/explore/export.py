@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 
-from .data import BASELINE, ExploreError, RunFolder, png_bytes
+from .data import BASELINE, ExploreError, RunFolder
 from .points import EXTRA_STATS
 from .server import asset, index, page_html
 
