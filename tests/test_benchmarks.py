@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,6 +19,7 @@ def test_batch_size_benchmark_prints_every_size_and_the_sweep_batch(tiny_model_d
     assert "sweep calls without --max-batch" in r.stdout
 
 
+@pytest.mark.slow  # a minute of compiling and timing; CI runs it
 def test_gpu_check_prints_one_table_on_the_cpu(tiny_model_dir, tmp_path):
     """benchmarks/gpu_check.py on --device cpu, tiny sizes (the compiled rows with dynamo's eager backend)."""
     import unetscope as us
