@@ -81,3 +81,9 @@ def test_adaptive_samples_reports_the_spread_and_the_correlation(tiny_model_dir,
     rec = json.loads(out.read_text())
     assert len(rec["compute"]) == 6 and all(0 < c <= 1 for c in rec["compute"])
     assert rec["static_compute"] < 1 and len(rec["ssim_static"]) == 6
+
+
+def test_feature_memory_counts_sd15s_unit_outputs():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "feature_memory.py")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "K = 12; unit outputs of one row: 17,039,360 numbers" in r.stdout and "136 MB in float16" in r.stdout
