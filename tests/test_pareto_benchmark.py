@@ -146,7 +146,7 @@ def test_a_shortcut_stacked_on_fewer_solver_steps(tiny_model_dir, tmp_path):
     dpm = json.loads((tmp_path / "o" / "quality" / "ddim" / f"dpm-deepcache-S-7-every-3-nb-{nb}.json").read_text())
     alone = q(DPMSolverSampler(model, 7, guidance=3.0).sample(seeds, cond, Plan(uniform_cache_cuts(7, 3, nb))))
     assert dpm["ssim"] == pytest.approx(ssim(alone, ref).tolist(), abs=1e-4)
-    assert dpm["sampler"]["method"] == "dpmsolver++2m" and 0.3 < dpm["compute_fraction"] < 0.7
+    assert dpm["sampler"]["method"] == "dpm++" and 0.3 < dpm["compute_fraction"] < 0.7
     assert {p["label"] for p in json.loads((tmp_path / "o" / "pareto.json").read_text())["points"]} >= \
         {f"S=6, every 2, nb={nb}", f"S=6, every 3, nb={nb}"}
     r = _run(*argv, "--timing-only", "--samples", "2", "--repeats", "1")

@@ -128,7 +128,9 @@ class Slot:
             if json.dumps(model.describe(), sort_keys=True) != spec.describe:
                 raise ExecutorError(f"the worker's model {spec.model!r} is not the driver's ({model.describe()} vs "
                                     f"{spec.describe}): the same files must be on every node")
-            self.sampler = Sampler(model, **dict(spec.sampler))
+            kw = dict(spec.sampler)
+            kw["options"] = json.loads(kw.get("options", "{}"))
+            self.sampler = Sampler(model, **kw)
         except Exception as e:  # noqa: BLE001 - kept and raised with the first item
             self.error = e
 
@@ -275,9 +277,8 @@ class RayExecutor:
             box = self._boxes.get(id(m))
             if box is None:
                 box = self._boxes[id(m)] = [ray.put(m)]  # in a list: a worker fetches it once, not per call
-        settings = dict(steps=sampler.steps, method=sampler.method, eta=sampler.eta, guidance=sampler.guidance,
-                        variance=sampler.variance, clip_x0=sampler.clip_x0, batch_size=sampler.batch_size,
-                        compile=getattr(sampler, "compile", False))  # a worker compiles its own copy (compiled code does not pickle)
+        settings = sampler.settings()  # a worker compiles its own copy (compiled code does not pickle)
+        settings["options"] = json.dumps(settings["options"], sort_keys=True)  # hashable
         spec = WorkerSpec(self.model, torch.device(m.device).type, str(m.dtype).removeprefix("torch."),
                           tuple(sorted(settings.items())), json.dumps(m.describe(), sort_keys=True), self.threads)
         return spec, box

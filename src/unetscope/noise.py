@@ -40,3 +40,8 @@ class NoiseBank:
     def step(self, t: int) -> torch.Tensor:
         """``eps_t``, the noise the evaluation at step ``t`` adds: (N, C, H, W)."""
         return self._draw(_STEP, t)
+
+    def generators(self, t: int) -> list[torch.Generator]:
+        """One CPU generator per sample for step ``t``'s noise, the first draw of each being that
+        sample's ``eps_t``: what a diffusers scheduler that draws its own noise is handed."""
+        return [_generator(s, _STEP, t) for s in self.seeds]

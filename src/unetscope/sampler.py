@@ -90,6 +90,8 @@ class StepOutput:
     captured: dict[str, torch.Tensor]  # site -> output, as asked by ``capture`` (per-sample rows)
     units_run: float  # units computed per sample (under AdaptiveCache, the samples' mean)
     deep: torch.Tensor | None = None  # AdaptiveCache: per sample, whether its bottom blocks ran
+    x_in: torch.Tensor | None = None  # the U-Net's input, in model space (a sigma scheduler scales x_t; else x_t)
+    units_per_sample: torch.Tensor | None = None  # units per sample over the step's calls (set by a scheduler's step)
 
 
 @dataclass
@@ -128,9 +130,23 @@ class Sampler:
     model's units in place, each once (``DiffusionModel.compile``); ``model.compile_stats()`` counts.
     """
 
+    jumps = True  # SkipSteps and StopEarly take effect (a scheduler's walk refuses them)
+
+    def __new__(cls, model=None, steps=100, method="ddpm", *args, **kwargs):
+        # any other name is a diffusers scheduler: the scheduler-driven sampler (one class, one contract)
+        if cls is Sampler and method not in METHODS:
+            from .schedulers import SchedulerSampler
+
+            return super().__new__(SchedulerSampler)
+        return super().__new__(cls)
+
     def __init__(self, model: DiffusionModel, steps: int = 100, method: str = "ddpm", eta: float = 0.0,
                  guidance: float = 1.0, variance: str | None = None, clip_x0: bool | None = None,
-                 batch_size: int | None = None, progress: bool = False, compile: bool = False):
+                 batch_size: int | None = None, progress: bool = False, compile: bool = False,
+                 options: Mapping | None = None):
+        if options:
+            raise SamplerError(f"scheduler options are a diffusers scheduler's; method {method!r} is unetscope's own "
+                               f"(got {dict(options)})")
         if not isinstance(compile, bool):
             raise SamplerError(f"compile must be True or False, got {compile!r}")
         if method not in METHODS:
@@ -158,6 +174,7 @@ class Sampler:
                 raise SamplerError(f"batch_size must be an integer >= 1 (or None: one batch), got {batch_size!r}")
             batch_size = as_int(batch_size)
         self.model, self.steps, self.method, self.eta = model, steps, method, float(eta)
+        self.options: dict = {}  # a diffusers scheduler's options (SchedulerSampler)
         self.guidance, self.variance, self.batch_size, self.progress = float(guidance), variance, batch_size, progress
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
         if compile:
@@ -176,6 +193,15 @@ class Sampler:
     def describe(self) -> dict:
         return dict(steps=self.steps, method=self.method, eta=self.eta, guidance=self.guidance,
                     variance=self.variance, clip_x0=self.clip_x0)
+
+    def settings(self) -> dict:
+        """The keywords that build this sampler again (``Sampler(model, **settings)``: a Ray worker's)."""
+        return dict(steps=self.steps, method=self.method, eta=self.eta, guidance=self.guidance, variance=self.variance,
+                    clip_x0=self.clip_x0, batch_size=self.batch_size, compile=self.compile, options=dict(self.options))
+
+    def calls(self, t: int) -> int:
+        """U-Net calls at step t: one (a scheduler's Heun step takes two)."""
+        return 1
 
     def check_plan(self, plan: Plan | Sequence | None) -> Plan:
         """``plan`` as a ``Plan`` checked against this sampler's S and the model's K (None: empty)."""
@@ -289,11 +315,12 @@ class Sampler:
     # --- the loop ---------------------------------------------------------------------------
     def sample_progressive(self, seeds: Sequence[int], cond: Cond = None, plan: Plan | None = None,
                            start: tuple[int, torch.Tensor] | None = None, cache: dict | None = None,
-                           capture: Iterable[str] = ()) -> Iterator[dict]:
+                           capture: Iterable[str] = (), states_at: Iterable[int] = ()) -> Iterator[dict]:
         """Yield one dict per evaluated step: t, land, x_t, x_est0, eps, frac, x_next, stop,
         units_run, deep, cache (iDDPM's ``*_loop_progressive``): a loop over ``Plan.walk`` and ``step``.
         ``start=(t, x_t)`` resumes from a cached state at step t; ``capture`` names more sites
-        (``"D[j]"``, ``"E[i]"``, ``"M"``) to keep in ``cache`` (prefix sharing)."""
+        (``"D[j]"``, ``"E[i]"``, ``"M"``) to keep in ``cache`` (prefix sharing). ``states_at`` is the
+        scheduler samplers' (here x_t is the whole state: ``"state"`` is None)."""
         plan = self.check_plan(plan)
         m = self.model
         seeds = check_seeds(seeds)
@@ -311,7 +338,7 @@ class Sampler:
             cache.update(out.captured)
             yield dict(t=out.t, land=out.land, x_t=out.x_t, x_est0=out.x_est0, eps=out.eps, frac=out.frac,
                        x_next=out.x_next, stop=st.action.stop, units_run=out.units_run, deep=out.deep, cache=cache,
-                       units_per_sample=_units_per_sample(out, K=m.num_blocks))
+                       units_per_sample=_units_per_sample(out, K=m.num_blocks), x_in=out.x_t, calls=1, state=None)
             x = out.x_next
 
     @torch.no_grad()

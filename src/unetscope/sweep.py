@@ -47,17 +47,19 @@ def auto_max_batch(sampler: Sampler, chunk: int) -> int:
     return max(chunk, budget // (pixels * sampler.denoiser.rows_per_sample))
 
 
-def count_evaluations(plans: list[Plan], steps: int) -> tuple[int, int]:
+def count_evaluations(plans: list[Plan], steps: int, calls=None) -> tuple[int, int]:
     """(minimum, naive) U-Net evaluations for the baseline plus ``plans``: the minimum counts each
-    distinct (history, step, U-Net action) once; naive runs every plan from ``x_S``."""
-    nodes, naive = set(), 0
+    distinct (history, step, U-Net action) once; naive runs every plan from ``x_S``. ``calls(t)``: the
+    U-Net calls of step t (a Heun step's two; default one)."""
+    calls = calls or (lambda t: 1)
+    nodes, naive = {}, 0
     for plan in [Plan(), *plans]:
         hist: tuple = ()
         for st in plan.walk(steps):
-            nodes.add((hist, st.t, st.action.unet))
+            nodes[(hist, st.t, st.action.unet)] = calls(st.t)
             hist = hist + ((st.t, st.action),)
-            naive += 1
-    return len(nodes), naive
+            naive += calls(st.t)
+    return sum(nodes.values()), naive
 
 
 @dataclass
@@ -65,6 +67,7 @@ class _Group:
     plans: list[int]  # indices into the plan list: plans whose history so far is identical
     x: torch.Tensor  # (n, C, H, W) x_t of the group
     cache: dict = field(default_factory=dict)  # site -> cached output (rows of the group's samples)
+    state: Any = None  # a scheduler's SolverState at x (None: x is the whole state, DDPM/DDIM)
 
 
 @dataclass
@@ -87,7 +90,7 @@ class _Walk:
     finals: list
     pending: dict = field(default_factory=lambda: defaultdict(list))  # step -> [_Group]
 
-    def advance(self, s: Sampler, out: StepOutput, idx: list[int], cache: dict) -> None:
+    def advance(self, s: Sampler, out: StepOutput, idx: list[int], cache: dict, state=None) -> None:
         """Land the plans ``idx``, whose action at ``out.t`` shares ``out``'s U-Net evaluation
         (they may differ in their jump or stop)."""
         a = self.actions[idx[0]].get(out.t, NO_ACTION)
@@ -104,7 +107,7 @@ class _Walk:
             for i in idx:
                 self.finals[i] = out.x_est0 if a.stop else x_next
             return
-        self.pending[land].append(_Group(idx, x_next, cache))
+        self.pending[land].append(_Group(idx, x_next, cache, state))
 
 
 def _split(out: StepOutput, parts: int) -> list[StepOutput]:
@@ -158,14 +161,14 @@ class SweepEngine:
             from .features import FeatureTracker
 
             tracker = FeatureTracker(K)
-        for d in s.sample_progressive(seeds, cond, capture=keep | set(tracker.sites if tracker else ())):
+        for d in s.sample_progressive(seeds, cond, capture=keep | set(tracker.sites if tracker else ()), states_at=set(starts)):
             if tracker is not None:
                 tracker.step(d["t"], d["cache"], n)
-            evals += 1
-            self._spent()
+            evals += d["calls"]
+            self._spent(d["calls"])
             t = d["t"]
             if t in keep_x_t:
-                x_t[t] = d["x_t"].float().cpu()
+                x_t[t] = d["x_in"].float().cpu()  # model space (a sigma scheduler's x_t is scaled)
             if t in keep_x_est0:
                 x_est0[t] = d["x_est0"].float().cpu()
             before, snap = snap, {k: d["cache"][k] for k in keep if k in d["cache"]}
@@ -175,7 +178,7 @@ class SweepEngine:
                     parts[walk.actions[i][t]].append(i)
                 own = [i for a, idx in parts.items() if a.changes_unet for i in idx]
                 if own:  # these change the U-Net at t: they evaluate it themselves
-                    walk.pending[t].append(_Group(own, d["x_t"], dict(before)))
+                    walk.pending[t].append(_Group(own, d["x_t"], dict(before), d["state"]))
                 base = StepOutput(t=t, land=d["land"], action=NO_ACTION, x_t=d["x_t"], x_est0=d["x_est0"], eps=d["eps"],
                                   frac=d["frac"], x_next=d["x_next"], captured={}, units_run=d["units_run"])
                 for a, idx in parts.items():  # a jump or a stop only: reuse the baseline's evaluation
@@ -202,15 +205,20 @@ class SweepEngine:
                     B = len(batch)
                     fill = {k: torch.cat([g.cache[k] for g, _ in batch]) for k in ua.needs(K)
                             if all(k in g.cache for g, _ in batch)}  # a missing one is reported by step
-                    z = walk.bank.step(t).to(m.device).repeat(B, *([1] * len(m.sample_shape))) if t > 1 else None
                     C = {k: v.repeat(B, *([1] * (v.dim() - 1))) for k, v in cond_n.items()}
-                    out = s.step(torch.cat([g.x for g, _ in batch]), t, C, ua, cache=fill, z=z, capture=keep)
-                    evals += B
-                    self._spent(B)
-                    for (g, items), part in zip(batch, _split(out, B)):
+                    x = torch.cat([g.x for g, _ in batch])
+                    if s.jumps:
+                        z = walk.bank.step(t).to(m.device).repeat(B, *([1] * len(m.sample_shape))) if t > 1 else None
+                        out, states = s.step(x, t, C, ua, cache=fill, z=z, capture=keep), [None] * B
+                    else:  # a scheduler: each group's own copy of its state (a group may branch into several actions)
+                        states = [g.state.copy() for g, _ in batch]
+                        out = s.step(x, t, C, ua, cache=fill, capture=keep, state=states)
+                    evals += B * s.calls(t)
+                    self._spent(B * s.calls(t))
+                    for (g, items), part, st in zip(batch, _split(out, B), states):
                         cache = {**g.cache, **part.captured}
-                        for idx in items:
-                            walk.advance(s, part, idx, cache)
+                        for k, idx in enumerate(items):
+                            walk.advance(s, part, idx, cache, st if k == 0 or st is None else st.copy())
         return ChunkResult(baseline_x0.float().cpu(), [f.float().cpu() for f in walk.finals], x_t, x_est0, evals, tracker)
 
 
@@ -357,7 +365,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
     done = store.done(run)
     stored_cond = per_sample_cond(cond, len(seeds))
     chunks = [list(range(i, min(i + chunk_size, len(seeds)))) for i in range(0, len(seeds), chunk_size)]
-    minimum, naive = count_evaluations(plans, sampler.steps)
+    minimum, naive = count_evaluations(plans, sampler.steps, sampler.calls)
     todo = []
     for idx in chunks:
         ch_seeds = [seeds[i] for i in idx]
@@ -371,7 +379,7 @@ def run_grid(store, run: str, sampler: Sampler, seeds: list[int], cond: Cond, pl
     stats = store.stats(run)
     spent_before, seconds_before = stats.get("evaluations_spent", 0), stats.get("seconds", 0)
     bar = None
-    total = sum(count_evaluations(job.plans, sampler.steps)[0] for job in jobs)
+    total = sum(count_evaluations(job.plans, sampler.steps, sampler.calls)[0] for job in jobs)
     if c.progress and total:
         from tqdm.auto import tqdm
 
