@@ -4,7 +4,11 @@ References: DDPM with S steps (the paper's, S = 100) and DDIM with S steps (eta 
 method's samples from the same seeds (the same ``x_S`` from the noise bank; the same per-step noise for
 DDPM) compared with the reference's samples:
   - fewer-step solvers: DDPM respaced to fewer steps, DDIM at 10/15/20/25/50 steps, DPM-Solver++(2M)
-    at 10/15/20/25 steps (``unetscope.solvers``), and the other reference at S steps;
+    at 10/15/20/25 steps and UniPC at 8/10/12/15 (``Sampler(method="dpm++"|"unipc")``), and the other
+    reference at S steps;
+  - schedules searched on a solver (``unetscope shortcut search --scheduler dpm++ --steps 20``), given
+    with --solver-schedule and stacked on that solver at the steps they were searched at
+    (``dpm+searched``, ``unipc+searched``);
   - shortcuts of the reference's own sampler: stopping early, DeepCache-style uniform caching
     (``uniform_cache_cuts``), encoder reuse (``uniform_reuse_cuts``), the paper's presets and the
     schedules given with --schedule;
@@ -29,6 +33,8 @@ the stored points and refuses a folder made with other settings. --report-only r
 
     python benchmarks/shortcut_pareto.py --model default --samples 200 --threads 1 --out results/pareto
     python benchmarks/shortcut_pareto.py --model default --timing-only --samples 16 --repeats 3 --threads 1 --out results/pareto
+
+The table gives each point's mean SSIM, its 10th percentile (the bad tail) and its minimum.
 """
 
 from __future__ import annotations
@@ -47,11 +53,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "stop-early", "deepcache", "reuse-encoder", "paper-preset", "searched",
-                "ddim+deepcache", "dpm+deepcache", "change", "adaptive", "dpm+adaptive")
-SOLVERS = ("ddpm", "ddim", "dpm-solver++")
-STACKED = {"ddim+deepcache": "ddim", "dpm+deepcache": "dpm-solver++", "dpm+adaptive": "dpm-solver++"}  # a shortcut on a fewer-step solver: method ->
-# the solver it runs on
+METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "unipc", "stop-early", "deepcache", "reuse-encoder", "paper-preset",
+                "searched", "ddim+deepcache", "dpm+deepcache", "change", "adaptive", "dpm+adaptive", "dpm+searched",
+                "unipc+searched")
+SOLVERS = ("ddpm", "ddim", "dpm-solver++", "unipc")
+# a shortcut on a fewer-step solver: method -> the solver it runs on
+STACKED = {"ddim+deepcache": "ddim", "dpm+deepcache": "dpm-solver++", "dpm+adaptive": "dpm-solver++",
+           "dpm+searched": "dpm-solver++", "unipc+searched": "unipc"}
+SCHEDULER = {"ddpm": "ddpm", "ddim": "ddim", "dpm-solver++": "dpm++", "unipc": "unipc"}  # a solver's --scheduler name
+SEARCHED_ON = {"dpm++": "dpm+searched", "unipc": "unipc+searched"}  # a schedule searched on a solver: its method
 
 
 class Refused(Exception):
@@ -79,6 +89,7 @@ def parse(argv=None):
     p.add_argument("--ddpm-steps", type=_ints, default=None, help="respaced DDPM step counts (default: 30..80%% of S)")
     p.add_argument("--ddim-steps", type=_ints, default=[10, 15, 20, 25, 50])
     p.add_argument("--dpm-steps", type=_ints, default=[10, 12, 13, 15, 20, 25])
+    p.add_argument("--unipc-steps", type=_ints, default=[8, 10, 12, 15], help="UniPC step counts (alone)")
     p.add_argument("--stack-steps", type=_ints, default=[20, 25, 50], help="DDIM step counts of ddim+deepcache")
     p.add_argument("--dpm-stack-steps", type=_ints, default=[15, 20, 25, 30, 50],
                    help="DPM-Solver++ step counts of dpm+deepcache")
@@ -89,6 +100,9 @@ def parse(argv=None):
     p.add_argument("--adaptive-nbs", type=_ints, default=None, help="AdaptiveCache nb values (default: 3K/4 and K/2)")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help="the methods to run (comma-separated; default: all)")
     p.add_argument("--schedule", action="append", default=[], help="searched schedule file(s) to include")
+    p.add_argument("--solver-schedule", action="append", default=[],
+                   help="a schedule searched on a solver (shortcut search --scheduler dpm++|unipc --steps N): stacked on "
+                        "that solver at its steps (dpm+searched, unipc+searched)")
     p.add_argument("--out", default="results/pareto")
     p.add_argument("--figure", default=None, help="where to draw the figure (default: OUT/pareto.png)")
     p.add_argument("--batch-size", type=int, default=100)
@@ -142,7 +156,7 @@ def points(a, model) -> list[dict]:
 
     def solvers(runs):
         for method, n in runs:
-            if n > S and method != "dpm-solver++" or n > T:
+            if n > S and method not in ("dpm-solver++", "unipc") or n > T:
                 raise Refused(f"{method} at {n} steps: more than the reference's S = {S}")
         return [(method, f"S={n}", n, None) for method, n in runs]
 
@@ -154,7 +168,8 @@ def points(a, model) -> list[dict]:
              for f in (35, 25, 18, 10, 5)]
     cache = [[(f"every {e}, nb={nb}", lambda e=e, nb=nb: Plan(uniform_cache_cuts(S, e, nb))) for e in (2, 3, 5)] for nb in nbs]
     groups = [  # the order they are computed in: the most asked-for first
-        solvers([("ddpm", S), ("ddim", S)] + [("ddim", n) for n in a.ddim_steps] + [("dpm-solver++", n) for n in a.dpm_steps]),
+        solvers([("ddpm", S), ("ddim", S)] + [("ddim", n) for n in a.ddim_steps] + [("dpm-solver++", n) for n in a.dpm_steps]
+                + [("unipc", n) for n in a.unipc_steps]),
         shortcuts("stop-early", stops),
         shortcuts("deepcache", cache[0]),
         shortcuts("paper-preset", [(name, lambda name=name: PRESETS[name](S, K)) for name in PRESETS]),
@@ -172,6 +187,7 @@ def points(a, model) -> list[dict]:
           lambda th=th, nb=nb, mr=mr: Plan([AdaptiveCache(nb, th, max_reuse=mr)]))
          for n in a.dpm_adaptive_steps if 2 < n <= T for nb in (a.adaptive_nbs or nbs[:1]) for mr in a.max_reuse
          for th in a.thresholds],
+        [solver_schedule(f) for f in a.solver_schedule],
         shortcuts("change", [(f"th={th:g}, nb={K - 1}", lambda th=th: _change(model, a, th)) for th in a.change_thresholds]
                   if "change" in a.methods else []),
     ]
@@ -190,6 +206,22 @@ def points(a, model) -> list[dict]:
                 out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan,
                                 solver=STACKED.get(method)))
     return out
+
+
+def solver_schedule(path) -> tuple:
+    """(method, label, steps, make) of a schedule searched on a solver: its file's metadata names the
+    scheduler and S it was searched on."""
+    from unetscope.shortcut import load_schedule
+
+    try:
+        meta = json.loads(Path(path).read_text()).get("sampler") or {}
+    except (OSError, ValueError) as e:
+        raise Refused(f"--solver-schedule {path}: {e}") from None
+    method = SEARCHED_ON.get(meta.get("method"))
+    if method is None or not isinstance(meta.get("steps"), int):
+        raise Refused(f"--solver-schedule {path}: its metadata must name a sampler searched on "
+                      f"{' or '.join(SEARCHED_ON)} with its steps (got {meta or 'none'})")
+    return method, f"S={meta['steps']}, {Path(path).stem}", meta["steps"], lambda: load_schedule(path)
 
 
 def _mr(mr) -> str:
@@ -230,18 +262,15 @@ def compute_of(model, sp, plan, traj, n: int, c1) -> int | None:
 def slug(p: dict) -> str:
     """The point's file name; a searched schedule's carries a hash of its plan (the file may change)."""
     tag = ""
-    if p["method"] == "searched":
+    if p["method"] in ("searched", "dpm+searched", "unipc+searched"):
         tag = "-" + hashlib.sha1(p["plan"].to_json(sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9.]+", "-", f"{p['method']}--{p['label']}").strip("-") + tag
 
 
 def sampler_for(model, a, method: str, steps: int):
     from unetscope import Sampler
-    from unetscope.solvers import DPMSolverSampler
 
-    if method == "dpm-solver++":
-        return DPMSolverSampler(model, steps, guidance=a.guidance, batch_size=a.batch_size)
-    return Sampler(model, steps=steps, method=method, guidance=a.guidance, batch_size=a.batch_size)
+    return Sampler(model, steps=steps, method=SCHEDULER[method], guidance=a.guidance, batch_size=a.batch_size)
 
 
 def flops_of(fn) -> int:
@@ -469,14 +498,16 @@ def report(a) -> None:
     from unetscope.store import strict_json, write_atomic
 
     drop = ("ssim", "predicted")
+    for r in rows:  # the 10th percentile of the per-sample SSIM: a shortcut's bad tail
+        r["ssim_p10"] = float(np.quantile(np.asarray(r["ssim"], dtype=float), 0.1))
     write_atomic(out / "pareto.json", strict_json(dict(settings=st, points=[{k: v for k, v in r.items() if k not in drop}
                                                                             for r in rows])))
     # a reference's panel is drawn against measured time once every point under it is timed
     timed = {ref: all("time_fraction" in r for r in rows if r["ref"] == ref) for ref in {r["ref"] for r in rows}}
     lines = [f"Model {st['model']['name']}, S = {st['steps']}, guidance {st['guidance']}, {st['samples']} samples per point "
              f"(seeds {st['first_seed']}..{st['first_seed'] + st['samples'] - 1}).", "",
-             "| reference | method | label | steps | compute | time | mean SSIM | min SSIM | agree (ref) | agree (label) | Fréchet | n |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| reference | method | label | steps | compute | time | mean SSIM | SSIM p10 | min SSIM | agree (ref) | agree (label) | Fréchet | n |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def fmt(v, p=3):
         return "–" if v is None else f"{v:.{p}f}"
@@ -484,7 +515,7 @@ def report(a) -> None:
     for r in rows:
         tm = fmt(r.get("time_fraction")) + (f" (±{r['time_spread'] / 2:.0%})" if r.get("time_spread") else "")
         lines.append(f"| {r['ref'].upper()}-{st['steps']} | {r['method']} | {r['label']} | {r['sampler']['steps']} | "
-                     f"{r['compute_fraction']:.3f} | {tm} | {r['ssim_mean']:.3f} | {r['ssim_min']:.3f} | "
+                     f"{r['compute_fraction']:.3f} | {tm} | {r['ssim_mean']:.3f} | {r['ssim_p10']:.3f} | {r['ssim_min']:.3f} | "
                      f"{fmt(r.get('agree_reference'))} | {fmt(r.get('agree_label'))} | {fmt(r.get('frechet'), 2)} | "
                      f"{r['samples']} |")
     write_atomic(out / "table.md", "\n".join(lines) + "\n")
@@ -548,7 +579,8 @@ def figure(path: Path, rows, st, timed) -> None:
     style = {"ddpm": ("o-", "C0"), "ddim": ("s-", "C1"), "dpm-solver++": ("P-", "C2"), "stop-early": ("x-", "C7"),
              "deepcache": ("^-", "C3"), "reuse-encoder": ("v-", "C4"), "paper-preset": ("D", "C5"), "searched": ("*", "C6"),
              "ddim+deepcache": ("<--", "C8"), "dpm+deepcache": (">--", "C9"), "change": ("d:", "olive"),
-             "adaptive": ("h-", "black"), "dpm+adaptive": ("h--", "magenta")}
+             "adaptive": ("h-", "black"), "dpm+adaptive": ("h--", "magenta"), "unipc": ("X-", "teal"),
+             "dpm+searched": ("*--", "C2"), "unipc+searched": ("*--", "teal")}
     for j, ref in enumerate(refs):
         rr = [r for r in rows if r["ref"] == ref]
         key = "time_fraction" if timed[ref] else "compute_fraction"

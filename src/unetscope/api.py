@@ -2,7 +2,9 @@
 
 ``model`` is anything ``--model`` takes (``"default"``, a local diffusers folder, ``FILE.py:FACTORY``,
 ``package.module:FACTORY``) or a model already loaded or wrapped (``unetscope.wrap(...)``). The
-sampling settings are the CLI's: ``steps``, ``method`` (``--sampler``), ``eta``, ``guidance``,
+sampling settings are the CLI's: ``steps``, ``method`` (``--scheduler``: ``ddpm``, ``ddim``, ``dpm++``,
+``euler-a``, ``heun``, ``unipc``, ... or a diffusers scheduler class name), ``scheduler_options``
+(``--scheduler-opt``), ``eta``, ``guidance``,
 ``variance``, ``clip_x0``, ``batch_size``, ``samples`` / ``seeds``, ``cond`` (``--class`` or the
 prompts), ``device``, ``dtype``, ``compile`` (``--compile``).
 
@@ -71,7 +73,7 @@ def setup(model: str | DiffusionModel = "default", *, samples: int | None = None
           cond: Cond = None, steps: int = 100, method: str = "ddpm", eta: float = 0.0, guidance: float | None = None,
           variance: str | None = None, clip_x0: bool | None = None, batch_size: int | None = None,
           device: str = "cpu", dtype: str | torch.dtype = "float32", progress: bool = False,
-          compile: bool = False) -> Setup:
+          compile: bool = False, scheduler_options: dict | None = None) -> Setup:
     """Load ``model`` and build its sampler. Seeds default to ``0..samples-1`` (16); a class model's
     conditions default to cycling through its classes; guidance to 3 where the model has an
     unconditional branch, else 1. ``compile``: the U-Net's units compiled, each once."""
@@ -94,7 +96,7 @@ def setup(model: str | DiffusionModel = "default", *, samples: int | None = None
     if guidance is None:
         guidance = 3.0 if m.has_null_branch else 1.0
     sampler = Sampler(m, steps=steps, method=method, eta=eta, guidance=guidance, variance=variance, clip_x0=clip_x0,
-                      batch_size=batch_size, progress=progress, compile=compile)
+                      batch_size=batch_size, progress=progress, compile=compile, options=scheduler_options)
     if cond is None and m.conditioning == "class":
         cond = [s % m.num_classes_real for s in seeds]  # default: cycle through the classes
     elif cond is None and m.conditioning == "text":
@@ -209,7 +211,7 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
         plan = change_preset(run.sampler, cal, _first_conds(run.cond, len(run.seeds), len(cal)), threshold=threshold, nb=nb)
     elif preset is not None:
         plan = PRESETS[preset](S, K)
-    plan.check(S, K)
+    plan = run.sampler.check_plan(plan)  # a scheduler refuses SkipSteps/StopEarly here, before a folder is made
     if not plan:
         raise SettingsError("the schedule holds no interventions: the shortcut would be the baseline itself")
     out = out_folder(out)

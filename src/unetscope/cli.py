@@ -93,8 +93,12 @@ def _sampling(args) -> dict:
     if prompts and args.samples is None and args.seeds is None:
         args.samples = len(prompts)
     seeds = parse_seeds(args.seeds, args.samples)
-    if args.eta != 0 and args.sampler != "ddim":
-        raise UsageError(f"--eta {args.eta} has no effect with --sampler {args.sampler}: eta is DDIM's (use --sampler ddim)")
+    method, options = _scheduler(args)
+    if args.eta != 0 and method != "ddim":
+        flag = "--scheduler" if args.scheduler else "--sampler"
+        raise UsageError(f"--eta {args.eta} has no effect with {flag} {method}: eta is DDIM's (use {flag} ddim)")
+    if args.variance is not None and method != "ddpm":
+        raise UsageError(f"--variance {args.variance} has no effect with --scheduler {method}: it is DDPM's")
     steps = 100 if args.steps is None else args.steps
     if steps < 1:  # the upper bound (the model's T) is checked once the model is loaded
         raise UsageError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps}")
@@ -102,9 +106,32 @@ def _sampling(args) -> dict:
         raise UsageError(f"{len(prompts)} prompts for {len(seeds)} samples: give one prompt, or one per sample")
     cond = (prompts * len(seeds) if len(prompts) == 1 else prompts) if prompts else parse_classes(args.class_, len(seeds))
     _check_device_and_compiler(args)
-    return dict(seeds=seeds, cond=cond, steps=steps, method=args.sampler, eta=args.eta, guidance=args.guidance,
+    return dict(seeds=seeds, cond=cond, steps=steps, method=method, scheduler_options=options, eta=args.eta, guidance=args.guidance,
                 variance=args.variance, clip_x0=args.clip_x0, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                 compile=args.compile)
+
+
+def _scheduler(args) -> tuple[str, dict]:
+    """(method, options) of ``--scheduler``/``--sampler`` and ``--scheduler-opt``, checked before a model loads."""
+    if args.scheduler and args.sampler and args.scheduler != args.sampler:
+        raise UsageError(f"--sampler {args.sampler} and --scheduler {args.scheduler} disagree: give one (--scheduler takes every name)")
+    method = args.scheduler or args.sampler or "ddpm"
+    options: dict = {}
+    for text in args.scheduler_opt or ():
+        from .schedulers import parse_option
+
+        k, v = parse_option(text)
+        if k in options:
+            raise UsageError(f"--scheduler-opt {k} is given twice")
+        options[k] = v
+    if method in ("ddpm", "ddim"):
+        if options:
+            raise UsageError(f"--scheduler-opt is a diffusers scheduler's; --scheduler {method} is unetscope's own and takes none")
+        return method, options
+    from .schedulers import check_options, resolve_scheduler
+
+    _, cls, _ = resolve_scheduler(method)
+    return method, check_options(cls, options)
 
 
 def _check_device_and_compiler(args) -> None:
@@ -319,7 +346,8 @@ def _cmd_sweep(args) -> None:
 
 def _sampler_kw(sampler) -> dict:
     """A built sampler's settings as ``api.setup`` keywords (so the API twin builds the same one)."""
-    return dict(method=sampler.method, eta=sampler.eta, guidance=sampler.guidance, variance=sampler.variance,
+    return dict(method=sampler.method, scheduler_options=dict(sampler.options), eta=sampler.eta, guidance=sampler.guidance,
+                variance=sampler.variance,
                 clip_x0=sampler.clip_x0, batch_size=sampler.batch_size, compile=sampler.compile)
 
 
@@ -524,7 +552,12 @@ def _sampling_args(p) -> None:
     g.add_argument("--model", default="default",
                    help="'default', a local diffusers folder, or a factory of your code: FILE.py:FACTORY or package.module:FACTORY")
     g.add_argument("--steps", type=int, default=None, help="sampling steps S (default 100, as in the paper)")
-    g.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    g.add_argument("--scheduler", default=None, metavar="NAME",
+                   help="ddpm (default), ddim, dpm++, dpm++-sde, euler, euler-a, heun, dpm2, unipc, pndm, lms, deis, or a "
+                        "diffusers scheduler class name (docs/schedulers.md)")
+    g.add_argument("--scheduler-opt", action="append", default=None, metavar="KEY=VALUE",
+                   help="an option of the diffusers scheduler (repeat): solver_order=3, use_karras_sigmas=true")
+    g.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="unetscope's own samplers (as --scheduler)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
     g.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (1: none; default 3 for models with an unconditional branch)")

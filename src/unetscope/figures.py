@@ -3,12 +3,32 @@ image grids and histograms, shared by the experiments, the shortcut runs and the
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["pyplot", "band", "figure_data_path", "line_figure", "heatmap_figure", "image_grid_figure", "histogram_figure"]
+__all__ = ["titled", "pyplot", "band", "figure_data_path", "line_figure", "heatmap_figure", "image_grid_figure", "histogram_figure"]
+
+
+_SUFFIX = contextvars.ContextVar("figure_title_suffix", default="")
+
+
+@contextlib.contextmanager
+def titled(suffix: str):
+    """Within it, every figure's title ends with ``suffix`` (the sampler a run was made on)."""
+    token = _SUFFIX.set(suffix)
+    try:
+        yield
+    finally:
+        _SUFFIX.reset(token)
+
+
+def _titled(title: str) -> str:
+    suffix = _SUFFIX.get()
+    return f"{title}\n{suffix}" if suffix else title
 
 
 def pyplot():
@@ -67,7 +87,7 @@ def line_figure(path: Path, curves: list[tuple[str, list, np.ndarray, np.ndarray
         ax.invert_xaxis()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_titled(title), fontsize=10)
     ax.grid(alpha=0.3)
     if len(curves) + len(dashed) > 1:
         ax.legend(fontsize=8)
@@ -75,7 +95,7 @@ def line_figure(path: Path, curves: list[tuple[str, list, np.ndarray, np.ndarray
     fig.savefig(path)
     plt.close(fig)
     _write_data(path, dict(
-        kind="lines", title=title, xlabel=xlabel, ylabel=ylabel, k=k,
+        kind="lines", title=_titled(title), xlabel=xlabel, ylabel=ylabel, k=k,
         curves=[dict(label=label, x=[int(x) if float(x).is_integer() else float(x) for x in xs], mean=_numbers(mean),
                      std=None if std is None else _numbers(std)) for label, xs, mean, std in curves],
         dashed=[dict(label=label, x=[int(x) for x in xs], y=_numbers(ys)) for label, xs, ys in dashed],
@@ -96,12 +116,12 @@ def heatmap_figure(path: Path, grid: np.ndarray, rows: list, cols: list, *, xlab
         ax.scatter([c], [r], marker="|", color="red", s=200)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_titled(title), fontsize=10)
     fig.colorbar(im, ax=ax, label=label)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    _write_data(path, dict(kind="heatmap", title=title, xlabel=xlabel, ylabel=ylabel, label=label, rows=list(rows), cols=list(cols),
+    _write_data(path, dict(kind="heatmap", title=_titled(title), xlabel=xlabel, ylabel=ylabel, label=label, rows=list(rows), cols=list(cols),
                            values=[_numbers(r) for r in np.asarray(grid, dtype=float)],
                            marks=[dict(row=int(r), col=int(c)) for r, c in marks]))
     return path
@@ -127,7 +147,7 @@ def image_grid_figure(path: Path, tiles: list[list], row_labels: list[str], col_
                 ax.set_title(col_labels[c], fontsize=7)
             if c == 0:
                 ax.set_ylabel(row_labels[r], fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(_titled(title), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -145,10 +165,10 @@ def histogram_figure(path: Path, values: np.ndarray, *, xlabel: str, ylabel: str
         ax.axvline(mark, color="k", ls="--", lw=1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_titled(title), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    _write_data(path, dict(kind="histogram", title=title, xlabel=xlabel, ylabel=ylabel, values=_numbers(values),
+    _write_data(path, dict(kind="histogram", title=_titled(title), xlabel=xlabel, ylabel=ylabel, values=_numbers(values),
                            mark=None if mark is None else float(mark), range=[float(low), float(high)]))
     return path

@@ -51,21 +51,24 @@ class FlopTable:
             self._known[a] = self.rows * count_flops(self.runner, self.x, self.timesteps, self.cond, a)
         return self._known[a]
 
-    def plan(self, plan: Plan, steps: int) -> int:
-        """FLOPs of one sample's run under ``plan`` (jumps and stops included)."""
-        return sum(self(st.action) for st in plan.walk(steps))
+    def plan(self, plan: Plan, steps: int, calls=None) -> int:
+        """FLOPs of one sample's run under ``plan`` (jumps and stops included); ``calls(t)``: the U-Net
+        calls of step t (default one)."""
+        return sum((calls(st.t) if calls else 1) * self(st.action) for st in plan.walk(steps))
 
-    def samples(self, plan: Plan, steps: int, reused: dict, n: int) -> list[int]:
+    def samples(self, plan: Plan, steps: int, reused: dict, n: int, calls=None) -> list[int]:
         """FLOPs of each of ``n`` samples' runs under ``plan``; at an ``AdaptiveCache`` step,
         ``reused[t]`` (per sample, ``Trajectory.reused``) says whose deep part was read from the
         cache (the FLOPs of ``DropBlocks(nb, fill="cache")``) and whose ran (a full evaluation).
-        The embedding that a sub-batch computes again is not counted (a few linear layers)."""
+        The embedding that a sub-batch computes again is not counted (a few linear layers). ``calls(t)``:
+        the U-Net calls of step t (a Heun step's two; default one; an adaptive step's decision is
+        counted for each of its calls alike)."""
         out = [0] * n
         for st in plan.walk(steps):
-            a = st.action
+            a, k = st.action, calls(st.t) if calls else 1
             if not a.decides:
-                out = [o + self(a) for o in out]
+                out = [o + k * self(a) for o in out]
                 continue
             full, cut = self(NO_ACTION), self(StepAction(drop_blocks=a.adaptive, fill="cache"))
-            out = [o + (cut if bool(r) else full) for o, r in zip(out, reused[st.t].tolist())]
+            out = [o + k * (cut if bool(r) else full) for o, r in zip(out, reused[st.t].tolist())]
         return out

@@ -104,6 +104,8 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
             deps[d] = store.rows(_latest(store, d, ident)["run"])
         _same_model_or_refuse(store, ident["model"])
         p = exp.resolve(S, K, overrides or {}, deps)
+        if name == "phases" and not getattr(sampler, "jumps", True) and not p.get("skipped"):
+            p["removal"] = "reuse"  # the scheduler keeps its walk: a removed step reuses the last output
         plans = [] if p.get("skipped") else exp.plans(p, S, K)
         for plan in plans:
             plan.check(S, K)
@@ -134,6 +136,17 @@ def run_experiment(name: str, model, sampler, seeds: list[int], cond, out_dir, o
     return summary
 
 
+def sampler_label(sampler: dict) -> str:
+    """A run's sampler as figure titles name it: ``DDPM, S=100`` or ``dpm++ (DPMSolverMultistepScheduler), S=20``."""
+    method, S = sampler.get("method", "ddpm"), sampler.get("steps")
+    if method in ("ddpm", "ddim"):
+        name = method.upper() + (f" eta {sampler['eta']:g}" if sampler.get("eta") else "")
+    else:
+        opts = ", ".join(f"{k}={v}" for k, v in sorted((sampler.get("options") or {}).items()))
+        name = f"{method} ({sampler.get('scheduler', '')}{'; ' + opts if opts else ''})".replace(" ()", "")
+    return f"{name}, S={S}"
+
+
 def render(out_dir, run: str) -> dict:
     """Findings and figures of a stored run (also used by ``unetscope report``)."""
     from ..store import ResultStore, run_dir, safe_run_name, strict_json, write_atomic
@@ -160,7 +173,10 @@ def render(out_dir, run: str) -> dict:
     images = {k: v for k, v in images.items() if v}
     fig_dir = run_dir(out_dir, "figures", run)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    figures = exp.figures(rows, p, S, K, fig_dir, images)
+    from ..figures import titled
+
+    with titled(sampler_label(s["sampler"])):  # every figure names the sampler it was made on
+        figures = exp.figures(rows, p, S, K, fig_dir, images)
     summary = dict(run=run, experiment=exp.name, title=exp.title, paper=exp.figure_refs, params=p,
                    model=s["model"], sampler=s["sampler"], samples=len(s["seeds"]), findings=findings,
                    figures=[dict(file=f"figures/{run}/{f}", caption=c) for f, c in figures], evaluations=stats)

@@ -1,11 +1,16 @@
 """`phases`: remove n whole steps at every start t (SkipSteps(t, n), n = 1 and 5; Figs. 3, 4, 18)
-and read the generation phases off the SSIM curve (``segment_phases``)."""
+and read the generation phases off the SSIM curve (``segment_phases``).
+
+On a scheduler whose walk takes no jump (DPM-Solver++, Euler, UniPC, ...: ``sampler.jumps`` is
+False) a removed step keeps the scheduler's walk: the U-Net evaluations at steps t-1 .. t-n are not
+computed and each hands the scheduler step t's output again (``DropBlocks(K, t-1, n, "cache")``, the
+whole U-Net read from the cache; ``removal: reuse`` in the parameters)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..plan import Plan, SkipSteps
+from ..plan import DropBlocks, Plan, SkipSteps
 from .common import Experiment, curves, image_grid_figure, line_figure, scale_steps, t_grid, variant_grid
 
 
@@ -102,11 +107,24 @@ class Phases(Experiment):
             p["threshold"] = threshold
         return p
 
+    @staticmethod
+    def plan(p, t: int, n: int, K: int) -> Plan:
+        """The removal of n steps after t: a jump, or (``removal: reuse``) step t's output handed on."""
+        if p.get("removal") == "reuse":
+            return Plan([DropBlocks(K, t - 1, n, "cache")])
+        return Plan([SkipSteps(t, n)])
+
     def plans(self, p, S, K):
-        return [Plan([SkipSteps(t, n)]) for n in p["n_values"] for t in t_grid(S, n + 1, p["t_step"])]
+        return [self.plan(p, t, n, K) for n in p["n_values"] for t in t_grid(S, n + 1, p["t_step"])]
+
+    @staticmethod
+    def _label(p) -> str:
+        return ("n steps' U-Net outputs reused from t_start (the scheduler's walk kept)" if p.get("removal") == "reuse"
+                else "SkipSteps(t_start, n)")
 
     def _curves(self, rows, p):
-        return curves(rows, lambda v: (v["interventions"][0]["n"], v["interventions"][0]["start"])
+        shift = 1 if p.get("removal") == "reuse" else 0  # DropBlocks(K, t - 1, n): its start is t - 1
+        return curves(rows, lambda v: (v["interventions"][0]["n"], v["interventions"][0]["start"] + shift)
                       if v.get("interventions") else None, p["n_values"])
 
     def analyze(self, rows, p, S, K):
@@ -157,14 +175,14 @@ class Phases(Experiment):
             path = line_figure(out / f"phases_{m}.png",
                                [(f"n = {n}", ts, c[m][0], c[m][1]) for n, (ts, c) in curves.items()],
                                xlabel="t_start", ylabel=label, k=p["k"], band_max=1.0 if m == "ssim" else None,
-                               title=f"SkipSteps(t_start, n): {label} vs the unintervened output (mean ± {p['k']:g} sd)",
+                               title=f"{self._label(p)}: {label} vs the unintervened output (mean ± {p['k']:g} sd)",
                                vlines=[(b[k], k) for k in ("b1", "b2") if b.get(k) is not None],
                                hlines=[(b["threshold"], f"SSIM {b['threshold']:g}")] if m == "ssim" else (),
                                dashed=smooth if m == "ssim" else ())
             files.append((path.name, f"{label} after removing n steps from t_start (Figs. 4, 18)"))
         ts = curves[n_big][0]
         pick = [ts[round(i * (len(ts) - 1) / 5)] for i in range(6)] if len(ts) >= 6 else ts
-        g = variant_grid(images, lambda t: {"interventions": [{"type": "SkipSteps", "start": t, "n": n_big}]}, pick)
+        g = variant_grid(images, lambda t: self.plan(p, t, n_big, K).to_dict(), pick)
         if g:
             path = image_grid_figure(out / "phases_grid.png", g[0], g[1], ["x0"] + [f"t={t}" for t in pick],
                                      f"w'_0 after removing n={n_big} steps from t_start (Fig. 3)")

@@ -39,7 +39,7 @@ def sample_flops(sampler: Sampler, plan: Plan, reused: dict, n: int, cond=None) 
     x1 = torch.zeros(1, *m.sample_shape, device=m.device, dtype=m.dtype)
     t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
     table = FlopTable(m.runner, x1, t1, m.make_cond(cond, 1), sampler.denoiser.rows_per_sample)
-    return table.samples(sampler.check_plan(plan), sampler.steps, reused, n)
+    return table.samples(sampler.check_plan(plan), sampler.steps, reused, n, calls=sampler.calls)
 
 
 @torch.no_grad()
@@ -121,8 +121,10 @@ def predicted_time_fraction(sampler: Sampler, plan: Plan, seconds: dict[StepActi
     if NO_ACTION not in seconds or missing:
         raise ShortcutError("seconds must time every U-Net action of the plan and the full evaluation "
                             "(action_seconds(sampler, plan, ...) gives them)")
-    unet = chunks * seconds[NO_ACTION]  # one step's evaluations
-    other = max(0.0, seconds_baseline / S - unet) if seconds_baseline else 0.0
+    calls = {t: sampler.calls(t) for t in range(1, S + 1)}  # a Heun step calls the U-Net twice
+    n_calls = sum(calls.values())
+    unet = chunks * seconds[NO_ACTION]  # one call's evaluations
+    other = max(0.0, seconds_baseline / S - unet * n_calls / S) if seconds_baseline else 0.0  # per step
     total = 0.0
     for st in walk:
         a = st.action.unet
@@ -134,8 +136,8 @@ def predicted_time_fraction(sampler: Sampler, plan: Plan, seconds: dict[StepActi
             t_unet = cut + (1 - float(reused[st.t].float().mean())) * (seconds[NO_ACTION] - cut)
         else:
             t_unet = seconds[NO_ACTION if a.adaptive else a]
-        total += chunks * t_unet + other
-    return total / (S * (unet + other))
+        total += calls[st.t] * chunks * t_unet + other
+    return total / (n_calls * unet + S * other)
 
 
 def _mad(x: np.ndarray) -> float:

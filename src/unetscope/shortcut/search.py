@@ -362,14 +362,15 @@ class _Search:
         self.space = _Space(S, K, cfg.grid or max(1, round(S / 25)),
                             tuple(cfg.lengths or sorted({max(1, round(v * S / 100)) for v in (2, 4, 7, 10)})),
                             cfg.min_relax, cfg.stop_early, tuple(mechanisms(cfg, K)))
-        self.base_cost = flops.plan(Plan(), S)
+        self.calls = sampler.calls  # U-Net calls per step (a Heun step: two)
+        self.base_cost = flops.plan(Plan(), S, self.calls)
         self.history: list[dict] = []
         # the uniform schedules: where the search starts, and what its result must not fall below
         self.uniform = sorted({u for u in (_Sched(m.uniform(S, e), None) for m in self.space.mechanisms for e in cfg.every)
                                if u.cuts}, key=self.key)
 
     def cost(self, c: _Sched) -> float:
-        return self.flops.plan(c.plan(), self.S) / self.base_cost
+        return self.flops.plan(c.plan(), self.S, self.calls) / self.base_cost
 
     def key(self, c: _Sched):  # cheapest first; ties broken by the schedule itself (deterministic)
         return (self.cost(c), repr(c.plan()))
@@ -492,6 +493,8 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
     from ..flops import FlopTable
 
     cfg = replace(config or SearchConfig(), **settings) if settings else (config or SearchConfig())
+    if not getattr(sampler, "jumps", True):  # a scheduler's walk is its own: no SkipSteps or StopEarly moves
+        cfg = replace(cfg, skip_steps=False, stop_early=False)
     m, K = sampler.model, sampler.model.num_blocks
     x1 = torch.zeros(1, *m.sample_shape, device=m.device, dtype=m.dtype)
     t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
