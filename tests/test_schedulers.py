@@ -242,7 +242,7 @@ def test_the_search_on_dpm_meets_its_target_on_held_out_seeds_and_is_determinist
 
     ref = f"{Path(__file__).resolve().parents[1] / 'examples' / 'mnist_unet.py'}:make_model"
     s = Sampler(us.load_model(ref), steps=8, method="dpm++")
-    cfg = dict(target_mean=0.9, max_rounds=3, per_round=6)
+    cfg = dict(target_mean=0.9, max_rounds=2, per_round=4)
     a = search(s, list(range(6)), None, validation_seeds=list(range(6, 12)), **cfg)
     b = search(s, list(range(6)), None, validation_seeds=list(range(6, 12)), **cfg)
     assert a["plan"] and a["plan"] == b["plan"] and a["history"] == b["history"]
