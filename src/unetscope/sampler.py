@@ -122,6 +122,25 @@ class Trajectory:
         return self.model.decode(self.x0)
 
 
+def x0_and_eps(out: torch.Tensor, x: torch.Tensor, ab: float, kind: str, clip: bool):
+    """A model output at alpha_bar ``ab`` -> (x_est0, eps) for an epsilon, v or sample prediction;
+    x_est0 clipped to [-1, 1] (and eps made consistent with it) when ``clip``."""
+    a, s = math.sqrt(ab), math.sqrt(1 - ab)
+    if kind == "epsilon":
+        eps = out
+        x0 = (x - s * eps) / a
+    elif kind == "v_prediction":
+        x0 = a * x - s * out
+        eps = a * out + s * x
+    else:  # "sample"
+        x0 = out
+        eps = (x - a * x0) / s
+    if clip:
+        x0 = x0.clamp(-1, 1)
+        eps = (x - a * x0) / s
+    return x0, eps
+
+
 class Sampler:
     """DDPM ancestral or DDIM sampling over ``steps`` respaced steps, with classifier-free guidance.
 
@@ -268,21 +287,7 @@ class Sampler:
         if self.model.variance_type == "learned_range":
             out, v = out[:, :C], out[:, C:]
             frac = (v + 1) / 2
-        ab = self._ab[t]
-        a, s = math.sqrt(ab), math.sqrt(1 - ab)
-        kind = self.model.prediction_type
-        if kind == "epsilon":
-            eps = out
-            x0 = (x - s * eps) / a
-        elif kind == "v_prediction":
-            x0 = a * x - s * out
-            eps = a * out + s * x
-        else:  # "sample"
-            x0 = out
-            eps = (x - a * x0) / s
-        if self.clip_x0:
-            x0 = x0.clamp(-1, 1)
-            eps = (x - a * x0) / s
+        x0, eps = x0_and_eps(out, x, self._ab[t], self.model.prediction_type, self.clip_x0)
         return x0, eps, frac
 
     def sigmas(self, t: int, frac=None):

@@ -47,7 +47,7 @@ import torch
 from .models import Cond, DiffusionModel
 from .noise import NoiseBank
 from .plan import NO_ACTION, Plan, SkipSteps, StepAction, StopEarly
-from .sampler import KEEP, NonFiniteSampleError, Sampler, SamplerError, StepOutput, Trajectory, check_seeds
+from .sampler import KEEP, NonFiniteSampleError, Sampler, SamplerError, StepOutput, Trajectory, check_seeds, x0_and_eps
 from .timing import synchronize
 
 __all__ = ["SchedulerSampler", "SolverState", "SCHEDULERS", "scheduler_names", "parse_option", "resolve_scheduler",
@@ -294,22 +294,7 @@ class SchedulerSampler(Sampler):
 
     def _epsilon(self, out: torch.Tensor, x_in: torch.Tensor, ab: float):
         """The guided output -> (epsilon for the scheduler, x_est0), through x_est0 when it is clipped."""
-        C = x_in.shape[1]
-        out = out[:, :C]
-        a, s = math.sqrt(ab), math.sqrt(1 - ab)
-        kind = self.model.prediction_type
-        if kind == "epsilon":
-            eps = out
-            x0 = (x_in - s * eps) / a
-        elif kind == "v_prediction":
-            x0 = a * x_in - s * out
-            eps = a * out + s * x_in
-        else:  # "sample"
-            x0 = out
-            eps = (x_in - a * x0) / s
-        if self.clip_x0:
-            x0 = x0.clamp(-1, 1)
-            eps = (x_in - a * x0) / s
+        x0, eps = x0_and_eps(out[:, :x_in.shape[1]], x_in, ab, self.model.prediction_type, self.clip_x0)
         return eps, x0
 
     @torch.no_grad()
@@ -416,7 +401,7 @@ class SchedulerSampler(Sampler):
             cache.update(out.captured)
             yield dict(t=tt, land=tt - 1, x_t=out.x_t, x_in=out.x_in, x_est0=out.x_est0, eps=out.eps, frac=None,
                        x_next=out.x_next, stop=False, units_run=out.units_run, deep=out.deep, cache=cache,
-                       units_per_sample=_units(out, m.num_blocks), calls=self._calls[tt], state=before)
+                       units_per_sample=out.units_per_sample, calls=self._calls[tt], state=before)
             x = out.x_next
 
     @torch.no_grad()
@@ -482,8 +467,3 @@ def _bounds(states: list[SolverState]) -> list[tuple[int, int]]:
         out.append((i, i + s.n))
         i += s.n
     return out
-
-
-def _units(out: StepOutput, K: int) -> torch.Tensor:
-    """Units the step computed for each sample, over its calls."""
-    return out.units_per_sample
