@@ -10,6 +10,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # children with default threads oversubscribe the cores (an order of magnitude slower)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+# Ray starts its workers at nice 15 (its worker_niceness): beside the other pytest worker on two busy
+# cores they got a few percent of a core, and the Ray tests took 5-15x their time (test_ray.py under two
+# busy processes: 308 s at nice 15, 60 s at nice 0). Every Ray instance a test starts, in this process
+# or a child, reads this.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")

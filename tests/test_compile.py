@@ -156,7 +156,9 @@ def test_accelerate_compiled_and_a_torch_compiled_hooked_unet():
 @pytest.mark.slow
 def test_cli_compile_gives_the_same_images_with_one_compilation_per_unit(tiny_model_dir, tmp_path, capsys):
     plan = json.dumps(PLAN.to_dict())
-    args = ["intervene", "--model", tiny_model_dir, "--steps", 6, "--samples", 2, "--plan", plan, "--quiet"]
+    # one sample (two rows with guidance): the shapes the docs' --compile command compiles (tests/test_docs.py runs
+    # it on one sample) and the API twins' below, so inductor's on-disk cache compiles each graph once per run
+    args = ["intervene", "--model", tiny_model_dir, "--steps", 6, "--samples", 1, "--plan", plan, "--quiet"]
     code, _, err = run_cli(args + ["--out", tmp_path / "eager"], capsys)
     assert code == 0, err
     code, out, err = run_cli(args + ["--out", tmp_path / "compiled", "--compile"], capsys)
@@ -171,7 +173,7 @@ def test_cli_compile_gives_the_same_images_with_one_compilation_per_unit(tiny_mo
     from PIL import Image
     import numpy as np
 
-    for s in (0, 1):
+    for s in (0,):
         a = np.asarray(Image.open(tmp_path / "compiled" / f"compare_{s:05d}.png"), dtype=np.int16)
         b = np.asarray(Image.open(tmp_path / "eager" / f"compare_{s:05d}.png"), dtype=np.int16)
         assert np.abs(a - b).max() <= 1  # 8-bit images: float differences round to at most one level
@@ -181,8 +183,8 @@ def test_cli_compile_gives_the_same_images_with_one_compilation_per_unit(tiny_mo
 def test_the_api_twins_take_compile(tiny_model_dir, tmp_path):
     """compile=True through an API twin (setup's keywords): the timed shortcut's summary counts one compilation per
     unit (the FLOP count runs eagerly; the timing's batch is the sampling's), and its SSIM is the uncompiled one's."""
-    plain = us.measure_shortcut(tiny_model_dir, tmp_path / "plain", preset="paper", steps=4, samples=2, repeats=1)
-    fast = us.measure_shortcut(tiny_model_dir, tmp_path / "fast", preset="paper", steps=4, samples=2, repeats=1,
+    plain = us.measure_shortcut(tiny_model_dir, tmp_path / "plain", preset="paper", steps=4, samples=1, repeats=1)
+    fast = us.measure_shortcut(tiny_model_dir, tmp_path / "fast", preset="paper", steps=4, samples=1, repeats=1,
                                compile=True)
     K = us.load_model(tiny_model_dir).num_blocks
     assert fast["compile"]["per_unit"] == {s: 1 for s in _sites(K)} and plain["compile"] is None

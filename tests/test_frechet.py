@@ -46,6 +46,26 @@ def test_full_covariances_match_scipy_sqrtm_and_the_distance_is_symmetric_and_no
     assert all(frechet_distance(_feats(30, 5, s), _feats(30, 5, s + 100)) >= 0 for s in range(5))
 
 
+@pytest.mark.parametrize("na, nb, d", [(3, 3, 1024), (40, 25, 64), (2, 9, 10), (63, 5, 64)])
+def test_fewer_samples_than_features_give_the_covariance_formula(na, nb, d):
+    """The samples' cross-product path (taken when both sets have fewer samples than features) equals
+    the (D, D) covariances' formula."""
+    x, y = _feats(na, d, 7), _feats(nb, d, 8, scale=1.3, shift=0.2)
+    want = frechet_from_stats(*gaussian_stats(x), *gaussian_stats(y))
+    # the covariance path's (D - N) eigenvalues that are zero in exact arithmetic come out at ~1e-14 and
+    # add their square roots: it is the less exact of the two, by ~1e-8 of the distance
+    assert frechet_distance(x, y) == pytest.approx(want, rel=1e-6) and want > 0
+    assert frechet_distance(y, x) == pytest.approx(frechet_distance(x, y), rel=1e-10)
+
+
+def test_an_isometric_embedding_into_more_features_keeps_the_distance():
+    """Sets in k = 4 dimensions with more samples than features (the covariance path), and the same sets
+    mapped into 256 features by an orthonormal map (fewer samples than features): the same distance."""
+    xk, yk = _feats(30, 4, 9), _feats(20, 4, 10, scale=0.7, shift=0.5)
+    q, _ = np.linalg.qr(np.random.default_rng(11).normal(size=(256, 4)))  # (256, 4), orthonormal columns
+    assert frechet_distance(xk @ q.T, yk @ q.T) == pytest.approx(frechet_distance(xk, yk), rel=1e-10)
+
+
 def test_a_shifted_copy_is_at_the_squared_shift():
     x = _feats(200, 10, 4)
     v = np.linspace(-1, 1, 10)

@@ -62,10 +62,27 @@ def frechet_from_stats(mu_a, cov_a, mu_b, cov_b) -> float:
     return max(d, 0.0)  # rounding can leave -1e-12 for identical sets
 
 
+def _frechet_few_samples(a: np.ndarray, b: np.ndarray) -> float:
+    """The distance from the samples themselves when there are fewer than features. With the centred,
+    scaled samples ``A = (a - mu_a) / sqrt(N_a - 1)`` (so ``C_a = A^T A``) and likewise ``B``, the nonzero
+    eigenvalues of ``C_a C_b`` are those of ``(A B^T)(A B^T)^T``: ``tr((C_a C_b)^{1/2})`` is the sum of
+    the singular values of the (N_a, N_b) matrix ``A B^T``, and ``tr(C_a) = ||A||_F^2``. The same number
+    as ``frechet_from_stats`` in O(N_a N_b D), with no (D, D) matrix."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = (a - mu_a) / np.sqrt(len(a) - 1), (b - mu_b) / np.sqrt(len(b) - 1)
+    tr_sqrt = float(np.linalg.svd(ca @ cb.T, compute_uv=False).sum())
+    d = float(((mu_a - mu_b) ** 2).sum() + (ca ** 2).sum() + (cb ** 2).sum() - 2 * tr_sqrt)
+    return max(d, 0.0)
+
+
 def frechet_distance(feats_a, feats_b) -> float:
     """The Fréchet distance between features ``feats_a`` (N_a, D) and ``feats_b`` (N_b, D)
-    (numpy arrays or tensors; computed in float64)."""
+    (numpy arrays or tensors; computed in float64). With fewer samples than features (200 samples of
+    the classifier's 1,024 features) it is computed from the samples' cross-products, not from two
+    (D, D) eigendecompositions: the same value, in a fraction of the time."""
     a, b = _as_features(feats_a, "feats_a"), _as_features(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
         raise FrechetError(f"the two sets have different feature sizes: {a.shape[1]} and {b.shape[1]}")
+    if max(len(a), len(b)) < a.shape[1]:
+        return _frechet_few_samples(a, b)
     return frechet_from_stats(*gaussian_stats(a), *gaussian_stats(b))
