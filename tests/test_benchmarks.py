@@ -87,3 +87,27 @@ def test_feature_memory_counts_sd15s_unit_outputs():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "feature_memory.py")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "K = 12; unit outputs of one row: 17,039,360 numbers" in r.stdout and "136 MB in float16" in r.stdout
+
+
+def test_durations_table_sums_per_file_and_lists_the_slowest(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("durations_table", ROOT / "benchmarks" / "durations_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    xml = tmp_path / "r.xml"
+    xml.write_text('<?xml version="1.0"?><testsuites><testsuite name="pytest" errors="0" failures="1" skipped="1" '
+                   'tests="4" time="12.5"><testcase classname="tests.test_a" name="test_x" time="3.0"/>'
+                   '<testcase classname="tests.test_a" name="test_y" time="1.5"/>'
+                   '<testcase classname="tests.test_b" name="test_z[p]" time="7.25"/>'
+                   '<testcase classname="tests.test_b" name="test_w" time="0"/></testsuite></testsuites>')
+    assert mod.main([str(xml), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 tests (1 skipped, 1 failed, 0 errors); wall time 12 s, sum of test times 12 s" in out
+    slow = [ln for ln in out.splitlines() if ln.startswith("| ") and "::" in ln]
+    assert slow == ["| 7.2 | `tests/test_b.py::test_z[p]` |", "| 3.0 | `tests/test_a.py::test_x` |"]
+    assert "| `tests/test_b.py` | 2 | 7.2 |" in out and "| `tests/test_a.py` | 2 | 4.5 |" in out
+    assert "| **sum** | **4** | **12** |" in out
+    (tmp_path / "bad.xml").write_text("<not xml")
+    with pytest.raises(SystemExit, match="not a readable JUnit XML file"):
+        mod.main([str(tmp_path / "bad.xml")])

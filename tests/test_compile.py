@@ -97,6 +97,24 @@ def test_compile_without_a_compiler_is_one_line_and_writes_nothing(no_compiler, 
         us.accelerate(tiny_cond_unet(), us.Plan(), steps=4, compile=True)
 
 
+def test_the_backend_variable_names_the_backend_and_an_unknown_one_is_one_line(monkeypatch, tiny_model_dir, tmp_path, capsys):
+    """$UNETSCOPE_COMPILE_BACKEND: what --compile and compile=True compile with (inductor when unset)."""
+    monkeypatch.delenv("UNETSCOPE_COMPILE_BACKEND", raising=False)
+    assert compiling.default_backend() == "inductor"
+    monkeypatch.setenv("UNETSCOPE_COMPILE_BACKEND", "aot_eager")
+    assert compiling.default_backend() == "aot_eager"
+    m = us.load_model(tiny_model_dir, compile=True)
+    assert m.compile_stats()["backend"] == "aot_eager"
+    monkeypatch.setenv("UNETSCOPE_COMPILE_BACKEND", "no-such-backend")
+    out = tmp_path / "o"
+    code, _, err = run_cli(["sample", "--model", tiny_model_dir, "--compile", "--steps", 2, "--samples", 1, "--out", out,
+                            "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "'no-such-backend' is not a torch.compile backend" in err
+    assert "inductor" in err and "Traceback" not in err and not out.exists()
+    with pytest.raises(compiling.CompileError, match="not a torch.compile backend"):
+        us.Sampler(us.load_model(tiny_model_dir), compile=True)
+
+
 def test_compile_where_dynamo_is_unsupported_is_refused(monkeypatch):
     import torch._dynamo
 

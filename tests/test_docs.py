@@ -53,8 +53,15 @@ def _argv(command, tmp_path, places, request):
 
 
 def _params(cases):
-    """A command that compiles (``--compile``) waits minutes for inductor's C++ on a CPU: slow."""
-    return [pytest.param(d, c, id=f"{d}: {c}", marks=[pytest.mark.slow] if "--compile" in c else []) for d, c in cases]
+    return [pytest.param(d, c, id=f"{d}: {c}") for d, c in cases]
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """The docs' compiled examples run their whole path (each unit through dynamo, the compilations
+    counted) with dynamo's eager backend: inductor's C++ on a CPU takes minutes, and its images are
+    checked against uncompiled ones in tests/test_compile.py (slow) on the same shapes."""
+    monkeypatch.setenv("UNETSCOPE_COMPILE_BACKEND", "eager")
 
 
 @pytest.mark.parametrize("doc, command", _params([(d, c) for d, c in COMMANDS if "--executor ray" not in c]))
@@ -64,6 +71,8 @@ def test_doc_command_runs(doc, command, tmp_path, places, request, monkeypatch, 
     from conftest import run_cli
 
     argv = _argv(command, tmp_path, places, request)
+    if "--compile" in argv:
+        request.getfixturevalue("eager_compile")
     if argv[1] == "explore" and "--html" not in argv:  # it serves until stopped: see that it serves, then stop it
         return _explore_serves(argv, tmp_path)
     if "--samples" in argv and "--calibration" not in argv:  # a search's split needs the samples it names
@@ -128,11 +137,11 @@ def _link_repo_folders(where):
             (where / name).symlink_to(ROOT / name)
 
 
-@pytest.mark.parametrize("doc, code", [pytest.param(d, c, id=d, marks=[pytest.mark.slow] if "RayExecutor" in c or
-                                                    "compile=True" in c else [])
-                                       for d, c in PYTHON])  # an example on Ray starts an instance of its own, one
-# that compiles waits for inductor: slow
+@pytest.mark.parametrize("doc, code", [pytest.param(d, c, id=d, marks=[pytest.mark.slow] if "RayExecutor" in c else [])
+                                       for d, c in PYTHON])  # an example on Ray starts an instance of its own: slow
 def test_doc_python_runs(doc, code, tmp_path, monkeypatch, request):
+    if "compile=True" in code:
+        request.getfixturevalue("eager_compile")
     if "path/to/sd-pipeline" in code:
         code = code.replace("path/to/sd-pipeline", str(request.getfixturevalue("sd_dir")))
     _link_repo_folders(tmp_path)

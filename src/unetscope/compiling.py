@@ -14,19 +14,38 @@ compiled: one per unit when nothing recompiles and no graph breaks.
 from __future__ import annotations
 
 import functools
+import os
 import types
 from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-__all__ = ["CompileError", "compiler_problem", "check_compiler", "UnitCompiler", "UNIT_KINDS"]
+__all__ = ["CompileError", "compiler_problem", "check_compiler", "default_backend", "UnitCompiler", "UNIT_KINDS"]
 
 UNIT_KINDS = ("E", "M", "D", "head")
 
 
 class CompileError(ValueError):
     """``compile`` asked for where torch.compile cannot run (no dynamo, no C++ compiler, no Triton)."""
+
+
+BACKEND_VARIABLE = "UNETSCOPE_COMPILE_BACKEND"
+
+
+def default_backend() -> str:
+    """The ``torch.compile`` backend of ``--compile`` and ``compile=True``: inductor, or the one named by
+    ``$UNETSCOPE_COMPILE_BACKEND`` (any name ``torch._dynamo.list_backends()`` knows: ``aot_eager`` to
+    tell a dynamo or AOT problem from an inductor one, ``eager`` for dynamo's tracing alone). An
+    unknown name is a ``CompileError`` of one line naming the ones there are."""
+    name = os.environ.get(BACKEND_VARIABLE, "").strip() or "inductor"
+    if name != "inductor":
+        import torch._dynamo
+
+        known = sorted(set(torch._dynamo.list_backends(exclude_tags=())) | {"eager", "aot_eager"})
+        if name not in known:
+            raise CompileError(f"{BACKEND_VARIABLE}={name!r} is not a torch.compile backend; there are: {', '.join(known)}")
+    return name
 
 
 def _static_problem(device: torch.device, backend: str) -> str | None:
@@ -72,17 +91,23 @@ def _probe(device_type: str, index: int | None, backend: str) -> str | None:
     return None
 
 
-def compiler_problem(device="cpu", backend="inductor") -> str | None:
-    """Why torch.compile with ``backend`` cannot run on ``device`` here, or None when it can (checked
-    once per device and backend: dynamo's support, inductor's C++ compiler or Triton, then a tiny
-    function compiled and run). A backend given as a function (your own) is checked for dynamo only."""
+def compiler_problem(device="cpu", backend=None) -> str | None:
+    """Why torch.compile with ``backend`` (None: ``default_backend()``) cannot run on ``device`` here, or
+    None when it can (checked once per device and backend: dynamo's support, inductor's C++ compiler or
+    Triton, then a tiny function compiled and run). A backend given as a function (your own) is checked
+    for dynamo only."""
     d = torch.device(device)
+    if backend is None:
+        try:
+            backend = default_backend()
+        except CompileError as e:
+            return str(e)
     if not isinstance(backend, str):
         return _static_problem(d, "custom")
     return _probe(d.type, d.index, backend)
 
 
-def check_compiler(device="cpu", backend: str = "inductor") -> None:
+def check_compiler(device="cpu", backend=None) -> None:
     """Raise ``CompileError`` (one line) when ``compiler_problem`` finds one."""
     problem = compiler_problem(device, backend)
     if problem:
@@ -104,8 +129,8 @@ class UnitCompiler:
     """The compiled unit functions of one ``UNetUnits``, with the protocol's signatures, and the
     number of graphs each one compiled."""
 
-    def __init__(self, units, num_blocks: int, backend="inductor"):
-        self.backend = backend  # a name, or a backend function of your own
+    def __init__(self, units, num_blocks: int, backend=None):
+        self.backend = default_backend() if backend is None else backend  # a name, or a backend function of your own
         self.compilations: dict[str, int] = {}
         self.functions: dict[tuple, Callable] = {}
         K = num_blocks

@@ -95,7 +95,7 @@ class DiffusionModel:
         m = self.module
         return next(m.parameters()).dtype if m is not None else torch.float32
 
-    def compile(self, backend: str = "inductor") -> "DiffusionModel":
+    def compile(self, backend: str | None = None) -> "DiffusionModel":
         """Compile the U-Net unit by unit (each of ``E[i]``, ``M``, ``D[j]``, ``head`` once, so no step's
         action recompiles); a ``CompileError`` of one line where torch.compile cannot run on this
         model's device. ``compile_stats()`` then counts the graphs compiled."""

@@ -93,12 +93,13 @@ class UNetRunner:
         self._out_shapes: dict[tuple, list[torch.Size]] = {}  # input shape -> per-sample D[j] shapes
         self.compiled = None  # a UnitCompiler once ``compile`` ran
 
-    def compile(self, backend: str = "inductor", device="cpu") -> "UNetRunner":
+    def compile(self, backend=None, device="cpu") -> "UNetRunner":
         """Compile each unit function once (``torch.compile``; ``unetscope.compiling``), after checking
-        that ``backend`` compiles on ``device``; idempotent. The action of a step stays Python: changing
-        it never recompiles."""
-        from ..compiling import UnitCompiler, check_compiler
+        that ``backend`` (None: ``compiling.default_backend()``, inductor unless set) compiles on ``device``;
+        idempotent. The action of a step stays Python: changing it never recompiles."""
+        from ..compiling import UnitCompiler, check_compiler, default_backend
 
+        backend = default_backend() if backend is None else backend
         if self.compiled is None or self.compiled.backend != backend:
             check_compiler(device, backend)
             self.compiled = UnitCompiler(self.units, self.num_blocks, backend)
