@@ -417,8 +417,9 @@ def accelerate(target, schedule, *, steps: int | None = None, compile: bool | st
     halves, whose two rows of a sample decide together under ``AdaptiveCache`` (None: a pipeline's
     ``do_classifier_free_guidance`` at call time; a bare U-Net: no, each row decides alone).
     ``steps``: S, the generation's number of steps (default: the pipeline scheduler's).
-    ``compile``: True (inductor, or ``$UNETSCOPE_COMPILE_BACKEND``) or a ``torch.compile`` backend's name: every call runs through the
-    runner's unit functions, each compiled once (``handle.compile_stats()`` counts)."""
+    ``compile``: True (inductor, or ``$UNETSCOPE_COMPILE_BACKEND``) or a ``torch.compile`` backend's
+    name: every call runs through the runner's unit functions, each compiled once
+    (``handle.compile_stats()`` counts)."""
     if compile is not False and compile is not True and not isinstance(compile, str):
         raise DeployError(f"compile must be True, False or a torch.compile backend's name, got {compile!r}")
     unet, scheduler = _unet_and_scheduler(target)
