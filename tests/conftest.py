@@ -1,15 +1,18 @@
 import json
 import os
 
-import pytest
-import torch
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest worker per core: each runs one thread, and so do the processes a test starts, or two
+    # workers with default threads oversubscribe the cores. Set before numpy and torch load: OpenBLAS
+    # reads it once, and its threads spin after each call (numpy's SVDs and matrix products in a worker
+    # with two OpenBLAS threads took a second core from the other worker: 110-130% CPU per worker)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead (and CI has 2 cores)
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # one pytest worker per core: the processes a test starts take one thread too, or two workers'
-    # children with default threads oversubscribe the cores (an order of magnitude slower)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
 # Ray starts its workers at nice 15 (its worker_niceness): beside the other pytest worker on two busy
 # cores they got a few percent of a core, and the Ray tests took 5-15x their time (test_ray.py under two
 # busy processes: 308 s at nice 15, 60 s at nice 0). Every Ray instance a test starts, in this process

@@ -346,6 +346,40 @@ def test_the_python_twin(runs):
         ex.close()
 
 
+def test_the_background_reader_reads_every_asked_run_once_and_rests(runs, monkeypatch):
+    """Views opened while others are read: the newest first, then the rest, each run's statistics read once.
+    (Yielding to any queued run made two queued runs hand the reader to each other forever, a busy core.)"""
+    import time
+
+    from unetscope.explore import data
+
+    reads = []
+    real = data.RunFolder.variant_stats
+
+    def counting(self, run, *a, **k):
+        reads.append(run)
+        return real(self, run, *a, **k)
+
+    monkeypatch.setattr(data.RunFolder, "variant_stats", counting)
+    folders = [data.RunFolder(runs["a"]), data.RunFolder(runs["b"], 1)]
+    asked = [(f, r["run"]) for f in folders for r in f._runs]
+    assert len(asked) == 3
+    for f, run in asked + asked[::-1]:  # six views asked at once, each run twice
+        f.warm(run)
+
+    def all_read():
+        return all(f.kept(run, seed, load=False) is not None for f, run in asked for seed in f.kept_seeds(run))
+
+    deadline = time.time() + 60
+    while time.time() < deadline and not (data._WARM_QUEUE.empty() and all_read()):
+        time.sleep(0.02)
+    assert data._WARM_QUEUE.empty() and all_read() and all(f.kept_seeds(run) for f, run in asked)
+    time.sleep(0.3)
+    n = len(reads)
+    time.sleep(0.5)
+    assert len(reads) == n <= 6, reads  # at rest, each asked view's statistics read once
+
+
 def _export_blob(path):
     text = Path(path).read_text()
     m = re.search(r"window\.UNETSCOPE_EXPLORER = (\{.*?\});</script>", text, flags=re.S)

@@ -365,7 +365,9 @@ class RunFolder:
     def warm(self, run: str) -> None:
         """Read a run's statistics and kept images files in the background, its view's request before
         the others: its view and the first click on one of its points then find them in memory."""
-        _WARM_QUEUE.put((self, run))
+        with _WARM_LOCK:
+            _WARM_ASKED[0] += 1  # before the put: a reader that sees the count change finds the request queued
+        _WARM_QUEUE.put((self, run, None))
         _start_warmer()
 
     def image_png(self, run: str, seed: int, vid: str, max_side: int = 512) -> bytes | str | None:
@@ -387,8 +389,10 @@ class RunFolder:
         return self._pngs.put(key, data)
 
 
-_WARM_QUEUE: queue.LifoQueue = queue.LifoQueue()  # (folder, run) to read, the latest asked first: one reader for all
+# (folder, run, seeds left or None: not started) to read, the latest asked first: one reader for all
+_WARM_QUEUE: queue.LifoQueue = queue.LifoQueue()
 _WARM_LOCK = threading.Lock()
+_WARM_ASKED = [0]  # views asked for so far: the reader yields only to a request newer than its item
 _WARMER: list = []
 
 
@@ -401,15 +405,20 @@ def _start_warmer() -> None:
             from PIL import Image  # noqa: F401  (imported here, not by the first image request)
 
             while True:
-                folder, run = _WARM_QUEUE.get()
-                try:
-                    folder.variant_stats(run)  # its view's first question, answered before it is asked
-                except ExploreError:
-                    pass  # the view's own request says so
-                for seed in folder.kept_seeds(run)[:16]:
-                    if not _WARM_QUEUE.empty():  # a view opened since: its files first, then this run's rest
+                folder, run, seeds = _WARM_QUEUE.get()
+                asked = _WARM_ASKED[0]
+                if seeds is None:
+                    try:
+                        folder.variant_stats(run)  # its view's first question, answered before it is asked
+                    except ExploreError:
+                        pass  # the view's own request says so
+                    seeds = folder.kept_seeds(run)[:16]
+                for i, seed in enumerate(seeds):
+                    if _WARM_ASKED[0] != asked:  # a view opened since: its files first, then the seeds left here
+                        # (yielding to any queued item, not only a newer one, made two queued runs hand the
+                        # reader to each other forever: a core spent re-reading both runs' statistics)
                         newer = _WARM_QUEUE.get()
-                        _WARM_QUEUE.put((folder, run))
+                        _WARM_QUEUE.put((folder, run, seeds[i:]))
                         _WARM_QUEUE.put(newer)
                         break
                     folder._seed_images(run, seed)
