@@ -447,17 +447,33 @@ def timing(a, model) -> None:
     todo = [p for p in pts if not (out / "timing" / p["ref"] / f"{slug(p)}.json").exists()]
     print(f"timing pass: {len(pts) - len(todo)} of {len(pts)} points stored; {len(todo)} to time on {a.samples} samples, "
           f"{a.repeats} interleaved rounds, {torch.get_num_threads()} thread(s)", flush=True)
-    refs = {}
+    refs, ref_flops = {}, {}
+
+    def stored_flops(p) -> dict | None:
+        """The quality pass's FLOP counts of the point (the same model and sampler settings: checked
+        above), so a sample is not run again under the FLOP counter."""
+        q = out / "quality" / p["ref"] / f"{slug(p)}.json"
+        rec = json.loads(q.read_text()) if q.exists() else None
+        same = rec and rec.get("plan") == (None if p["plan"] is None else p["plan"].to_dict()) and rec.get("steps") == p["steps"]
+        return rec if same and rec.get("flops") and rec.get("flops_reference") else None
+
     for p in todo:
         if p["ref"] not in refs:
-            sp = sampler_for(model, a, p["ref"], a.steps)
-            refs[p["ref"]] = (sp, flops_of(lambda: sp.sample(seeds[:1], c1)))
-        rs, rf = refs[p["ref"]]
+            refs[p["ref"]] = sampler_for(model, a, p["ref"], a.steps)
+        rs = refs[p["ref"]]
         sp = sampler_for(model, a, p["solver"] or p["method"], p["steps"]) if p["plan"] is None or p["solver"] else rs
         plan = None if p["plan"] is None else sp.check_plan(p["plan"])
         t, first = interleave({"entry": lambda: sp.sample(seeds, cond, plan), "reference": lambda: rs.sample(seeds, cond)},
                               a.repeats, warmup=1)
-        f = compute_of(model, sp, plan, first["entry"], len(seeds), c1) or flops_of(lambda: sp.sample(seeds[:1], c1, plan))
+        stored = stored_flops(p)
+        if stored:
+            ref_flops.setdefault(p["ref"], stored["flops_reference"])
+        if p["ref"] not in ref_flops:
+            ref_flops[p["ref"]] = flops_of(lambda: rs.sample(seeds[:1], c1))
+        rf = ref_flops[p["ref"]]
+        # AdaptiveCache: the timed samples' own decisions; any other plan: every sample's FLOPs are the first's
+        f = compute_of(model, sp, plan, first["entry"], len(seeds), c1) or (stored["flops"] if stored else None) \
+            or flops_of(lambda: sp.sample(seeds[:1], c1, plan))
         te, tr = t["entry"], t["reference"]
         rec = dict(ref=p["ref"], method=p["method"], label=p["label"], time_fraction=te.median / tr.median,
                    spread=max(te.spread, tr.spread), compute_fraction=f / rf, entry=te.to_dict(), reference=tr.to_dict(),

@@ -164,9 +164,12 @@ def run_cli(argv, capsys):
     """``unetscope ARGV`` in this process: (exit code, stdout, stderr); argparse's own exits included."""
     from unetscope.cli import main
 
+    threads = torch.get_num_threads()
     try:
         code = main([str(a) for a in argv])
     except SystemExit as e:  # argparse's own errors
         code = e.code
+    finally:
+        torch.set_num_threads(threads)  # a command's --threads must not leak into the worker's next tests
     out, err = capsys.readouterr()
     return code, out, err

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,17 @@ def test_the_timing_pass_is_separate_and_fills_the_time_column(quality_run, tiny
     assert "DDIM reference measured time" in r.stdout and "DDPM reference measured time" in r.stdout
     r = _run("--model", tiny_model_dir, *TINY, "--timing-only", "--samples", "2", "--repeats", "2", "--out", out)
     assert r.returncode == 2 and "timing pass made with other settings (repeats differ)" in r.stderr
+    # the FLOPs came from the quality pass's records; a timing pass with none counts them itself, the same
+    for f in timed:
+        assert json.loads(f.read_text())["compute_fraction"] == pytest.approx(
+            json.loads((out / "quality" / f.parent.name / f.name).read_text())["compute_fraction"]), f
+    alone = out.parent / "timing-alone"  # the quality pass without that point's record
+    shutil.copytree(out, alone, ignore=shutil.ignore_patterns("timing", "ddim-S-5.json"))
+    r = _run("--model", tiny_model_dir, *TINY, "--refs", "ddim", "--methods", "ddim", "--timing-only", "--samples", "2",
+             "--repeats", "1", "--out", alone)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [p.name for p in (alone / "timing").glob("*/*.json")] == ["ddim-S-5.json"]
+    assert json.loads((alone / "timing" / "ddim" / "ddim-S-5.json").read_text())["compute_fraction"] == 0.5
 
 
 def test_a_shortcut_stacked_on_fewer_solver_steps(tiny_model_dir, tmp_path):

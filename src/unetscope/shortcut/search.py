@@ -441,6 +441,7 @@ class _Search:
         within it, moves that keep above that, until within the budget; the best on validation."""
         cfg, cal, cost = self.cfg, self.cal, self.cost
         B = cfg.budget + 1e-9
+        cal(self.uniform)  # every uniform schedule scored in one call: one baseline, shared prefixes
         within = [u for u in self.uniform if cost(u) <= B]
         best_in = max(within, key=lambda u: (float(cal([u])[0].mean()), -cost(u)), default=None) if within else None
         floor = float(cal([best_in])[0].mean()) if best_in else -1.0
@@ -460,6 +461,7 @@ class _Search:
     def uniform_rival(self, cur: _Sched) -> _Sched | None:
         """The best uniform schedule of equal or lower compute (on the validation seeds)."""
         rivals = [u for u in self.uniform if self.cost(u) <= self.cost(cur) + 1e-9 and u != cur]
+        (self.val or self.cal)(rivals)  # scored in one call (one baseline, shared prefixes), then read back
         return max(rivals, key=lambda u: (self.quality(u), -self.cost(u)), default=None)
 
 
