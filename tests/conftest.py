@@ -160,6 +160,37 @@ def save_tiny_sd(root):
 
 
 
+def run_script(path, argv=(), cwd=None):
+    """``python PATH ARGV`` in this process (run as ``__main__``, from ``cwd``): (exit code, stdout, stderr).
+    What a process of its own would add is its interpreter start and imports (6 s with torch and
+    diffusers); the tests that check a real process (exit codes, the entry point, a kill) keep one."""
+    import contextlib
+    import io
+    import runpy
+    import sys
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, list(sys.path), os.getcwd(), torch.get_num_threads()
+    sys.argv = [str(path), *map(str, argv)]
+    sys.path.insert(0, str(os.path.dirname(os.path.abspath(path))))  # as python puts the script's folder first
+    code = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+    finally:
+        sys.argv, sys.path[:] = saved[0], saved[1]
+        os.chdir(saved[2])
+        torch.set_num_threads(saved[3])  # a script's --threads must not leak into the next test
+    return code, out.getvalue(), err.getvalue()
+
+
 def run_cli(argv, capsys):
     """``unetscope ARGV`` in this process: (exit code, stdout, stderr); argparse's own exits included."""
     from unetscope.cli import main

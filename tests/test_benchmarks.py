@@ -6,17 +6,19 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_batch_size_benchmark_prints_every_size_and_the_sweep_batch(tiny_model_dir):
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "batch_size.py"), "--model", str(tiny_model_dir),
-                        "--sizes", "2,4", "--repeats", "1", "--threads", "1"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    rows = [line.split() for line in r.stdout.splitlines() if line.split() and line.split()[0] in ("2", "4")]
+    code, out, err = run_script(ROOT / "benchmarks" / "batch_size.py", ["--model", tiny_model_dir, "--sizes", "2,4",
+                                                                         "--repeats", "1", "--threads", "1"])
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in ("2", "4")]
     assert [row[0] for row in rows] == ["2", "4"] and all(float(row[2]) > 0 for row in rows)
     assert min(float(row[3]) for row in rows) == 1.0  # the fastest size per image is the reference
-    assert "sweep calls without --max-batch" in r.stdout
+    assert "sweep calls without --max-batch" in out
 
 
 @pytest.mark.slow  # a minute of compiling and timing; CI runs it
@@ -84,9 +86,9 @@ def test_adaptive_samples_reports_the_spread_and_the_correlation(tiny_model_dir,
 
 
 def test_feature_memory_counts_sd15s_unit_outputs():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "feature_memory.py")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "K = 12; unit outputs of one row: 17,039,360 numbers" in r.stdout and "136 MB in float16" in r.stdout
+    code, out, err = run_script(ROOT / "benchmarks" / "feature_memory.py")
+    assert code == 0, err
+    assert "K = 12; unit outputs of one row: 17,039,360 numbers" in out and "136 MB in float16" in out
 
 
 def test_durations_table_sums_per_file_and_lists_the_slowest(tmp_path, capsys):

@@ -1,7 +1,6 @@
 """The bring-your-own-U-Net example: parity with the module's forward, interventions, errors."""
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import unetscope as us  # noqa: E402
+from conftest import run_script  # noqa: E402
 import unetscope.adapters.base  # noqa: E402,F401
 from own_unet import ResearchUNetUnits  # noqa: E402
 from research_unet import ResearchUNet  # noqa: E402
@@ -43,9 +43,9 @@ def test_parity_and_drop_equivalence():
 
 
 def test_example_script_runs():
-    r = subprocess.run([sys.executable, "own_unet.py"], cwd=ROOT / "examples", capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert re.search(r"K=4, SSIM after dropping 2 blocks: \[0\.\d+, 0\.\d+\]", r.stdout)
+    code, out, err = run_script(ROOT / "examples" / "own_unet.py", cwd=ROOT / "examples")
+    assert code == 0, err
+    assert re.search(r"K=4, SSIM after dropping 2 blocks: \[0\.\d+, 0\.\d+\]", out)
 
 
 def test_wrong_protocol_names_the_unit():

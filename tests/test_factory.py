@@ -2,9 +2,7 @@
 the model's identity holds the reference and its weights' hash, bad references are one line."""
 
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -62,16 +60,20 @@ def test_a_resumed_run_refuses_other_weights(tmp_path, capsys, monkeypatch):
     assert code == 2 and "other weights" in err and err.count("\n") == 1
 
 
-def test_package_module_factory(tmp_path):
+def test_package_module_factory(tmp_path, monkeypatch, capsys):
     pkg = tmp_path / "mylab"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "nets.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
                                  "from research_shapes import make_unit_time_model as make\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-m", "unetscope.cli", "sample", "--model", "mylab.nets:make", "--steps", "4",
-                        "--samples", "2", "--out", str(tmp_path / "s"), "--quiet"], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))  # what PYTHONPATH gives a process of its own
+    try:
+        code, _, err = run(["sample", "--model", "mylab.nets:make", "--steps", "4", "--samples", "2", "--out",
+                            tmp_path / "s", "--quiet"], capsys)
+    finally:
+        for name in [m for m in sys.modules if m == "mylab" or m.startswith("mylab.")]:
+            del sys.modules[name]
+    assert code == 0, err
     meta = json.loads((tmp_path / "s" / "samples.json").read_text())
     assert meta["model"]["factory"] == "mylab.nets:make" and meta["model"]["sample_shape"] == [1, 16, 16]
 

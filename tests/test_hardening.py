@@ -326,8 +326,9 @@ def test_two_processes_on_one_folder(tiny_model_dir, tmp_path, capsys):
     import sys
 
     def cmd(out):
+        # one thread in every process: the same rounding, so the rows of the shared and the lone runs are equal
         return [sys.executable, "-m", "unetscope.cli", "sweep", "block-utility", "--model", str(tiny_model_dir), "--steps",
-                "8", "--samples", "4", "--chunk-size", "1", "--out", str(out), "--quiet"]
+                "8", "--samples", "4", "--chunk-size", "1", "--out", str(out), "--quiet", "--threads", "1"]
 
     shared = tmp_path / "shared"
     shared.mkdir()
