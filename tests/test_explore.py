@@ -380,6 +380,47 @@ def test_the_background_reader_reads_every_asked_run_once_and_rests(runs, monkey
     assert len(reads) == n <= 6, reads  # at rest, each asked view's statistics read once
 
 
+def test_a_view_asked_while_another_is_read_goes_first(runs, monkeypatch):
+    """The reader, busy with one run's images when another view is asked, reads that view's files
+    first and then the seeds it had left; a run whose statistics cannot be read still has its images read."""
+    import threading
+    import time
+
+    from unetscope.explore import data
+
+    a, b = data.RunFolder(runs["a"]), data.RunFolder(runs["b"], 1)
+    run_a, run_b = a._runs[0]["run"], b._runs[0]["run"]
+    order, started, go = [], threading.Event(), threading.Event()
+    real_images, real_stats = data.RunFolder._seed_images, data.RunFolder.variant_stats
+
+    def images(self, run, seed, load=True):
+        if self is a or self is b:
+            order.append((self.index, seed))
+            if self is a and not started.is_set():
+                started.set()
+                go.wait(30)  # busy with a's first seed while b's view is asked
+        return real_images(self, run, seed, load)
+
+    def stats(self, run, *args, **kw):
+        if self is b:
+            raise data.ExploreError("damaged")  # its view's own request says so; its images are still read
+        return real_stats(self, run, *args, **kw)
+
+    monkeypatch.setattr(data.RunFolder, "_seed_images", images)
+    monkeypatch.setattr(data.RunFolder, "variant_stats", stats)
+    ka, kb = a.kept_seeds(run_a)[:16], b.kept_seeds(run_b)[:16]
+    assert len(ka) >= 2 and kb
+    a.warm(run_a)
+    assert started.wait(30)
+    b.warm(run_b)
+    go.set()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(order) < len(ka) + len(kb):
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert order == [(0, ka[0])] + [(1, s) for s in kb] + [(0, s) for s in ka[1:]]
+
+
 def _export_blob(path):
     text = Path(path).read_text()
     m = re.search(r"window\.UNETSCOPE_EXPLORER = (\{.*?\});</script>", text, flags=re.S)
