@@ -357,11 +357,12 @@ def test_the_background_reader_reads_every_asked_run_once_and_rests(runs, monkey
     real = data.RunFolder.variant_stats
 
     def counting(self, run, *a, **k):
-        reads.append(run)
+        if any(self is f for f in folders):  # not a request an earlier test's server left queued
+            reads.append(run)
         return real(self, run, *a, **k)
 
-    monkeypatch.setattr(data.RunFolder, "variant_stats", counting)
     folders = [data.RunFolder(runs["a"]), data.RunFolder(runs["b"], 1)]
+    monkeypatch.setattr(data.RunFolder, "variant_stats", counting)
     asked = [(f, r["run"]) for f in folders for r in f._runs]
     assert len(asked) == 3
     for f, run in asked + asked[::-1]:  # six views asked at once, each run twice
