@@ -47,7 +47,7 @@ def test_layers_point_one_way():
     below = {  # a module and the project modules it must not import
         "unetscope.plan": ("sampler", "sweep", "experiments", "shortcut", "cli", "adapters", "models"),
         "unetscope.adapters": ("sampler", "sweep", "experiments", "shortcut", "cli", "models", "guidance"),
-        "unetscope.sampler": ("sweep", "experiments", "shortcut", "cli", "report"),
+        "unetscope.sampling": ("sweep", "experiments", "shortcut", "cli", "report"),
         "unetscope.guidance": ("sampler", "sweep", "experiments", "shortcut", "cli"),
         "unetscope.sweep": ("experiments", "shortcut", "cli"),
     }

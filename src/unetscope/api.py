@@ -24,7 +24,7 @@ import torch
 from .checks import as_int
 from .executor import make_executor
 from .models import Cond, DiffusionModel, ModelError, load_model
-from .sampler import Sampler, cond_slice
+from .sampling import Sampler, cond_slice
 from .store import folder_lock
 
 __all__ = ["SettingsError", "Setup", "load", "setup", "out_folder", "experiment", "reproduce", "measure_shortcut", "search_shortcut",

@@ -15,7 +15,7 @@ def class_agreement(model, samples: int = 500, steps: int = 100, guidance: float
     import torch
 
     from .classifier import CLASSIFIER_CARD, classify, load_classifier
-    from .sampler import Sampler
+    from .sampling import Sampler
 
     n_cls = model.num_classes_real
     labels = [i % n_cls for i in range(samples)]

@@ -118,7 +118,7 @@ def _scheduler(args) -> tuple[str, dict]:
     method = args.scheduler or args.sampler or "ddpm"
     options: dict = {}
     for text in args.scheduler_opt or ():
-        from .schedulers import parse_option
+        from .sampling import parse_option
 
         k, v = parse_option(text)
         if k in options:
@@ -128,7 +128,7 @@ def _scheduler(args) -> tuple[str, dict]:
         if options:
             raise UsageError(f"--scheduler-opt is a diffusers scheduler's; --scheduler {method} is unetscope's own and takes none")
         return method, options
-    from .schedulers import check_options, resolve_scheduler
+    from .sampling import check_options, resolve_scheduler
 
     _, cls, _ = resolve_scheduler(method)
     return method, check_options(cls, options)
@@ -750,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _ERRORS = {"adapters.base": "AdapterError", "executor": "ExecutorError", "experiments.common": "ExperimentError",
            "metrics": "MetricError", "api": "SettingsError", "compiling": "CompileError", "models": "ModelError", "plan": "PlanError",
-           "report": "ReportError", "sampler": "SamplerError", "shortcut": "ShortcutError", "store": "StoreError",
+           "report": "ReportError", "sampling.records": "SamplerError", "shortcut": "ShortcutError", "store": "StoreError",
            "explore.data": "ExploreError"}
 
 

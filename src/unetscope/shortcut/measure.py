@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..metrics import psnr, ssim
 from ..models import Cond
 from ..plan import Plan, PlanError, StepAction
-from ..sampler import Sampler, SamplerError, cond_slice
+from ..sampling import Sampler, SamplerError, cond_slice
 from .schedules import ShortcutError
 
 __all__ = ["plan_flops", "sample_flops", "unit_flops", "action_seconds", "predicted_time_fraction", "measure",
