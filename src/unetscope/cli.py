@@ -543,7 +543,8 @@ def _cmd_train(args) -> None:
 def _cmd_explore(args) -> None:
     from .explore import explore
 
-    explore(args.dirs, port=args.port, host=args.host, browser=not args.no_browser, html=args.html)
+    explore(args.dirs, port=args.port, host=args.host, browser=not args.no_browser, html=args.html,
+            allow_hosts=args.allow_host or ())
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -726,6 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dirs", nargs="+", metavar="DIR", help="run folders written by sweep, reproduce or shortcut (two or more: compare mode)")
     e.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     e.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    e.add_argument("--allow-host", action="append", default=None, metavar="NAME[:PORT]",
+                   help="also answer requests whose Host header names NAME (a name or address this machine is reached "
+                   "at; the port served unless given; repeat for more). Any other Host gets a 403 (DNS rebinding)")
     e.add_argument("--no-browser", action="store_true", help="print the address, open no browser")
     e.add_argument("--html", default=None, metavar="FILE", help="write the explorer as one self-contained file instead of serving")
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
