@@ -7,7 +7,7 @@ import argparse
 
 import torch
 
-from unetscope.classifier import CLASSIFIER_DIR, export_classifier, train_classifier
+from unetscope.bundled.classifier import CLASSIFIER_DIR, export_classifier, train_classifier
 
 
 def main() -> None:

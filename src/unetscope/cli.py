@@ -521,7 +521,7 @@ def _cmd_models(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from .train import TrainConfig, train
+    from .bundled.train import TrainConfig, train
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} exists and is not a folder")
@@ -751,7 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
 _ERRORS = {"adapters.base": "AdapterError", "executor": "ExecutorError", "experiments.common": "ExperimentError",
            "metrics": "MetricError", "api": "SettingsError", "compiling": "CompileError", "models": "ModelError", "plan": "PlanError",
            "report": "ReportError", "sampler": "SamplerError", "shortcut": "ShortcutError", "store": "StoreError",
-           "explore.data": "ExploreError"}
+           "explore.data": "ExploreError", "bundled": "BundledError"}
 
 
 def _typed_errors() -> tuple:

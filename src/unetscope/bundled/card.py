@@ -14,8 +14,8 @@ def class_agreement(model, samples: int = 500, steps: int = 100, guidance: float
     bundled digit classifier: the share classified as the digit asked for, overall and per class."""
     import torch
 
+    from ..sampler import Sampler
     from .classifier import CLASSIFIER_CARD, classify, load_classifier
-    from .sampler import Sampler
 
     n_cls = model.num_classes_real
     labels = [i % n_cls for i in range(samples)]
