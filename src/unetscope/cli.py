@@ -421,8 +421,9 @@ def _cmd_shortcut(args) -> None:
             load_schedule(args.schedule)  # a bad file fails before a model loads
     if args.action == "search" and args.samples is None and args.seeds is None:
         args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
-    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
-    kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
+    kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, progress=not args.quiet,
+              **_sampler_kw(sampler))
     if args.action == "search":
         n = args.calibration
         if n < 1 or n >= len(seeds):

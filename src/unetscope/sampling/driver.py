@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -17,6 +18,7 @@ from ..guidance import Denoiser
 from ..models import Cond, DiffusionModel
 from ..noise import NoiseBank
 from ..plan import NO_ACTION, Plan, StepAction
+from ..progress import progress_bar
 from ..timing import synchronize
 from .records import KEEP, NonFiniteSampleError, SamplerError, StepOutput, Trajectory, cond_slice, x0_and_eps
 from .respaced import RespacedSolver
@@ -72,7 +74,8 @@ class Sampler:
 
     ``clip_x0`` defaults to on for pixel-space models and off for latent ones (iDDPM's and GLIDE's
     ``clip_denoised``). ``compile`` compiles the model's units in place, each once
-    (``DiffusionModel.compile``); ``model.compile_stats()`` counts. ``progress`` shows a bar."""
+    (``DiffusionModel.compile``); ``model.compile_stats()`` counts. ``progress``: every run shows its
+    steps and samples (a bar on a terminal, lines in a log file), named by the pass running (``stage``)."""
 
     def __init__(self, model: DiffusionModel, steps: int = 100, method: str = "ddpm", eta: float = 0.0,
                  guidance: float = 1.0, variance: str | None = None, clip_x0: bool | None = None,
@@ -94,13 +97,23 @@ class Sampler:
                 raise SamplerError(f"batch_size must be an integer >= 1 (or None: one batch), got {batch_size!r}")
             batch_size = as_int(batch_size)
         self.model, self.steps = model, steps
-        self.guidance, self.batch_size, self.progress = float(guidance), batch_size, progress
+        self.guidance, self.batch_size, self.progress = float(guidance), batch_size, bool(progress)
+        self._stage: str | None = None  # the pass the runs belong to, named on their progress bars
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
         self.solver = make_solver(model, steps, method, eta=eta, variance=variance, options=options, clip_x0=self.clip_x0)
         if compile:
             model.compile()
         self.compile = compile
         self.denoiser = Denoiser(model, self.guidance)  # the runner, guided
+
+    @contextmanager
+    def stage(self, name: str | None):
+        """Name the runs made inside (``"timed run 2 of 3: shortcut"``) on their progress bars."""
+        old, self._stage = self._stage, name
+        try:
+            yield self
+        finally:
+            self._stage = old
 
     # --- what the solver decides ---------------------------------------------------------------
     @property
@@ -309,10 +322,9 @@ class Sampler:
         steps_run, units, t_start = [], 0, time.perf_counter()
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(chunks) * (self.steps if start is None else int(start[0])),
-                       desc=f"sampling ({self.method})", unit="step", leave=False)
+            what = f"sampling ({self.method}, {len(seeds)} sample{'' if len(seeds) == 1 else 's'})"
+            bar = progress_bar(len(chunks) * (self.steps if start is None else int(start[0])),
+                               f"{self._stage}: {what}" if self._stage else what, unit="step")
         for ci, (chunk, c) in enumerate(zip(chunks, conds)):
             st = None if start is None else (start[0], start[1][sum(map(len, chunks[:ci])):][:len(chunk)])
             last, mine = None, torch.zeros(len(chunk), dtype=torch.long)
@@ -331,6 +343,8 @@ class Sampler:
                     bar.update(d["t"] - max(d["land"], 0) if not d["stop"] else d["t"])
             x0s.append((last["x_est0"] if last["stop"] else last["x_next"]).float().cpu())
             per_sample += mine.tolist()
+            if bar is not None:
+                bar.set_postfix_str(f"{len(per_sample)}/{len(seeds)} samples")
         if bar is not None:
             bar.close()
         synchronize(m.device)  # the seconds are the work's, not its launches'
