@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .adapters.base import UNetRunner
+from .runner import UNetRunner
 from .plan import NO_ACTION, Intervention, Plan, PlanError, SkipSteps, StepAction, StopEarly
 
 __all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]

@@ -18,7 +18,8 @@ from typing import Any, Union
 
 import torch
 
-from .adapters.base import AdapterError, UNetRunner, UNetUnits
+from .adapters.base import AdapterError, UNetUnits
+from .runner import UNetRunner
 from .schedule import NoiseSchedule
 
 __all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "load_factory", "is_factory_reference", "fingerprint",
