@@ -18,9 +18,9 @@ from typing import Any, Union
 
 import torch
 
-from .adapters.base import AdapterError, UNetUnits
-from .runner import UNetRunner
-from .schedule import NoiseSchedule
+from ..adapters.base import AdapterError, UNetUnits
+from ..runner import UNetRunner
+from ..schedule import NoiseSchedule
 
 __all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "load_factory", "is_factory_reference", "fingerprint",
            "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
@@ -39,7 +39,7 @@ class ModelError(ValueError):
 
 
 def default_model_path() -> Path:
-    return Path(__file__).parent / "weights" / "default"
+    return Path(__file__).parents[1] / "weights" / "default"
 
 
 @dataclass
@@ -396,7 +396,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     if not isinstance(compile, bool):
         raise ModelError(f"compile must be True or False, got {compile!r}")
     if compile:
-        from .compiling import check_compiler
+        from ..compiling import check_compiler
 
         check_compiler(device)
         return load_model(name_or_path, device, dtype).compile()
@@ -441,7 +441,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     # low_cpu_mem_usage=False: the same weights, and no warning when accelerate is not installed
     unet = _pretrained(classes[cls_name], unet_dir, "U-Net", torch_dtype=dtype).eval().requires_grad_(False)
     unet.to(device)
-    from .adapters.diffusers_unet import DiffusersUNetUnits
+    from ..adapters.diffusers_unet import DiffusersUNetUnits
 
     try:
         units = DiffusersUNetUnits(unet)
@@ -503,7 +503,7 @@ def wrap(unet, *, beta_schedule: str = "linear", num_train_timesteps: int = 1000
     (see ``docs/adapters.md``), with its diffusion settings."""
     from diffusers import UNet2DConditionModel, UNet2DModel
 
-    from .adapters.guided_diffusion import GuidedDiffusionUnits, looks_like_guided_diffusion
+    from ..adapters.guided_diffusion import GuidedDiffusionUnits, looks_like_guided_diffusion
 
     units = unet
     if looks_like_guided_diffusion(unet):
@@ -519,7 +519,7 @@ def wrap(unet, *, beta_schedule: str = "linear", num_train_timesteps: int = 1000
         if variance_type is None and getattr(unet, "out_channels", None) and c_in and unet.out_channels == 2 * c_in:
             variance_type = "learned_range"  # learn_sigma: epsilon and the variance interpolation, as in iDDPM
     elif isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
-        from .adapters.diffusers_unet import DiffusersUNetUnits
+        from ..adapters.diffusers_unet import DiffusersUNetUnits
 
         units = DiffusersUNetUnits(unet)
         c = unet.config
