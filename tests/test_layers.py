@@ -46,6 +46,7 @@ def test_no_module_imports_a_private_name_of_another():
 def test_layers_point_one_way():
     below = {  # a module and the project modules it must not import
         "unetscope.plan": ("sampler", "sweep", "experiments", "shortcut", "cli", "adapters", "models"),
+        "unetscope.plan_file": ("sampler", "sweep", "experiments", "shortcut", "cli", "adapters", "models", "runner"),
         "unetscope.adapters": ("sampler", "sweep", "experiments", "shortcut", "cli", "models", "guidance", "runner"),
         "unetscope.runner": ("sampler", "sweep", "experiments", "shortcut", "cli", "models", "guidance"),
         "unetscope.sampler": ("sweep", "experiments", "shortcut", "cli", "report"),
