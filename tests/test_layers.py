@@ -49,6 +49,7 @@ def test_layers_point_one_way():
         "unetscope.plan_file": ("sampler", "sweep", "experiments", "shortcut", "cli", "adapters", "models", "runner"),
         "unetscope.adapters": ("sampler", "sweep", "experiments", "shortcut", "cli", "models", "guidance", "runner"),
         "unetscope.runner": ("sampler", "sweep", "experiments", "shortcut", "cli", "models", "guidance"),
+        "unetscope.models": ("sampler", "sweep", "experiments", "shortcut", "cli", "guidance"),
         "unetscope.sampler": ("sweep", "experiments", "shortcut", "cli", "report"),
         "unetscope.guidance": ("sampler", "sweep", "experiments", "shortcut", "cli"),
         "unetscope.sweep": ("experiments", "shortcut", "cli"),
