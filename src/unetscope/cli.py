@@ -233,7 +233,7 @@ def plan_from_args(args):
             if not Path(text).is_file():
                 raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
             text = _read_text("--plan", text)
-        from .shortcut import SCHEDULE_META
+        from .plan_file import SCHEDULE_META
 
         plan = Plan.from_json(text, SCHEDULE_META)  # a schedule file's own record is read past
         if not plan:
@@ -404,7 +404,8 @@ def _cmd_shortcut(args) -> None:
             raise UsageError("--executor ray and --chunk-size are for shortcut search; a shortcut run is timed in this process")
         if args.adaptive:
             raise UsageError("--adaptive is for shortcut search (an AdaptiveCache schedule calibrated to the target)")
-        from .shortcut import PRESET_NAMES, load_schedule
+        from .plan_file import read_schedule
+        from .shortcut import PRESET_NAMES
 
         if bool(args.schedule) == bool(args.preset):
             raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESET_NAMES) + ")")
@@ -418,7 +419,7 @@ def _cmd_shortcut(args) -> None:
         if args.threshold is not None and not (args.threshold >= 0 and args.threshold != float("inf")):
             raise UsageError(f"--threshold must be a finite number >= 0, got {args.threshold}")
         if args.schedule:
-            load_schedule(args.schedule)  # a bad file fails before a model loads
+            read_schedule(args.schedule)  # a bad file fails before a model loads
     if args.action == "search" and args.samples is None and args.seeds is None:
         args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
     model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too

@@ -1,9 +1,6 @@
 """Loading models: ``"default"`` (the bundled MNIST model), a local diffusers folder, or a factory in
-your own code (``FILE.py:FACTORY`` or ``package.module:FACTORY``) that returns a wrapped model.
-
-A ``DiffusionModel`` bundles what the sampler needs: the U-Net seen as units (a ``UNetRunner``),
-the training noise schedule, the prediction and variance types, the sample shape and the
-conditioning. Nothing is ever downloaded: folders are read with ``local_files_only``.
+your own code (``FILE.py:FACTORY`` or ``package.module:FACTORY``) that returns a wrapped model; the
+devices a model may go to. Nothing is ever downloaded: folders are read with ``local_files_only``.
 """
 
 from __future__ import annotations
@@ -11,199 +8,22 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
 
 import torch
 
-from .adapters.base import AdapterError, UNetRunner, UNetUnits
-from .schedule import NoiseSchedule
+from ..adapters.base import AdapterError
+from ..schedule import NoiseSchedule
+from .errors import ModelError
+from .model import DiffusionModel
+from .wrapping import wrap
 
-__all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "load_factory", "is_factory_reference", "fingerprint",
-           "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES"]
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
-_VARIANCE_ALIASES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
-
-# The conditions a user gives for N samples: none (unconditional), one class label or prompt for all,
-# one per sample (a sequence), or the U-Net's own keyword tensors, batch-first (GLIDE tokens, your own)
-Cond = Union[None, int, str, Sequence[Any], Mapping[str, torch.Tensor]]
-
-
-class ModelError(ValueError):
-    """A model that cannot be loaded or used as asked."""
+__all__ = ["load_model", "load_factory", "is_factory_reference", "fingerprint", "default_model_path", "available_devices",
+           "check_device", "check_scheduler_config"]
 
 
 def default_model_path() -> Path:
-    return Path(__file__).parent / "weights" / "default"
-
-
-@dataclass
-class DiffusionModel:
-    """A U-Net with its diffusion settings, as the sampler sees it."""
-
-    units: UNetUnits
-    schedule: NoiseSchedule
-    sample_shape: tuple[int, int, int]  # (C, H, W) of x_t
-    prediction_type: str = "epsilon"
-    variance_type: str = "fixed_small"
-    conditioning: str = "none"  # "none" | "class" | "text"
-    num_classes: int | None = None
-    null_class: int | None = None
-    class_names: list[str] | None = None
-    latent: bool = False
-    vae: Any = None
-    text_encoder: Any = None  # with ``tokenizer``: prompts -> encoder_hidden_states (Stable Diffusion)
-    tokenizer: Any = None
-    name: str = "model"
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ModelError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {self.prediction_type!r}")
-        self.variance_type = _VARIANCE_ALIASES.get(self.variance_type, self.variance_type)
-        if self.variance_type not in VARIANCE_TYPES:
-            raise ModelError(f"variance_type must be one of {', '.join(VARIANCE_TYPES)}, got {self.variance_type!r}")
-        self.runner = UNetRunner(self.units)
-
-    @property
-    def num_blocks(self) -> int:
-        """K: encoder units = decoder units = skip connections = droppable blocks."""
-        return self.runner.num_blocks
-
-    @property
-    def module(self) -> torch.nn.Module | None:
-        """The network behind the units: ``units.unet``, the units themselves, or the first module
-        an own ``UNetUnits`` class holds (``self.net = net``)."""
-        u = self.units
-        if isinstance(getattr(u, "unet", None), torch.nn.Module):
-            return u.unet
-        if isinstance(u, torch.nn.Module):
-            return u
-        return next((v for v in vars(u).values() if isinstance(v, torch.nn.Module)), None) if hasattr(u, "__dict__") else None
-
-    @property
-    def device(self) -> torch.device:
-        m = self.module
-        return next(m.parameters()).device if m is not None else torch.device("cpu")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        m = self.module
-        return next(m.parameters()).dtype if m is not None else torch.float32
-
-    def compile(self, backend: str | None = None) -> "DiffusionModel":
-        """Compile the U-Net unit by unit (each of ``E[i]``, ``M``, ``D[j]``, ``head`` once, so no step's
-        action recompiles); a ``CompileError`` of one line where torch.compile cannot run on this
-        model's device. ``compile_stats()`` then counts the graphs compiled."""
-        self.runner.compile(backend, self.device)
-        return self
-
-    @property
-    def compiled(self) -> bool:
-        return self.runner.compiled is not None
-
-    def compile_stats(self) -> dict | None:
-        """``{"backend", "units", "compilations", "per_unit"}`` (None: not compiled)."""
-        return self.runner.compile_stats()
-
-    def to(self, device=None, dtype=None) -> "DiffusionModel":
-        for m in (self.module, self.vae, self.text_encoder):
-            if m is not None:
-                m.to(device=device, dtype=dtype)
-        return self
-
-    # conditioning --------------------------------------------------------------------------
-    def make_cond(self, cond: Cond, n: int) -> dict:
-        """User conditioning (class labels for class models) -> the U-Net's keyword tensors."""
-        if self.conditioning == "none":
-            if cond is not None:
-                raise ModelError(f"{self.name} is unconditional: it takes no class labels or prompts")
-            return {}
-        if self.conditioning == "class":
-            if cond is None:
-                raise ModelError(f"{self.name} is class-conditional: give class labels (0..{self.num_classes_real - 1})")
-            try:
-                raw = torch.as_tensor(cond)
-            except (TypeError, ValueError, RuntimeError):  # a string, a ragged list, objects
-                raise ModelError(f"class labels must be integers in 0..{self.num_classes_real - 1}, got {cond!r}"[:200]) from None
-            if raw.is_floating_point() or raw.dtype == torch.bool or raw.is_complex():
-                raise ModelError(f"class labels must be integers, got {cond!r}"[:200])
-            labels = raw.to(torch.long).reshape(-1)
-            if labels.numel() == 1 and n > 1:
-                labels = labels.expand(n)
-            if labels.numel() != n:
-                raise ModelError(f"give one class label per sample ({n}), got {labels.numel()}")
-            bad = labels[(labels < 0) | (labels >= self.num_classes_real)]
-            if bad.numel():
-                raise ModelError(f"class labels must be in 0..{self.num_classes_real - 1}, got {int(bad[0])}")
-            return {"class_labels": labels.to(self.device)}
-        if self.conditioning == "text":
-            if isinstance(cond, dict):  # raw keyword tensors, batch-first (GLIDE tokens, your own)
-                return {k: v.to(self.device) for k, v in cond.items()}
-            if self.text_encoder is None:
-                raise ModelError(f"{self.name} needs a text encoder and tokenizer to take prompts")
-            prompts = [cond] * n if isinstance(cond, str) else list(cond or [])
-            if len(prompts) == 1 and n > 1:
-                prompts = prompts * n
-            if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
-                raise ModelError(f"give one prompt (a string) per sample ({n}), got {len(prompts)}")
-            return {"encoder_hidden_states": self.encode_prompts(prompts)}
-        raise ModelError(f"conditioning {self.conditioning!r} is not supported")
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Prompts -> the text encoder's last hidden states (N, L, D), as Stable Diffusion's pipeline does."""
-        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
-        te = self.text_encoder
-        return te(tok.input_ids.to(te.device))[0].to(self.dtype)
-
-    @property
-    def num_classes_real(self) -> int:
-        """Classes a user may ask for (the null class of guidance excluded)."""
-        n = self.num_classes or 0
-        return n - 1 if self.null_class is not None and self.null_class == n - 1 else n
-
-    @property
-    def has_null_branch(self) -> bool:
-        """Whether classifier-free guidance can run (a null class, or a text encoder's empty prompt)."""
-        return (self.conditioning == "class" and self.null_class is not None) or \
-            (self.conditioning == "text" and self.text_encoder is not None)
-
-    def null_cond(self, n: int) -> dict:
-        """The unconditional branch of classifier-free guidance."""
-        if self.conditioning == "class":
-            if self.null_class is None:
-                raise ModelError(f"{self.name} has no null class: classifier-free guidance needs one (set null_class)")
-            return {"class_labels": torch.full((n,), self.null_class, dtype=torch.long, device=self.device)}
-        if self.conditioning == "text" and self.text_encoder is not None:
-            if getattr(self, "_null_text", None) is None or self._null_text.device != self.device:
-                self._null_text = self.encode_prompts([""])  # the unconditional branch: the empty prompt
-            return {"encoder_hidden_states": self._null_text.expand(n, -1, -1)}
-        raise ModelError(f"{self.name} has no unconditional branch: guidance needs a conditional model with one")
-
-    # images --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def decode(self, x0: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-        """Model-space samples -> images in [0, 1] (VAE-decoded for latent models)."""
-        if not self.latent:
-            return ((x0.float() + 1) / 2).clamp(0, 1)
-        vae, sf = self.vae, self.vae.config.scaling_factor
-        out = [vae.decode(c.to(self.device, vae.dtype) / sf).sample.float().cpu() for c in x0.split(chunk)]
-        return ((torch.cat(out) + 1) / 2).clamp(0, 1)
-
-    def describe(self) -> dict:
-        d = dict(name=self.name, K=self.num_blocks, sample_shape=list(self.sample_shape),
-                 schedule=self.schedule.beta_schedule, T=self.schedule.num_train_timesteps,
-                 prediction_type=self.prediction_type, variance_type=self.variance_type,
-                 conditioning=self.conditioning, num_classes=self.num_classes_real or None, latent=self.latent)
-        if "factory" in self.meta:  # a model built by the user's code: the reference and its weights' hash
-            d.update(factory=self.meta["factory"], fingerprint=self.meta["fingerprint"])
-        return d
+    return Path(__file__).parents[1] / "weights" / "default"
 
 
 def _read_json(p: Path) -> dict:
@@ -395,7 +215,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     if not isinstance(compile, bool):
         raise ModelError(f"compile must be True or False, got {compile!r}")
     if compile:
-        from .compiling import check_compiler
+        from ..compiling import check_compiler
 
         check_compiler(device)
         return load_model(name_or_path, device, dtype).compile()
@@ -440,7 +260,7 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     # low_cpu_mem_usage=False: the same weights, and no warning when accelerate is not installed
     unet = _pretrained(classes[cls_name], unet_dir, "U-Net", torch_dtype=dtype).eval().requires_grad_(False)
     unet.to(device)
-    from .adapters.diffusers_unet import DiffusersUNetUnits
+    from ..adapters.diffusers_unet import DiffusersUNetUnits
 
     try:
         units = DiffusersUNetUnits(unet)
@@ -491,64 +311,3 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
         num_classes=num_classes, null_class=null_class, class_names=meta.get("class_names"),
         latent=vae is not None, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, name=name, meta=meta,
     )
-
-
-def wrap(unet, *, beta_schedule: str = "linear", num_train_timesteps: int = 1000, beta_start: float = 1e-4,
-         beta_end: float = 0.02, prediction_type: str = "epsilon", variance_type: str | None = None,
-         sample_shape: tuple[int, int, int] | None = None, conditioning: str = "none", num_classes: int | None = None,
-         null_class: int | None = None, name: str | None = None) -> DiffusionModel:
-    """A model built in your own code -> a ``DiffusionModel``: a diffusers UNet, a guided-diffusion
-    or GLIDE ``UNetModel``-style U-Net, or any object that implements the ``UNetUnits`` protocol
-    (see ``docs/adapters.md``), with its diffusion settings."""
-    from diffusers import UNet2DConditionModel, UNet2DModel
-
-    from .adapters.guided_diffusion import GuidedDiffusionUnits, looks_like_guided_diffusion
-
-    units = unet
-    if looks_like_guided_diffusion(unet):
-        try:
-            units = GuidedDiffusionUnits(unet)
-        except AdapterError as e:
-            raise ModelError(str(e)) from None
-        c_in = unet.input_blocks[0][0].in_channels if hasattr(unet.input_blocks[0][0], "in_channels") else None
-        if sample_shape is None and c_in is not None and getattr(unet, "image_size", None):
-            sample_shape = (c_in, unet.image_size, unet.image_size)
-        if conditioning == "none" and getattr(unet, "num_classes", None):
-            conditioning, num_classes = "class", num_classes or unet.num_classes
-        if variance_type is None and getattr(unet, "out_channels", None) and c_in and unet.out_channels == 2 * c_in:
-            variance_type = "learned_range"  # learn_sigma: epsilon and the variance interpolation, as in iDDPM
-    elif isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
-        from .adapters.diffusers_unet import DiffusersUNetUnits
-
-        units = DiffusersUNetUnits(unet)
-        c = unet.config
-        size = c.sample_size if isinstance(c.sample_size, int) else c.sample_size[0]
-        sample_shape = sample_shape or (c.in_channels, size, size)
-        if conditioning == "none" and getattr(c, "num_class_embeds", None):
-            conditioning, num_classes = "class", num_classes or c.num_class_embeds
-        if variance_type is None and c.out_channels == 2 * c.in_channels:
-            variance_type = "learned_range"
-    elif not isinstance(unet, UNetUnits):
-        missing = [m for m in ("num_blocks", "prepare", "encoder", "middle", "decoder", "head") if not hasattr(unet, m)]
-        raise ModelError(f"{type(unet).__name__} is not a diffusers UNet and does not implement the UNetUnits "
-                         f"protocol (missing: {', '.join(missing)}); see docs/adapters.md")
-    if sample_shape is None:
-        raise ModelError("give sample_shape=(C, H, W) for a model that is not a diffusers UNet")
-    if not (isinstance(sample_shape, (tuple, list)) and len(sample_shape) == 3
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sample_shape)):
-        raise ModelError(f"sample_shape must be three positive integers (C, H, W), got {sample_shape!r}")
-    if conditioning not in ("none", "class", "text"):
-        raise ModelError(f"conditioning must be none, class or text, got {conditioning!r}")
-    if null_class is not None and (not isinstance(null_class, int) or not num_classes or not 0 <= null_class < num_classes):
-        raise ModelError(f"null_class must be a class index in 0..num_classes-1, got {null_class!r} (num_classes {num_classes})")
-    try:
-        schedule = NoiseSchedule(beta_schedule, num_train_timesteps, beta_start, beta_end)
-    except ValueError as e:
-        raise ModelError(str(e)) from None
-    try:
-        return DiffusionModel(units=units, schedule=schedule, sample_shape=tuple(sample_shape),
-                              prediction_type=prediction_type, variance_type=variance_type or "fixed_small",
-                              conditioning=conditioning,
-                              num_classes=num_classes, null_class=null_class, name=name or type(unet).__name__)
-    except AdapterError as e:
-        raise ModelError(str(e)) from None
