@@ -145,11 +145,8 @@ class Sampler:
         return self.solver.spacing
 
     def describe(self) -> dict:
-        d = dict(steps=self.steps, **self.solver.describe(), guidance=self.guidance, clip_x0=self.clip_x0)
-        if self.solver.uses_variance:  # DDPM/DDIM's record, in its order
-            d = dict(steps=self.steps, method=self.method, eta=self.eta, guidance=self.guidance, variance=self.variance,
-                     clip_x0=self.clip_x0)
-        return d
+        """The sampler's record in a run's settings (its hash names the run: key order does not count)."""
+        return dict(steps=self.steps, **self.solver.describe(), guidance=self.guidance, clip_x0=self.clip_x0)
 
     def settings(self) -> dict:
         """The keywords that build this sampler again (``Sampler(model, **settings)``: a Ray worker's)."""
