@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from .checks import as_int
+from .errors import UnetscopeError
 from .executor import make_executor
 from .models import Cond, DiffusionModel, ModelError, load_model
 from .sampler import Sampler, cond_slice
@@ -35,7 +36,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 QUICK = dict(samples=16, steps=50, t_step=5, nb_stride=4)
 
 
-class SettingsError(ValueError):
+class SettingsError(UnetscopeError, ValueError):
     """Settings of a run that do not fit together (reported by the CLI in one line, exit 2)."""
 
 

@@ -10,8 +10,10 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import UnetscopeError
 
-class UsageError(Exception):
+
+class UsageError(UnetscopeError):
     """Bad input from the command line: reported in one line, exit code 2."""
 
 
@@ -748,20 +750,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_ERRORS = {"adapters.base": "AdapterError", "executor": "ExecutorError", "experiments.common": "ExperimentError",
-           "metrics": "MetricError", "api": "SettingsError", "compiling": "CompileError", "models": "ModelError", "plan": "PlanError",
-           "report": "ReportError", "sampler": "SamplerError", "shortcut": "ShortcutError", "store": "StoreError",
-           "explore.data": "ExploreError"}
-
-
-def _typed_errors() -> tuple:
-    """The library's typed errors: each is a user's input that does not fit, reported in one line. Only
-    the modules already imported are read (an error raised comes from one of them): a light command's
-    error (explore's) imports no torch."""
-    found = (getattr(sys.modules.get(f"{__package__}.{m}"), name, None) for m, name in _ERRORS.items())
-    return (UsageError, *(e for e in found if e is not None))
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -775,7 +763,7 @@ def main(argv=None) -> int:
 
             torch.set_num_threads(threads)
         args.func(args)
-    except _typed_errors() as e:
+    except UnetscopeError as e:  # every typed error of the library, and the command line's own
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"unetscope {args.command}: error: {msg}", file=sys.stderr)
         return 2

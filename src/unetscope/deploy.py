@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .adapters.base import UNetRunner
+from .errors import UnetscopeError
 from .plan import NO_ACTION, Intervention, Plan, PlanError, SkipSteps, StepAction, StopEarly
 
 __all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]
@@ -39,7 +40,7 @@ __all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]
 HOOK_NAME = "unetscope_schedule"
 
 
-class DeployError(ValueError):
+class DeployError(UnetscopeError, ValueError):
     """A target, schedule or call that ``accelerate`` cannot take (the U-Net is left as it was)."""
 
 

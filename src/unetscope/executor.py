@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UnetscopeError
+
 __all__ = ["ExecutorError", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS", "tally_work", "describe_workers"]
 
 EXECUTORS = ("local", "ray")
@@ -60,7 +62,7 @@ def describe_workers(workers: dict) -> str:
         f"{k} {w['image_evaluations_per_s']:.1f} ({w['chunks']} chunks)" for k, w in sorted(workers.items()))
 
 
-class ExecutorError(ValueError):
+class ExecutorError(UnetscopeError, ValueError):
     """Executor settings that do not fit, a cluster that cannot be reached, or workers that keep dying."""
 
 

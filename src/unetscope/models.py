@@ -19,6 +19,7 @@ from typing import Any, Union
 import torch
 
 from .adapters.base import AdapterError, UNetRunner, UNetUnits
+from .errors import UnetscopeError
 from .schedule import NoiseSchedule
 
 __all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "load_factory", "is_factory_reference", "fingerprint",
@@ -33,7 +34,7 @@ _VARIANCE_ALIASES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed
 Cond = Union[None, int, str, Sequence[Any], Mapping[str, torch.Tensor]]
 
 
-class ModelError(ValueError):
+class ModelError(UnetscopeError, ValueError):
     """A model that cannot be loaded or used as asked."""
 
 

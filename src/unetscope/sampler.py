@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .checks import as_int
+from .errors import UnetscopeError
 from .guidance import Denoiser
 from .models import Cond, DiffusionModel, ModelError
 from .noise import NoiseBank
@@ -32,7 +33,7 @@ METHODS = ("ddpm", "ddim")
 KEEP = ("x_t", "x_est0")
 
 
-class SamplerError(ValueError):
+class SamplerError(UnetscopeError, ValueError):
     """A sampler setting outside what is allowed."""
 
 

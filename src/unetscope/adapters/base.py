@@ -19,12 +19,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ..errors import UnetscopeError
 from ..plan import ADAPTIVE_STATE, NO_ACTION, StepAction, site
 
 __all__ = ["AdapterError", "NonFiniteError", "UNetUnits", "Context", "UNetRunner", "RunOutput"]
 
 
-class AdapterError(ValueError):
+class AdapterError(UnetscopeError, ValueError):
     """A U-Net that cannot be seen as units, or units that do not fit together."""
 
 

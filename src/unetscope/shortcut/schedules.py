@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import UnetscopeError
 from ..plan import DropBlocks, Plan, ReuseEncoder, StopEarly
 
 __all__ = ["ShortcutError", "SCHEDULE_META", "load_schedule", "save_schedule", "paper_preset", "PRESETS",
            "uniform_cache_cuts", "uniform_reuse_cuts", "change_schedule"]
 
 
-class ShortcutError(ValueError):
+class ShortcutError(UnetscopeError, ValueError):
     """A schedule file or search setting that cannot be used."""
 
 
