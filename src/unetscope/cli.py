@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from .checks import (METHODS, check_device, check_eta, check_grid, check_int, check_scheduler_options, check_seeds,
+                     check_steps, check_threads, check_variance, parse_scheduler_option)
 from .errors import UnetscopeError
 
 
@@ -24,13 +26,12 @@ class _Parser(argparse.ArgumentParser):
 
 # --- parsing helpers ---------------------------------------------------------------------------
 MAX_SAMPLES = 1_000_000  # a sane bound, checked before anything is allocated
-MAX_SEED = 2**63 - 1  # seeds key numpy's SeedSequence and SQLite's INTEGER: 64-bit signed
 
 
 def parse_seeds(text: str | None, samples: int | None) -> list[int]:
     """``--seeds 0-15`` or ``--seeds 3,5,9``; else ``--samples N`` gives seeds 0..N-1."""
-    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
-        raise UsageError(f"--samples must be in 1..{MAX_SAMPLES:,}, got {samples}")
+    if samples is not None:
+        check_int(samples, UsageError, "--samples", 1, MAX_SAMPLES)
     if text is None:
         return list(range(16 if samples is None else samples))
     seeds: list[int] = []
@@ -49,8 +50,7 @@ def parse_seeds(text: str | None, samples: int | None) -> list[int]:
                 seeds.append(int(part))
     except ValueError:
         raise UsageError(f"--seeds must be integers like 0-15 or 3,5,9; got {text!r}") from None
-    if any(s < 0 or s > MAX_SEED for s in seeds):
-        raise UsageError(f"--seeds must be in 0..2^63-1, got {text!r}")
+    seeds = check_seeds(seeds, UsageError, name="--seeds")
     if samples is not None and samples != len(seeds):
         raise UsageError(f"--samples {samples} disagrees with --seeds {text!r} ({len(seeds)} seeds); give one of them")
     return seeds
@@ -96,14 +96,11 @@ def _sampling(args) -> dict:
         args.samples = len(prompts)
     seeds = parse_seeds(args.seeds, args.samples)
     method, options = _scheduler(args)
-    if args.eta != 0 and method != "ddim":
-        flag = "--scheduler" if args.scheduler else "--sampler"
-        raise UsageError(f"--eta {args.eta} has no effect with {flag} {method}: eta is DDIM's (use {flag} ddim)")
-    if args.variance is not None and method != "ddpm":
-        raise UsageError(f"--variance {args.variance} has no effect with --scheduler {method}: it is DDPM's")
-    steps = 100 if args.steps is None else args.steps
-    if steps < 1:  # the upper bound (the model's T) is checked once the model is loaded
-        raise UsageError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps}")
+    flag = "--scheduler" if args.scheduler else "--sampler"
+    check_eta(args.eta, method, UsageError, name="--eta", method_name=flag)
+    check_variance(args.variance, method, UsageError, name="--variance", method_name=flag, strict=True)
+    # the upper bound of the steps (the model's T) is checked once the model is loaded
+    steps = check_steps(100 if args.steps is None else args.steps, None, UsageError, name="--steps")
     if prompts and len(prompts) not in (1, len(seeds)):
         raise UsageError(f"{len(prompts)} prompts for {len(seeds)} samples: give one prompt, or one per sample")
     cond = (prompts * len(seeds) if len(prompts) == 1 else prompts) if prompts else parse_classes(args.class_, len(seeds))
@@ -120,27 +117,22 @@ def _scheduler(args) -> tuple[str, dict]:
     method = args.scheduler or args.sampler or "ddpm"
     options: dict = {}
     for text in args.scheduler_opt or ():
-        from .schedulers import parse_option
-
-        k, v = parse_option(text)
+        k, v = parse_scheduler_option(text, UsageError)
         if k in options:
             raise UsageError(f"--scheduler-opt {k} is given twice")
         options[k] = v
-    if method in ("ddpm", "ddim"):
-        if options:
-            raise UsageError(f"--scheduler-opt is a diffusers scheduler's; --scheduler {method} is unetscope's own and takes none")
-        return method, options
-    from .schedulers import check_options, resolve_scheduler
+    cls = None
+    if method not in METHODS:  # a diffusers scheduler: its name and class (diffusers is imported only here)
+        from .schedulers import resolve_scheduler
 
-    _, cls, _ = resolve_scheduler(method)
-    return method, check_options(cls, options)
+        _, cls, _ = resolve_scheduler(method)
+    flag = "--scheduler" if args.scheduler else "--sampler"
+    return method, check_scheduler_options(options, cls, UsageError, method=method, name="--scheduler-opt", method_name=flag)
 
 
 def _check_device_and_compiler(args) -> None:
     """``--device`` (one that is here) and ``--compile`` (a compiler that works on it), before a model loads."""
-    from .models import check_device
-
-    device = check_device(args.device)
+    device = check_device(args.device, UsageError, name="--device")
     if getattr(args, "compile", False):
         from .compiling import check_compiler
 
@@ -322,14 +314,8 @@ def _print_experiment(res: dict, samples: int, out) -> None:
 
 
 def _grid_kw(args) -> dict:
-    if args.images < 0:
-        raise UsageError(f"--images: images must be an integer >= 0 (samples whose images are kept), got {args.images}")
-    if args.t_step is not None and args.t_step < 1:
-        raise UsageError(f"--t-step: t_step must be an integer >= 1, got {args.t_step}")
-    if args.chunk_size < 1:
-        raise UsageError(f"--chunk-size: chunk_size must be an integer >= 1, got {args.chunk_size}")
-    if args.max_batch is not None and args.max_batch < 1:
-        raise UsageError(f"--max-batch: max_batch must be an integer >= 1, got {args.max_batch}")
+    """The sweep's sizes as the API's keywords, checked (by the API's own check) before a model loads."""
+    check_grid(UsageError, t_step=args.t_step, chunk_size=args.chunk_size, images=args.images, max_batch=args.max_batch)
     return dict(chunk_size=args.chunk_size, max_batch=args.max_batch, images=args.images, progress=not args.quiet,
                 log=lambda m: print(m, file=sys.stderr))
 
@@ -753,9 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        threads = getattr(args, "threads", 0)
-        if threads is None or threads < 0:
-            raise UsageError(f"--threads must be 0 (torch's default) or a positive count, got {threads}")
+        threads = check_threads(getattr(args, "threads", 0), UsageError, name="--threads")
         if getattr(args, "repeats", 1) < 1:
             raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
         if threads:
