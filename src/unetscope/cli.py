@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .checks import (METHODS, check_device, check_eta, check_grid, check_int, check_scheduler_options, check_seeds,
-                     check_steps, check_threads, check_variance, parse_scheduler_option)
+                     check_shortcut_choice, check_split, check_steps, check_threads, check_variance, parse_scheduler_option)
 from .errors import UnetscopeError
 
 
@@ -372,90 +372,70 @@ def _cmd_reproduce(args) -> None:
     _print_compile(model)
 
 
-def _cmd_shortcut(args) -> None:
-    from .api import measure_shortcut, search_shortcut
+def _cmd_shortcut_run(args) -> None:
+    from .api import measure_shortcut
+    from .shortcut import PRESET_NAMES, load_schedule
 
-    executor = _executor(args)
-    if args.action == "search":
-        if args.schedule or args.preset:
-            raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
-        if args.threshold is not None or args.nb is not None:
-            raise UsageError("--threshold and --nb are the change preset's (shortcut --preset change), not the search's")
-        if args.adaptive and (executor != "local" or args.chunk_size is not None):
-            raise UsageError("--adaptive runs in this process: --executor ray and --chunk-size are for the static search")
-        if args.write and not Path(args.write).parent.is_dir():  # before any work
-            raise UsageError(f"--write {args.write!r}: its folder does not exist")
-        if args.chunk_size is not None and args.chunk_size < 1:
-            raise UsageError(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    else:
-        if executor != "local" or args.chunk_size is not None:
-            raise UsageError("--executor ray and --chunk-size are for shortcut search; a shortcut run is timed in this process")
-        if args.adaptive:
-            raise UsageError("--adaptive is for shortcut search (an AdaptiveCache schedule calibrated to the target)")
-        from .shortcut import PRESET_NAMES, load_schedule
-
-        if bool(args.schedule) == bool(args.preset):
-            raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESET_NAMES) + ")")
-        if args.preset and args.preset not in PRESET_NAMES:
-            raise UsageError(f"--preset must be one of {', '.join(PRESET_NAMES)}; got {args.preset!r}")
-        if args.preset == "change" and args.threshold is None:
-            raise UsageError("--preset change needs --threshold X (the deep part's accumulated relative change at which "
-                             "it is computed again)")
-        if args.preset != "change" and (args.threshold is not None or args.nb is not None):
-            raise UsageError("--threshold and --nb are the change preset's: give them with --preset change")
-        if args.threshold is not None and not (args.threshold >= 0 and args.threshold != float("inf")):
-            raise UsageError(f"--threshold must be a finite number >= 0, got {args.threshold}")
-        if args.schedule:
-            load_schedule(args.schedule)  # a bad file fails before a model loads
-    if args.action == "search" and args.samples is None and args.seeds is None:
-        args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
+    check_int(args.repeats, UsageError, "--repeats", 1)
+    check_shortcut_choice(args.schedule, args.preset, PRESET_NAMES, UsageError, threshold=args.threshold, nb=args.nb,
+                          flags=True)
+    if args.schedule:
+        load_schedule(args.schedule)  # a bad file fails before a model loads
     model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
-    kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
-    if args.action == "search":
-        n = args.calibration
-        if n < 1 or n >= len(seeds):
-            raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples validate and are held "
-                             f"out), got {n}")
-        if args.rounds < 1:
-            raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
-        res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
-                              target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
-                              calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
-                              executor=executor, chunk_size=args.chunk_size, adaptive=args.adaptive,
-                              log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), **kw)
-        found, summ = res["search"], res["held_out"]
-        nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
-        if executor != "local" and found["workers"] and not args.quiet:
-            from .executor import describe_workers
-
-            print(f"search: {describe_workers(found['workers'])}", file=sys.stderr)
-        print(f"searched schedule for {found['target']} ({len(found['history'])} rounds, {found['evaluations']} "
-              f"evaluations): {found['plan']!r}")
-        val = "" if found["validation_ssim_mean"] is None else \
-            f", validation ({nv} samples): mean SSIM {found['validation_ssim_mean']:.3f}"
-        print(f"  calibration ({n} samples): mean SSIM {found['calibration_ssim_mean']:.3f}{val}; "
-              f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
-        verdict = "" if res["held_out_meets_target"] is None else \
-            ("; meets the target" if res["held_out_meets_target"] else "; MISSES the target")
-        lo, hi = res["held_out_interval"]
-        print(f"  held out ({nh} samples): mean SSIM {summ['ssim_mean']:.3f} (90% interval {lo:.3f}-{hi:.3f}, min "
-              f"{summ['ssim_min']:.3f}){verdict}, "
-              f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
-        r = res["uniform_rival"]
-        if r is not None:
-            print(f"  best uniform schedule at no more compute ({r['compute']:.3f}): held-out mean SSIM "
-                  f"{r['held_out_ssim_mean']:.3f}")
-        _print_timing(summ)
-        _print_compile(model)
-        return
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
-                            nb=args.nb, **kw)
+                            nb=args.nb, seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats,
+                            **_sampler_kw(sampler))
     from .plan import Plan
 
     print(f"{Plan.from_dict(summ['schedule'])!r}")
     print(f"{summ['samples']} samples: time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%}, "
           f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB "
           f"-> {args.out}/summary.json")
+    _print_timing(summ)
+    _print_compile(model)
+
+
+def _cmd_shortcut_search(args) -> None:
+    from .api import search_shortcut
+
+    executor = _executor(args)
+    if args.adaptive and (executor != "local" or args.chunk_size is not None):
+        raise UsageError("--adaptive runs in this process: --executor ray and --chunk-size are for the static search")
+    for flag, v in (("--repeats", args.repeats), ("--rounds", args.rounds)):
+        check_int(v, UsageError, flag, 1)
+    check_int(args.chunk_size, UsageError, "--chunk-size", 1, none="one chunk per worker")
+    if args.samples is None and args.seeds is None:
+        args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
+    n, _ = check_split(len(seeds), args.calibration, args.validation, UsageError, names=("--calibration", "--validation"))
+    res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
+                          target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
+                          calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
+                          executor=executor, chunk_size=args.chunk_size, adaptive=args.adaptive,
+                          log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), seeds=seeds, cond=cond,
+                          steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
+    found, summ = res["search"], res["held_out"]
+    nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
+    if executor != "local" and found["workers"] and not args.quiet:
+        from .executor import describe_workers
+
+        print(f"search: {describe_workers(found['workers'])}", file=sys.stderr)
+    print(f"searched schedule for {found['target']} ({len(found['history'])} rounds, {found['evaluations']} "
+          f"evaluations): {found['plan']!r}")
+    val = "" if found["validation_ssim_mean"] is None else \
+        f", validation ({nv} samples): mean SSIM {found['validation_ssim_mean']:.3f}"
+    print(f"  calibration ({n} samples): mean SSIM {found['calibration_ssim_mean']:.3f}{val}; "
+          f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
+    verdict = "" if res["held_out_meets_target"] is None else \
+        ("; meets the target" if res["held_out_meets_target"] else "; MISSES the target")
+    lo, hi = res["held_out_interval"]
+    print(f"  held out ({nh} samples): mean SSIM {summ['ssim_mean']:.3f} (90% interval {lo:.3f}-{hi:.3f}, min "
+          f"{summ['ssim_min']:.3f}){verdict}, "
+          f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
+    r = res["uniform_rival"]
+    if r is not None:
+        print(f"  best uniform schedule at no more compute ({r['compute']:.3f}): held-out mean SSIM "
+              f"{r['held_out_ssim_mean']:.3f}")
     _print_timing(summ)
     _print_compile(model)
 
@@ -608,6 +588,57 @@ def _executor(args):
     return RayExecutor(args.ray_address, model=args.model, **kw)
 
 
+def _repeats_arg(g) -> None:
+    g.add_argument("--repeats", type=int, default=3,
+                   help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
+
+
+# the flags of one shortcut subcommand that the other refuses, and why (one line, argparse's exit 2)
+_TIMED_HERE = "--executor ray and --chunk-size are for shortcut search; a shortcut run is timed in this process"
+SEARCH_ONLY = {
+    "--adaptive": "--adaptive is for shortcut search (an AdaptiveCache schedule calibrated to the target)",
+    "--executor": _TIMED_HERE, "--chunk-size": _TIMED_HERE,
+    **{f: f"{f} is for shortcut search --executor ray; a shortcut run is timed in this process"
+       for f in ("--ray-address", "--cpus-per-task", "--gpus-per-task", "--workers")},
+    **{f: f"{f} is for shortcut search (a shortcut run measures the schedule of --schedule or --preset)"
+       for f in ("--target-mean", "--target-ssim", "--target-min", "--target-min-ssim", "--target-quantile", "--quantile",
+                 "--budget", "--calibration", "--validation", "--write", "--rounds")},
+}
+RUN_ONLY = {
+    **{f: f"{f} is for shortcut run: shortcut search writes a schedule; give --write FILE, not --schedule/--preset"
+       for f in ("--schedule", "--preset")},
+    **{f: f"{f} is for shortcut run: --threshold and --nb are the change preset's (shortcut run --preset change), not "
+          "the search's" for f in ("--threshold", "--nb")},
+}
+
+
+class _Elsewhere(argparse.Action):
+    """A flag of the other subcommand: argparse's own one-line error (exit 2) that says which one takes it."""
+
+    def __init__(self, *args, why: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(self.why)
+
+
+def _elsewhere(p, flags: dict) -> None:
+    """``flags`` (flag -> why) refused by ``p`` with argparse's error; hidden from its help."""
+    for flag, why in flags.items():
+        p.add_argument(flag, action=_Elsewhere, why=why, nargs=0 if flag == "--adaptive" else None,
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS, dest=f"_elsewhere{flag.replace('-', '_')}")
+
+
+def _default_action(argv: list) -> list:
+    """``unetscope shortcut ...`` without a subcommand is ``unetscope shortcut run ...`` (as before the
+    subcommands had flags of their own)."""
+    argv = [str(a) for a in argv]
+    if argv[:1] == ["shortcut"] and (len(argv) == 1 or argv[1] not in ("run", "search", "-h", "--help")):
+        argv.insert(1, "run")
+    return argv
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="unetscope", description="Understand and accelerate diffusion U-Nets over sampling time.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -666,10 +697,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="16 samples, S = 50 steps, every 5th start step, every 4th block count (minutes, not hours)")
     q.set_defaults(func=_cmd_reproduce)
 
-    c = sub.add_parser("shortcut", help="run a shortcut schedule against the baseline, or search one (shortcut search)")
-    c.add_argument("action", nargs="?", choices=("run", "search"), default="run")
-    _sampling_args(c)
-    g = c.add_argument_group("schedule")
+    c = sub.add_parser("shortcut", help="run a shortcut schedule against the baseline (shortcut run, the default), or "
+                       "search one (shortcut search)",
+                       description="shortcut run (the default: 'unetscope shortcut --preset paper' is 'unetscope shortcut "
+                       "run --preset paper') measures a schedule against the baseline; shortcut search finds one for a "
+                       "quality target or a compute budget. Each has its own flags: unetscope shortcut run --help, "
+                       "unetscope shortcut search --help.")
+    cs = c.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="{run,search}")
+    cr = cs.add_parser("run", help="a schedule (a file or a preset) against the baseline on the same seeds, timed "
+                       "(the default)", description="A schedule against the baseline on the same seeds: savings, SSIM, "
+                       "the timing protocol's medians and spreads (docs/shortcuts.md).")
+    _sampling_args(cr)
+    g = cr.add_argument_group("schedule")
     g.add_argument("--schedule", default=None, help="a schedule file (JSON or YAML plan)")
     g.add_argument("--preset", default=None,
                    help="a named schedule: paper (Fig. 11, scaled to K and S), paper-cache, or change (Block Caching's "
@@ -677,30 +716,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float, default=None,
                    help="--preset change: compute the deep part again when its accumulated relative change exceeds this")
     g.add_argument("--nb", type=int, default=None, help="--preset change: the bottom blocks cached (default K - 1)")
-    g.add_argument("--repeats", type=int, default=3,
-                   help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
+    _repeats_arg(g)
+    _elsewhere(cr, SEARCH_ONLY)
+    cr.set_defaults(func=_cmd_shortcut_run)
+
+    cq = cs.add_parser("search", help="search a schedule for a quality target or a compute budget, checked on held-out seeds",
+                       description="Search a schedule on calibration seeds, keep only moves that also hold on validation "
+                       "seeds, write it and measure it on held-out seeds the search never saw (docs/shortcuts.md).")
+    _sampling_args(cq)
+    g = cq.add_argument_group("search")
     g.add_argument("--target-mean", "--target-ssim", dest="target_mean", type=float, default=None,
-                   help="search: mean SSIM to keep (default 0.8 when no target or budget is given)")
+                   help="mean SSIM to keep (default 0.8 when no target or budget is given)")
     g.add_argument("--target-min", "--target-min-ssim", dest="target_min", type=float, default=None,
-                   help="search: minimum per-sample SSIM to keep")
+                   help="minimum per-sample SSIM to keep")
     g.add_argument("--target-quantile", type=float, default=None,
-                   help="search: the --quantile (default 10%%) of per-sample SSIM to keep")
-    g.add_argument("--quantile", type=float, default=0.1, help="search: the quantile of --target-quantile (default 0.1)")
+                   help="the --quantile (default 10%%) of per-sample SSIM to keep")
+    g.add_argument("--quantile", type=float, default=0.1, help="the quantile of --target-quantile (default 0.1)")
     g.add_argument("--budget", type=float, default=None,
-                   help="search: instead of a target, the best mean SSIM at this compute fraction or less")
-    g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (default 8)")
+                   help="instead of a target, the best mean SSIM at this compute fraction or less")
+    g.add_argument("--calibration", type=int, default=8, help="samples to search on (default 8)")
     g.add_argument("--validation", type=int, default=None,
-                   help="search: samples that check each move (default: at least 16 and as many as --calibration, at "
-                        "most half the rest); the rest are held out")
-    g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
-    g.add_argument("--rounds", type=int, default=40, help="search: at most this many greedy rounds")
+                   help="samples that check each move (default: at least 16 and as many as --calibration, at most half "
+                        "the rest); the rest are held out")
+    g.add_argument("--write", default=None, help="where to write the schedule (default OUT/schedule.json)")
+    g.add_argument("--rounds", type=int, default=40, help="at most this many greedy rounds")
     g.add_argument("--adaptive", action="store_true",
-                   help="search: an AdaptiveCache schedule (per-sample caching; nb, threshold and max_reuse calibrated "
-                        "to the target or budget) instead of static cuts")
-    _executor_args(c)
-    c.add_argument("--chunk-size", type=int, default=None,
-                   help="search: seeds per chunk a worker scores (default: the seeds shared out, one chunk per worker)")
-    c.set_defaults(func=_cmd_shortcut)
+                   help="an AdaptiveCache schedule (per-sample caching; nb, threshold and max_reuse calibrated to the "
+                        "target or budget) instead of static cuts")
+    _repeats_arg(g)
+    _executor_args(cq)
+    cq.add_argument("--chunk-size", type=int, default=None,
+                    help="seeds per chunk a worker scores (default: the seeds shared out, one chunk per worker)")
+    _elsewhere(cq, RUN_ONLY)
+    cq.set_defaults(func=_cmd_shortcut_search)
 
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")
     m.add_argument("model", nargs="?", default=None, help="describe one model")
@@ -737,11 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_default_action(sys.argv[1:] if argv is None else argv))
     try:
         threads = check_threads(getattr(args, "threads", 0), UsageError, name="--threads")
-        if getattr(args, "repeats", 1) < 1:
-            raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
         if threads:
             import torch
 
