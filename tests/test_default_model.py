@@ -8,7 +8,7 @@ import re
 import torch
 
 from unetscope import Sampler, load_model
-from unetscope.card import class_agreement
+from unetscope.bundled.card import class_agreement
 from unetscope.models import default_model_path
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import unetscope as us
-from unetscope.explore import explore
+from unetscope.explore import ExploreError, explore
 from unetscope.store import variant_id
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome") if os.path.exists(p)), None)
@@ -202,6 +202,169 @@ def test_a_link_out_of_the_folder_is_refused(runs, tmp_path):
         assert _raw(ex, f"/files/0/{fig}")[0] == 200  # a real figure file is served
     finally:
         ex.close()
+
+
+# --- the Host header: a page on another name that resolves here (DNS rebinding) reads nothing ----------------
+def _with_host(ex, path, host, method="GET"):
+    """``path`` sent with the Host header ``host`` exactly (None: no Host header at all; a list: one each)."""
+    h, port = ex.server.server_address[:2]
+    c = http.client.HTTPConnection(h, port, timeout=20)
+    try:
+        c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for one in [] if host is None else host if isinstance(host, list) else [host]:
+            c.putheader("Host", one)
+        c.endheaders()
+        r = c.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        c.close()
+
+
+def _http10(ex, path):
+    """An HTTP/1.0 request, which carries no Host header, on a raw socket."""
+    with socket.create_connection(ex.server.server_address[:2], timeout=20) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head.decode("latin-1"), body
+
+
+def _routes(ex):
+    """One request of every kind the server answers: the page, an asset, each JSON endpoint, a kept
+    image, a figure's file, and a path it does not serve."""
+    index = _api(ex, "/api/index")
+    r = _run(index, 0, "block-utility")
+    vid = next(iter(_api(ex, f"/api/stats?f=0&run={r['run']}")))
+    return ["/", "/index.html", "/static/explorer.js", "/api/index", f"/api/stats?f=0&run={r['run']}",
+            f"/api/variant?f=0&run={r['run']}&vid={vid}", f"/api/seed?f=0&run={r['run']}&seed=0",
+            f"/api/image?f=0&run={r['run']}&seed=0&vid={vid}", f"/files/0/{r['figures'][0]['file']}",
+            "/files/0/../b/results.sqlite", "/nowhere"]
+
+
+def test_a_host_it_does_not_serve_is_refused_before_anything_is_read(runs, monkeypatch):
+    """Forged Host headers (another name, another port, a name that merely starts like localhost, none at
+    all) get a 403 with one line of text, the page's security headers and nothing else, on every route,
+    and no method of the folders runs; the names it serves, in any case, get the same answers as ever."""
+    import threading
+
+    from unetscope.explore import data, server
+
+    ex = explore([runs["a"]], port=0, browser=False, block=False, log=lambda *a: None)
+    try:
+        port = ex.server.server_address[1]
+        routes = _routes(ex)
+        ok = {path: _with_host(ex, path, f"127.0.0.1:{port}") for path in routes}
+        assert [ok[p][0] for p in routes] == [200] * 9 + [404, 404], [(p, ok[p][0]) for p in routes]
+        allowed = f"this server answers only 127.0.0.1:{port}, localhost:{port}, [::1]:{port}"
+        calls = []
+        for name in ("connect", "query", "run", "describe", "resolve", "variant_stats", "variant_rows", "seed_rows",
+                     "image_png", "warm", "kept_seeds"):
+            real = getattr(data.RunFolder, name)
+
+            def spy(self, *a, _real=real, _name=name, **k):
+                if self is ex.server.RequestHandlerClass.folders[0] and threading.current_thread().name != "unetscope-explore-warm":
+                    calls.append(_name)  # a request's own reads (the background reader serves the earlier 200s)
+                return _real(self, *a, **k)
+
+            monkeypatch.setattr(data.RunFolder, name, spy)
+        forged = [f"evil.example:{port}", f"127.0.0.1:{port + 1 if port < 65535 else 1}", f"localhost.evil.com:{port}",
+                  f"127.0.0.1:{port}.evil.com", f"EVIL.example:{port}", "127.0.0.1", "localhost", None]
+        for host in forged:
+            for path in routes:
+                code, headers, body = _with_host(ex, path, host)
+                what = "a request with no Host header" if host is None else f"Host {host!r}"
+                assert (code, body.decode()) == (403, f"unetscope explore: refused {what}: {allowed}\n"), (host, path)
+                assert headers["Content-Type"] == "text/plain; charset=utf-8"
+                assert headers["Content-Security-Policy"] == server.CSP and headers["X-Content-Type-Options"] == "nosniff"
+                assert headers["Referrer-Policy"] == "no-referrer" and headers["Cache-Control"] == "no-store"
+        code, head, body = _http10(ex, "/api/index")
+        assert (code, body.decode()) == (403, f"unetscope explore: refused a request with no Host header: {allowed}\n")
+        assert server.CSP in head
+        code, _, body = _with_host(ex, "/api/index", [f"127.0.0.1:{port}", f"evil.example:{port}"])
+        assert (code, body.decode()) == (403, f"unetscope explore: refused 2 Host headers: {allowed}\n")
+        code, headers, body = _with_host(ex, "/api/index", f"evil.example:{port}", method="HEAD")
+        assert code == 403 and body == b""
+        # an absolute URL in the request line names its own host: it must be one served too
+        assert _with_host(ex, f"http://evil.example:{port}/api/index", f"127.0.0.1:{port}")[0] == 403
+        assert calls == [], calls  # nothing was read from the folder for any refused request
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}", f" localhost:{port} "):
+            for path in routes:
+                code, _, body = _with_host(ex, path, host)
+                assert (code, body) == ok[path][::2], (host, path)
+    finally:
+        ex.close()
+
+
+def test_the_hosts_a_server_answers():
+    """The rule: the address bound and the loopback names with the bound port (without it only where a
+    browser leaves it out); bound to 0.0.0.0, the machine's names too, and the first line names them all."""
+    from unetscope.explore import first_line
+    from unetscope.explore.server import allowed_hosts, host_allowed
+
+    lo = allowed_hosts("127.0.0.1", 8765, "127.0.0.1")
+    assert lo == [("127.0.0.1", 8765), ("localhost", 8765), ("[::1]", 8765)]
+    assert [host_allowed(h, lo) for h in ("localhost:8765", "[::1]:8765", "localhost", "localhost:80", None, "")] == \
+        [True, True, False, False, False, False]
+    assert host_allowed("localhost", allowed_hosts("127.0.0.1", 80)) and host_allowed("localhost:80", allowed_hosts("127.0.0.1", 80))
+    assert allowed_hosts("::1", 9000, "::1")[0] == ("[::1]", 9000)
+    assert ("myhost.example", 8765) in allowed_hosts("127.0.0.1", 8765, "MyHost.example")  # --host as a name
+    line = first_line(1, 2, "http://127.0.0.1:8765/", lo, "127.0.0.1")
+    assert line == "unetscope explore: 1 folder, 2 runs at http://127.0.0.1:8765/ (read-only; Ctrl-C stops)"
+
+    wild = allowed_hosts("0.0.0.0", 8765, "0.0.0.0", ["box.example", "10.1.2.3", "fe80::1", "proxy.example:443"])
+    names = [f"{socket.gethostname().lower()}:8765", f"{socket.getfqdn().lower()}:8765"]
+    want = list(dict.fromkeys(["0.0.0.0:8765", "127.0.0.1:8765", "localhost:8765", "[::1]:8765", *names,
+                               "box.example:8765", "10.1.2.3:8765", "[fe80::1]:8765", "proxy.example:443"]))
+    assert [f"{n}:{p}" for n, p in wild] == want
+    assert host_allowed("proxy.example", wild) and not host_allowed("box.example", wild)
+    line = first_line(1, 2, "http://0.0.0.0:8765/", wild, "0.0.0.0")
+    assert "\n" not in line and line.startswith("unetscope explore: 1 folder, 2 runs at http://0.0.0.0:8765/ ")
+    assert line.endswith(f"it answers only Host {', '.join(want)} (--allow-host NAME adds one)")
+
+
+def test_allow_host_adds_a_name_in_the_command_and_its_twin(runs):
+    """--allow-host (allow_hosts=): the first line names the hosts answered, the name added is answered,
+    others still refused; a bad one is a one-line error, exit 2, before anything is bound."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "unetscope.cli", "explore", str(runs["b"]), "--port", "0", "--no-browser",
+                          "--allow-host", "Box.Example", "--allow-host", "10.1.2.3:9000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(us.__file__).parents[1]),
+                                                                                       os.environ.get("PYTHONPATH")]))})
+    try:
+        line = p.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
+        assert line.rstrip().endswith(f"it answers only Host 127.0.0.1:{port}, localhost:{port}, [::1]:{port}, "
+                                      f"box.example:{port}, 10.1.2.3:9000 (--allow-host NAME adds one)"), line
+        for host, code in ((f"box.example:{port}", 200), ("10.1.2.3:9000", 200), (f"10.1.2.3:{port}", 403),
+                           (f"evil.example:{port}", 403)):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            c.putrequest("GET", "/api/index", skip_host=True)
+            c.putheader("Host", host)
+            c.endheaders()
+            assert c.getresponse().status == code, host
+            c.close()
+    finally:
+        p.terminate()
+        p.wait(30)
+    lines = []
+    ex = explore(runs["b"], port=0, browser=False, block=False, allow_hosts="box.example", log=lines.append)
+    try:
+        port = ex.server.server_address[1]
+        assert lines[0].endswith(f"Host 127.0.0.1:{port}, localhost:{port}, [::1]:{port}, box.example:{port} "
+                                 "(--allow-host NAME adds one)")
+        assert _with_host(ex, "/api/index", f"box.example:{port}")[0] == 200
+    finally:
+        ex.close()
+    for bad in ("evil example", "http://evil.example", "evil.example:0", "evil.example:99999", ":8765", "[1.2.3.4]"):
+        _one_line_exit_2([runs["b"], "--port", 0, "--allow-host", bad], f"--allow-host must be a host name or address, "
+                         f"optionally with :PORT; got {bad!r}")
+        with pytest.raises(ExploreError, match="--allow-host must be"):
+            explore(runs["b"], port=0, browser=False, block=False, allow_hosts=[bad], log=lambda *a: None)
 
 
 def test_the_explorer_never_writes_and_takes_no_lock(served, runs):

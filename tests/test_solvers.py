@@ -10,7 +10,7 @@ import torch
 from unetscope import Denoiser, DropBlocks, Plan, ReuseEncoder, Sampler, SkipSteps, StopEarly, load_model
 from unetscope.plan import PlanError, StepAction
 from unetscope.noise import NoiseBank
-from unetscope.sampler import SamplerError
+from unetscope.sampling import SamplerError
 from unetscope.solvers import DPMSolverSampler
 
 SEEDS, LABELS = [3, 4, 5], [1, 2, 7]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unetscope import Sampler, load_model
-from unetscope.train import TrainConfig, train
+from unetscope.bundled.train import TrainConfig, train
 
 
 def _cfg(**kw):

@@ -16,7 +16,7 @@ from .explore import explore  # light (no torch); eager, so that ``unetscope.exp
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_model", "wrap", "DiffusionModel", "Cond", "Sampler", "Trajectory", "StepOutput", "Denoiser", "Plan", "PlanStep",
+    "load_model", "wrap", "DiffusionModel", "Cond", "Sampler", "make_sampler", "Trajectory", "StepOutput", "Denoiser", "Plan", "PlanStep",
     "StepAction", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder", "AdaptiveCache",
     "psnr", "ssim",
     "NoiseSchedule", "UNetUnits", "load_weights", "AdapterError", "ModelError", "PlanError", "SamplerError",
@@ -35,7 +35,7 @@ _SOURCES = {  # submodule -> the public names it defines
     "models": ("Cond", "DiffusionModel", "ModelError", "load_model", "wrap"),
     "plan": ("AdaptiveCache", "DropBlocks", "Intervention", "Plan", "PlanError", "PlanStep", "ReuseEncoder", "SkipSteps",
              "StepAction", "StopEarly", "ZeroSkips"),
-    "sampler": ("Sampler", "SamplerError", "StepOutput", "Trajectory"),
+    "sampling": ("Sampler", "SamplerError", "StepOutput", "Trajectory", "make_sampler"),
     "schedule": ("NoiseSchedule",),
 }
 _LAZY = {name: mod for mod, names in _SOURCES.items() for name in names}

@@ -26,7 +26,7 @@ from .checks import (check_bool, check_dtype, check_grid, check_int, check_seeds
 from .errors import UnetscopeError
 from .executor import make_executor
 from .models import Cond, DiffusionModel, ModelError, load_model
-from .sampler import Sampler, cond_slice
+from .sampling import Sampler, cond_slice
 from .store import folder_lock
 
 __all__ = ["SettingsError", "Setup", "load", "setup", "out_folder", "experiment", "reproduce", "measure_shortcut", "search_shortcut",

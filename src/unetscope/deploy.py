@@ -28,12 +28,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .adapters.base import UNetRunner
 from .errors import UnetscopeError
 from .plan import NO_ACTION, Intervention, Plan, PlanError, SkipSteps, StepAction, StopEarly
+from .sampling.clock import ClockError, StepClock, call_index
 
 __all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]
 
@@ -122,14 +124,31 @@ def _unet_and_scheduler(target):
     return unet, getattr(target, "scheduler", None)
 
 
+try:  # diffusers' hook registry (0.33+): the hook composes with diffusers' own and reset_stateful_hooks
+    from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManager
+except ImportError:  # an older diffusers: the handle replaces the U-Net's forward itself
+    BaseState = ModelHook = object
+    HookRegistry = StateManager = None
+
+
+class _Branch(BaseState):
+    """Nothing but a name: a pipeline's ``cache_context("cond"|"uncond")`` tells the hook which branch calls."""
+
+    def reset(self, *args, **kwargs) -> None:
+        pass
+
+
 @dataclass
 class _Generation:
     """The hook's state for one generation (reset when a new one begins)."""
 
-    last_timestep: float | None = None
+    key: tuple | None = None  # the pipeline scheduler's timesteps (a new set_timesteps: a new generation)
+    clock: StepClock | None = None
+    last_call: int | None = None  # the scheduler's call index of the call before
+    branch: int = 0  # this call's place among the calls at the same index (guidance's branches called apart)
+    last_timestep: float | None = None  # without a scheduler: the timestep of the call before
     distinct: int = 0  # distinct timesteps seen (the bare-U-Net count)
-    slot: int = 0  # this call's place among the calls at the same timestep
-    step_index_seen: bool = False  # the pipeline's scheduler has stepped in this generation
+    slot: Any = 0  # whose cache this call keeps: its branch
     caches: dict = field(default_factory=dict)  # slot -> {site: tensor}
 
 
@@ -148,15 +167,21 @@ class Stats:
         return self.units_run / self.units_full if self.units_full else 1.0
 
 
-class ScheduleHook:
-    """The hook on one U-Net: maps each call to its step and runs that step's action."""
+class ScheduleHook(ModelHook):
+    """The hook on one U-Net: maps each call to its step (the step clock of ``unetscope.sampling``, as
+    unetscope's own sampler does) and runs that step's action."""
+
+    _is_stateful = True
 
     def __init__(self, unet, units, plan: Plan, plan_steps: int | None, steps: int | None, scheduler=None, pipe=None,
                  paired: bool | None = None):
+        if ModelHook is not object:
+            super().__init__()
+            self.branches = StateManager(_Branch)  # diffusers sets a pipeline's cache context here
         self.unet, self.plan, self.plan_steps, self.steps, self.scheduler = unet, plan, plan_steps, steps, scheduler
         self.units = units
         self.runner = UNetRunner(self.units)
-        self._distinct: tuple[tuple, list[float]] | None = None  # scheduler.timesteps' identity -> distinct values
+        self._clocks: dict[tuple, StepClock] = {}  # a scheduler's timesteps -> its clock (once per setting)
         self.K = self.units.num_blocks
         self.state = _Generation()
         self.stats = Stats()
@@ -164,11 +189,19 @@ class ScheduleHook:
         self.notes: list[str] = []
         self.device = next(unet.parameters()).device
         self.pipe, self.paired = pipe, paired  # AdaptiveCache: do a sample's [uncond; cond] rows decide together?
+        # torch.compile(unet) traces up to here and calls the hook as Python: its state (steps, caches)
+        # would otherwise be guarded on, and recompiled for, at every step
+        self.new_forward = torch._dynamo.disable(self._registered_forward)
+
+    def _registered_forward(self, module, sample, timestep, *args, **kwargs):
+        return self.call(self.fn_ref.original_forward, sample, timestep, *args, **kwargs)
+
+    def reset_state(self, module=None):
+        """A new generation (diffusers' ``reset_stateful_hooks`` calls this too)."""
+        self.state = _Generation()
+        return module
 
     # -- the generation's steps ---------------------------------------------------------------
-    def reset_state(self) -> None:
-        self.state = _Generation()
-
     def _generation_steps(self) -> int:
         if self.steps is not None:
             return self.steps
@@ -195,45 +228,71 @@ class ScheduleHook:
             self._resolved = (S, plan.actions(), plan.cache_sites(self.K))
         return self._resolved
 
+    def _context(self):
+        """The cache context a pipeline set around this call (diffusers' ``cache_context``), else None."""
+        return getattr(getattr(self, "branches", None), "_context", None)
+
     def _step_of(self, timestep: float, S: int) -> int:
-        """The schedule's step t of this call (S first), updating the generation's state."""
-        st = self.state
+        """The schedule's step t of this call (S first), updating the generation's state: the scheduler's
+        call index through its step clock, else (a bare U-Net) the count of distinct timesteps."""
         sched = self.scheduler
-        idx = getattr(sched, "step_index", None) if sched is not None else None
-        new = st.last_timestep is not None and timestep > st.last_timestep
-        if sched is not None and idx is None and st.step_index_seen:
-            new = True  # set_timesteps ran again: a new pipeline call
-        if new:
+        ts = getattr(sched, "timesteps", None) if sched is not None else None
+        k = call_index(sched, timestep) if ts is not None and len(ts) else None
+        ctx = self._context()
+        if k is None:
+            return self._step_of_timestep(timestep, ctx)
+        st = self.state
+        key = (id(ts), len(ts))
+        if st.key != key or (st.last_call is not None and k < st.last_call):  # set_timesteps ran again, or a new loop
+            self.reset_state()
+            st = self.state
+            st.key, st.clock = key, self._clock(sched, ts)
+            self.stats.generations += 1
+        st.branch = st.branch + 1 if k == st.last_call else 0
+        st.last_call = k
+        st.slot = ctx.name if ctx is not None else st.branch
+        try:
+            return st.clock.step(k)
+        except ClockError as e:
+            raise DeployError(f"{e}: is the scheduler set (set_timesteps) for this generation?") from None
+
+    def _clock(self, sched, ts) -> StepClock:
+        key = (type(sched).__name__, tuple(torch.as_tensor(ts).flatten().tolist()))
+        if key not in self._clocks:
+            try:
+                self._clocks = {key: StepClock.of(sched)}  # one setting at a time
+            except ClockError as e:
+                raise DeployError(str(e)) from None
+        return self._clocks[key]
+
+    def _step_of_timestep(self, timestep: float, ctx) -> int:
+        """A bare U-Net: step t is the generation's (S - t + 1)-th distinct timestep; a generation begins
+        when the timestep goes up; a call at the timestep of the call before is the same step."""
+        st = self.state
+        if st.last_timestep is not None and timestep > st.last_timestep:
             self.reset_state()
             st = self.state
         if st.last_timestep is None:
             self.stats.generations += 1
         if st.last_timestep is not None and timestep == st.last_timestep:
-            st.slot += 1
+            st.branch += 1
         else:
-            st.slot = 0
+            st.branch = 0
             st.distinct += 1
         st.last_timestep = timestep
-        st.step_index_seen = st.step_index_seen or idx is not None
-        ts = getattr(sched, "timesteps", None) if sched is not None else None
-        if ts is not None and self.steps is None:
-            key = (id(ts), len(ts), float(ts[0]), float(ts[-1])) if len(ts) else (id(ts), 0, 0.0, 0.0)
-            if self._distinct is None or self._distinct[0] != key:  # once per set_timesteps, not per call
-                self._distinct = (key, list(dict.fromkeys(float(v) for v in torch.as_tensor(ts).flatten().tolist())))
-            distinct = self._distinct[1]
-            if timestep in distinct:
-                return S - distinct.index(timestep)
-        return S - st.distinct + 1
+        st.slot = ctx.name if ctx is not None else st.branch
+        return self._generation_steps() - st.distinct + 1
 
     # -- the call -----------------------------------------------------------------------------
-    def new_forward(self, original, sample, timestep, *args, **kwargs):
+    def call(self, original, sample, timestep, *args, **kwargs):
+        """One call of the U-Net: its step's action, or the U-Net's own forward where there is nothing to do."""
         S, actions, read_later = self._resolve()
         t_value = float(torch.as_tensor(timestep).flatten()[0]) if torch.is_tensor(timestep) or not isinstance(
             timestep, (int, float)) else float(timestep)
         t = self._step_of(t_value, S)
         if not 1 <= t <= S:
             raise DeployError(f"this call is step {t} of a generation of S = {S} steps (more distinct timesteps than S): "
-                              "give steps= the generation's number of steps")
+                              "give steps= the generation's number of steps, or scheduler= the loop's scheduler")
         action = actions.get(t, NO_ACTION).unet
         capture = [s for s in read_later if s in action.computes(self.K) or action == NO_ACTION]
         self.stats.calls += 1
@@ -352,22 +411,28 @@ class ScheduleHook:
 
 class Accelerated:
     """The handle ``accelerate`` returns: a context manager; ``remove()`` restores the U-Net,
-    ``reset()`` starts a new generation, ``stats`` counts what the hook ran."""
+    ``reset()`` starts a new generation, ``stats`` counts what the hook ran.
+
+    The hook is registered in diffusers' ``HookRegistry`` under ``"unetscope_schedule"`` (so it composes
+    with diffusers' own hooks, and ``reset_stateful_hooks`` starts a new generation); with an older
+    diffusers it replaces the U-Net's ``forward`` itself."""
 
     def __init__(self, unet, hook: ScheduleHook):
         self.unet, self.hook = unet, hook
         self._had_forward = "forward" in unet.__dict__
         self._old_forward = unet.__dict__.get("forward")
-        original = unet.forward
+        self._had_registry = hasattr(unet, "_diffusers_hook")
+        if HookRegistry is not None:
+            HookRegistry.check_if_exists_or_initialize(unet).register_hook(hook, HOOK_NAME)
+        else:
+            original = unet.forward
 
-        def forward(sample, timestep, *args, **kwargs):
-            return hook.new_forward(original, sample, timestep, *args, **kwargs)
+            def forward(sample, timestep, *args, **kwargs):
+                return hook.call(original, sample, timestep, *args, **kwargs)
 
-        # torch.compile(unet) traces up to here and calls the hook as Python: its state (steps, caches)
-        # would otherwise be guarded on, and recompiled for, at every step
-        forward = torch._dynamo.disable(forward)
-        forward.__wrapped__ = original
-        unet.forward = forward
+            forward = torch._dynamo.disable(forward)  # the hook runs as Python (see ScheduleHook)
+            forward.__wrapped__ = original
+            unet.forward = forward
         unet._unetscope_hook = self
         self.active = True
 
@@ -391,7 +456,17 @@ class Accelerated:
         """Restore the U-Net's forward as it was; idempotent."""
         if not self.active:
             return
-        if self._had_forward:
+        registry = getattr(self.unet, "_diffusers_hook", None) if HookRegistry is not None else None
+        if registry is not None:
+            registry.remove_hook(HOOK_NAME, recurse=False)
+            if not registry.hooks:  # the registry leaves forward in the instance: take it back as it was
+                if self._had_forward:
+                    self.unet.forward = self._old_forward
+                else:
+                    self.unet.__dict__.pop("forward", None)
+                if not self._had_registry:
+                    del self.unet._diffusers_hook
+        elif self._had_forward:
             self.unet.forward = self._old_forward
         else:
             del self.unet.forward
@@ -406,7 +481,7 @@ class Accelerated:
         self.remove()
 
 
-def accelerate(target, schedule, *, steps: int | None = None, compile: bool | str = False,
+def accelerate(target, schedule, *, steps: int | None = None, scheduler=None, compile: bool | str = False,
                paired: bool | None = None) -> Accelerated:
     """Run ``schedule`` inside a diffusers pipeline (its ``.unet``) or on a stock diffusers U-Net.
 
@@ -418,12 +493,22 @@ def accelerate(target, schedule, *, steps: int | None = None, compile: bool | st
     halves, whose two rows of a sample decide together under ``AdaptiveCache`` (None: a pipeline's
     ``do_classifier_free_guidance`` at call time; a bare U-Net: no, each row decides alone).
     ``steps``: S, the generation's number of steps (default: the pipeline scheduler's).
+    ``scheduler``: the scheduler of a hand-written loop (a pipeline's is its own): each call's step is
+    then read off the scheduler's step clock, as unetscope's sampler reads it (a Heun or KDPM2 step's
+    two calls, PNDM's warm-up, img2img's partial walk); without one a bare U-Net's step t is the
+    generation's (S - t + 1)-th distinct timestep.
     ``compile``: True (inductor, or ``$UNETSCOPE_COMPILE_BACKEND``) or a ``torch.compile`` backend's
     name: every call runs through the runner's unit functions, each compiled once
     (``handle.compile_stats()`` counts)."""
     if compile is not False and compile is not True and not isinstance(compile, str):
         raise DeployError(f"compile must be True, False or a torch.compile backend's name, got {compile!r}")
-    unet, scheduler = _unet_and_scheduler(target)
+    unet, own = _unet_and_scheduler(target)
+    if scheduler is not None and own is not None and scheduler is not own:
+        raise DeployError("scheduler= is for a bare U-Net's loop; a pipeline's scheduler is its own")
+    if scheduler is not None and not (hasattr(scheduler, "step") and hasattr(scheduler, "set_timesteps")):
+        raise DeployError(f"scheduler must be a diffusers scheduler (with set_timesteps and step), got "
+                          f"{type(scheduler).__name__}")
+    scheduler = own if scheduler is None else scheduler
     if getattr(unet, "_unetscope_hook", None) is not None:
         raise DeployError("this U-Net already runs a schedule: remove() that handle first")
     if steps is not None:

@@ -120,7 +120,7 @@ class Slot:
         torch.set_num_threads(spec.threads)
         try:
             from .models import load_model
-            from .sampler import Sampler
+            from .sampling import Sampler
 
             if model_box is not None:
                 import ray

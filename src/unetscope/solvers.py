@@ -13,7 +13,7 @@ the same noise. U-Net interventions (``DropBlocks``, ``ZeroSkips``, ``ReuseEncod
 from __future__ import annotations
 
 from .models import DiffusionModel
-from .sampler import Sampler
+from .sampling import Sampler
 
 __all__ = ["DPMSolverSampler"]
 

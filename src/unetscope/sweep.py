@@ -26,7 +26,7 @@ from .images import to_uint8
 from .models import Cond
 from .noise import NoiseBank
 from .plan import NO_ACTION, Plan, PlanError
-from .sampler import Sampler, StepOutput, cond_slice
+from .sampling import Sampler, StepOutput, cond_slice
 from .store import variant_id
 
 __all__ = ["SweepEngine", "ChunkResult", "count_evaluations", "run_grid", "GridConfig", "load_images", "auto_max_batch",
@@ -67,7 +67,7 @@ class _Group:
     plans: list[int]  # indices into the plan list: plans whose history so far is identical
     x: torch.Tensor  # (n, C, H, W) x_t of the group
     cache: dict = field(default_factory=dict)  # site -> cached output (rows of the group's samples)
-    state: Any = None  # a scheduler's SolverState at x (None: x is the whole state, DDPM/DDIM)
+    state: Any = None  # the solver's state at x (a scheduler's SolverState; DDPM/DDIM's: the samples' noise)
 
 
 @dataclass
@@ -90,7 +90,7 @@ class _Walk:
     finals: list
     pending: dict = field(default_factory=lambda: defaultdict(list))  # step -> [_Group]
 
-    def advance(self, s: Sampler, out: StepOutput, idx: list[int], cache: dict, state=None) -> None:
+    def advance(self, s: Sampler, out: StepOutput, idx: list[int], cache: dict, state) -> None:
         """Land the plans ``idx``, whose action at ``out.t`` shares ``out``'s U-Net evaluation
         (they may differ in their jump or stop)."""
         a = self.actions[idx[0]].get(out.t, NO_ACTION)
@@ -181,9 +181,9 @@ class SweepEngine:
                     walk.pending[t].append(_Group(own, d["x_t"], dict(before), d["state"]))
                 base = StepOutput(t=t, land=d["land"], action=NO_ACTION, x_t=d["x_t"], x_est0=d["x_est0"], eps=d["eps"],
                                   frac=d["frac"], x_next=d["x_next"], captured={}, units_run=d["units_run"])
-                for a, idx in parts.items():  # a jump or a stop only: reuse the baseline's evaluation
-                    if not a.changes_unet:
-                        walk.advance(s, base, idx, snap)
+                for a, idx in parts.items():  # a jump or a stop only: reuse the baseline's evaluation (a
+                    if not a.changes_unet:       # jumping solver's state holds only the noise: the same after t)
+                        walk.advance(s, base, idx, snap, d["state"])
             baseline_x0 = d["x_next"]
 
         # 2. all plans down the steps together, as a tree of shared histories; groups whose plans
@@ -207,18 +207,14 @@ class SweepEngine:
                             if all(k in g.cache for g, _ in batch)}  # a missing one is reported by step
                     C = {k: v.repeat(B, *([1] * (v.dim() - 1))) for k, v in cond_n.items()}
                     x = torch.cat([g.x for g, _ in batch])
-                    if s.jumps:
-                        z = walk.bank.step(t).to(m.device).repeat(B, *([1] * len(m.sample_shape))) if t > 1 else None
-                        out, states = s.step(x, t, C, ua, cache=fill, z=z, capture=keep), [None] * B
-                    else:  # a scheduler: each group's own copy of its state (a group may branch into several actions)
-                        states = [g.state.copy() for g, _ in batch]
-                        out = s.step(x, t, C, ua, cache=fill, capture=keep, state=states)
+                    states = [g.state.copy() for g, _ in batch]  # each group's own (a group may branch into several actions)
+                    out = s.step(x, t, C, ua, cache=fill, capture=keep, state=states)
                     evals += B * s.calls(t)
                     self._spent(B * s.calls(t))
                     for (g, items), part, st in zip(batch, _split(out, B), states):
                         cache = {**g.cache, **part.captured}
                         for k, idx in enumerate(items):
-                            walk.advance(s, part, idx, cache, st if k == 0 or st is None else st.copy())
+                            walk.advance(s, part, idx, cache, st if k == 0 else st.copy())
         return ChunkResult(baseline_x0.float().cpu(), [f.float().cpu() for f in walk.finals], x_t, x_est0, evals, tracker)
 
 

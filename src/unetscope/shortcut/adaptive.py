@@ -19,7 +19,7 @@ import torch
 from ..metrics import ssim
 from ..models import Cond
 from ..plan import AdaptiveCache, Plan, StepAction
-from ..sampler import Sampler, cond_slice
+from ..sampling import Sampler, cond_slice
 from .schedules import ShortcutError
 from .search import SearchConfig
 

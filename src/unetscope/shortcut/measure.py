@@ -15,7 +15,7 @@ from ..checks import check_int
 from ..metrics import psnr, ssim
 from ..models import Cond
 from ..plan import Plan, PlanError, StepAction
-from ..sampler import Sampler, SamplerError, cond_slice
+from ..sampling import Sampler, SamplerError, cond_slice
 from .schedules import ShortcutError
 
 __all__ = ["plan_flops", "sample_flops", "unit_flops", "action_seconds", "predicted_time_fraction", "measure",
@@ -161,10 +161,18 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
     plan = sampler.check_plan(plan)
     if not plan:
         raise ShortcutError("the schedule holds no interventions: the shortcut would be the baseline itself")
+    runs = {"baseline": 0, "shortcut": 0}
+
+    def run(side: str, p: Plan | None):
+        """One run of a side, named on its progress bar (the warm-up gives the quality pass's images)."""
+        i = runs[side] = runs[side] + 1
+        name = f"quality pass (warm-up): {side}" if i <= warmup else f"timed run {i - warmup} of {repeats}: {side}"
+        with sampler.stage(name):
+            return sampler.sample(seeds, cond, p)
+
     try:
-        timings, first = interleave({"baseline": lambda: sampler.sample(seeds, cond),
-                                     "shortcut": lambda: sampler.sample(seeds, cond, plan)}, repeats, warmup, clock,
-                                    device=sampler.model.device)
+        timings, first = interleave({"baseline": lambda: run("baseline", None), "shortcut": lambda: run("shortcut", plan)},
+                                    repeats, warmup, clock, device=sampler.model.device)
     except ValueError as e:
         if isinstance(e, (SamplerError, PlanError)):
             raise
@@ -177,12 +185,14 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
     a, b = base.images, short.images
     ss, pp = ssim(b, a).numpy(), psnr(b, a).numpy()
     c1 = cond_slice(cond, [0], len(seeds))
-    f_base = plan_flops(sampler, Plan(), seeds[0], c1)
+    with sampler.stage("counting FLOPs: baseline"):
+        f_base = plan_flops(sampler, Plan(), seeds[0], c1)
     if short.reused:  # AdaptiveCache: each sample's FLOPs follow its own decisions
         per = sample_flops(sampler, plan, short.reused, len(seeds), c1)
         f_short = float(np.mean(per))
     else:
-        f_short = plan_flops(sampler, plan, seeds[0], c1)
+        with sampler.stage("counting FLOPs: shortcut"):
+            f_short = plan_flops(sampler, plan, seeds[0], c1)
         per = [f_short] * len(seeds)
     fin = pp[np.isfinite(pp)]
     compute_saving = 1 - f_short / f_base

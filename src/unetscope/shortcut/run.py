@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..plan import Plan
-from ..sampler import Sampler
+from ..sampling import Sampler
 from ..sweep import per_sample_cond
 from .measure import measure
 

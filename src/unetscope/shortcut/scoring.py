@@ -14,7 +14,7 @@ from ..checks import check_int
 from ..metrics import ssim
 from ..models import Cond
 from ..plan import Plan
-from ..sampler import Sampler, cond_slice
+from ..sampling import Sampler, cond_slice
 from .schedules import ShortcutError
 
 __all__ = ["ScoreJob", "Scores", "score_chunk", "score_plans", "heldout_ssim"]

@@ -24,7 +24,7 @@ import torch
 from ..checks import check_int, check_number
 from ..models import Cond
 from ..plan import FILLS, DropBlocks, Plan, PlanError, ReuseEncoder, SkipSteps, StepAction, StopEarly
-from ..sampler import Sampler, cond_slice
+from ..sampling import Sampler, cond_slice
 from .schedules import ShortcutError, uniform_cache_cuts, uniform_reuse_cuts
 from .scoring import score_plans
 

