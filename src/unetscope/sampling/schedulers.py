@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from ..checks import SCHEDULER_OWNED, check_eta, check_scheduler_options, check_variance, parse_scheduler_option
+from ..checks import check_eta, check_scheduler_options, check_variance, parse_scheduler_option
 from ..models import DiffusionModel
 from ..noise import NoiseBank
 from ..plan import Plan, SkipSteps, StopEarly
@@ -61,7 +61,6 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "lms": ("LMSDiscreteScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
 }
-OWNED = SCHEDULER_OWNED  # set by unetscope from the model (its training schedule) and the guided call (epsilon)
 
 
 def scheduler_names() -> list[str]:
