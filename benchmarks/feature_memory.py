@@ -12,7 +12,7 @@ import torch
 def main() -> int:
     from diffusers import UNet2DConditionModel
 
-    from unetscope.adapters.base import UNetRunner
+    from unetscope.runner import UNetRunner
     from unetscope.adapters.diffusers_unet import DiffusersUNetUnits
     from unetscope.features import unit_sites
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from conftest import tiny_cond_unet, tiny_unet
-from unetscope.adapters.base import AdapterError, UNetRunner
+from unetscope.adapters.base import AdapterError
 from unetscope.adapters.diffusers_unet import DiffusersUNetUnits
 from unetscope.plan import StepAction
+from unetscope.runner import UNetRunner
 
 
 def _inputs(unet, n=3, seed=1):

@@ -11,7 +11,6 @@ import torch
 import unetscope as us
 from conftest import run_cli
 from unetscope.plan import AdaptiveCache, DropBlocks, Plan, PlanError, ZeroSkips
-from unetscope.solvers import DPMSolverSampler
 
 SEEDS, CLASSES = [0, 1, 2], [3, 5, 7]
 
@@ -23,8 +22,6 @@ def default():
 
 
 def _sampler(m, method, steps=10):
-    if method == "dpm++":
-        return DPMSolverSampler(m, steps=steps, guidance=2.0)
     return us.Sampler(m, steps=steps, method=method, guidance=2.0)
 
 

@@ -2,12 +2,18 @@
 against the unhooked pipeline (bitwise), against unetscope's own sampler, and by counting the calls
 of the bottom blocks under several schedulers; the U-Net restored on exit; bad input in one line."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import unetscope as us
 from conftest import tiny_unet
 from unetscope.deploy import DeployError, accelerate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import ddim_loop as _ddim_loop  # noqa: E402  (the hand-written loop below: one copy, the benchmarks')
 
 
 @pytest.fixture(scope="module")
@@ -93,33 +99,8 @@ def bundled():
     return us.load_model("default")
 
 
-def _ddim_loop(model, S, seeds, labels, guidance=3.0):
-    """The loop a user writes: scheduler.timesteps, unet(x, t, class_labels=...), scheduler.step,
-    classifier-free guidance batched; a DDIM scheduler respaced as unetscope respaces (tests/test_sampler.py)."""
-    from diffusers import DDIMScheduler
-
-    from unetscope.noise import NoiseBank
-    from unetscope.schedule import make_betas
-
-    sp = model.schedule.respace(S)
-    kept = [int(sp.timesteps[t]) for t in range(1, S + 1)]
-    ac = torch.cumprod(1 - make_betas(model.schedule.beta_schedule, model.schedule.num_train_timesteps), 0)[kept]
-    betas = 1 - ac / torch.cat([torch.ones(1, dtype=ac.dtype), ac[:-1]])
-    sch = DDIMScheduler(num_train_timesteps=S, trained_betas=betas.numpy(), clip_sample=True, set_alpha_to_one=True,
-                        timestep_spacing="leading")
-    sch.alphas_cumprod = ac.float()
-    sch.set_timesteps(S)
-    unet = model.units.unet
-    x = NoiseBank(seeds, model.sample_shape).initial()
-    y = torch.tensor(labels)
-    null = torch.full_like(y, model.null_class)
-    for i in sch.timesteps.tolist():
-        tau = torch.full((2 * len(seeds),), kept[i])
-        with torch.no_grad():
-            out = unet(torch.cat([x, x]), tau, class_labels=torch.cat([y, null])).sample
-        oc, ou = out.chunk(2)
-        x = sch.step(ou + guidance * (oc - ou), i, x, eta=0.0, use_clipped_model_output=True).prev_sample
-    return x
+# _ddim_loop (benchmarks/_common.py's ddim_loop, gpu_check.py's too): the loop a user writes, on a DDIM scheduler
+# respaced as unetscope respaces (tests/test_sampler.py); classifier-free guidance batched
 
 
 def test_in_a_users_loop_the_schedule_is_unetscopes_own_sampler(bundled):

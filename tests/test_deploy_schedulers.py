@@ -296,3 +296,31 @@ def test_img2img_partial_schedules_land_on_their_steps(pipe, cls_name):
     with accelerate(p, us.Plan([us.DropBlocks(1, 5, 1)])) as h:  # a step img2img never reaches: nothing cut
         assert torch.equal(gen(), ref)
     assert h.stats.cut_calls == 0
+
+
+DETERMINISTIC = ["DDIMScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "EulerDiscreteScheduler",
+                 "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "PNDMScheduler", "LMSDiscreteScheduler",
+                 "DEISMultistepScheduler", "UniPCMultistepScheduler"]
+
+
+@pytest.mark.parametrize("cls_name", DETERMINISTIC)
+def test_the_hooked_pipeline_is_unetscopes_sampler(pipe, sd_dir, cls_name):
+    """The Stable Diffusion pipeline under a schedule makes the latents unetscope's sampler makes under the
+    same scheduler, plan and noise (a stochastic scheduler draws the pipeline's own noise: those are compared
+    in the hand-written loop above)."""
+    m = us.load_model(sd_dir)
+    plan = us.Plan([us.DropBlocks(m.num_blocks - 1, 4, 2, "cache")])
+    prompts = ["a cat", "a dog"]
+    ours = us.Sampler(m, steps=S, method=cls_name, guidance=4.0)
+    mine = ours.sample([0, 1], prompts, plan).x0
+    old = pipe.scheduler
+    pipe.scheduler = ours.solver.new_scheduler()  # the scheduler unetscope's sampler drives (the model's betas)
+    size = m.sample_shape[-1] * pipe.vae_scale_factor
+    try:
+        with accelerate(pipe, plan) as h:
+            lat = pipe(prompts, num_inference_steps=S, guidance_scale=4.0, output_type="latent", height=size, width=size,
+                       latents=NoiseBank([0, 1], m.sample_shape).initial()).images  # times init_noise_sigma, as ours
+    finally:
+        pipe.scheduler = old
+    assert h.stats.cut_calls == ours.calls(4) + ours.calls(3) and not torch.equal(mine, ours.sample([0, 1], prompts).x0)
+    assert torch.allclose(lat, mine, atol=1e-4 * mine.abs().max(), rtol=1e-4), (lat - mine).abs().max()

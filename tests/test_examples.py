@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import unetscope as us  # noqa: E402
 from conftest import run_script  # noqa: E402
-import unetscope.adapters.base  # noqa: E402,F401
+import unetscope.runner  # noqa: E402,F401
 from own_unet import ResearchUNetUnits  # noqa: E402
 from research_unet import ResearchUNet  # noqa: E402
 
@@ -31,7 +31,7 @@ def test_adapter_is_short():
 def test_parity_and_drop_equivalence():
     net = _net()
     units = ResearchUNetUnits(net)
-    runner = us.adapters.base.UNetRunner(units)
+    runner = us.runner.UNetRunner(units)
     x, t = torch.randn(2, 1, 32, 32), torch.tensor([10, 900])
     with torch.no_grad():
         assert torch.allclose(runner(x, t).out, net(x, t), atol=1e-6)

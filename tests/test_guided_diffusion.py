@@ -11,7 +11,7 @@ import unetscope as us  # noqa: E402
 import unetscope.noise  # noqa: E402,F401
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from guided_unet import UNetModel  # noqa: E402
-from unetscope.adapters.base import UNetRunner  # noqa: E402
+from unetscope.runner import UNetRunner  # noqa: E402
 from unetscope.adapters.guided_diffusion import GuidedDiffusionUnits  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 """The house's shape: no module reaches into another module's private names, and layers point one
-way (the sampler knows nothing of experiments; adapters nothing of samplers)."""
+way (the sampler knows nothing of experiments; the runner nothing of samplers; adapters nothing of the runner)."""
 
 import ast
 from pathlib import Path
@@ -45,10 +45,13 @@ def test_no_module_imports_a_private_name_of_another():
 
 def test_layers_point_one_way():
     below = {  # a module and the project modules it must not import
-        "unetscope.plan": ("sampler", "sweep", "experiments", "shortcut", "cli", "adapters", "models"),
-        "unetscope.adapters": ("sampler", "sweep", "experiments", "shortcut", "cli", "models", "guidance"),
+        "unetscope.plan": ("sampling", "sweep", "experiments", "shortcut", "cli", "adapters", "models"),
+        "unetscope.plan_file": ("sampling", "sweep", "experiments", "shortcut", "cli", "adapters", "models", "runner"),
+        "unetscope.adapters": ("sampling", "sweep", "experiments", "shortcut", "cli", "models", "guidance", "runner"),
+        "unetscope.runner": ("sampling", "sweep", "experiments", "shortcut", "cli", "models", "guidance"),
+        "unetscope.models": ("sampling", "sweep", "experiments", "shortcut", "cli", "guidance"),
         "unetscope.sampling": ("sweep", "experiments", "shortcut", "cli", "report"),
-        "unetscope.guidance": ("sampler", "sweep", "experiments", "shortcut", "cli"),
+        "unetscope.guidance": ("sampling", "sweep", "experiments", "shortcut", "cli"),
         "unetscope.sweep": ("experiments", "shortcut", "cli"),
     }
     bad = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import unetscope as us
-from unetscope.adapters.base import UNetRunner
+from unetscope.runner import UNetRunner
 from unetscope.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

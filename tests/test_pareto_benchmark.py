@@ -60,7 +60,6 @@ def quality_run(tiny_model_dir, tmp_path_factory):
 def test_the_quality_pass_stores_every_point_of_both_references(quality_run, tiny_model_dir):
     from unetscope import Plan, Sampler, StopEarly, load_model, ssim
     from unetscope.images import to_uint8
-    from unetscope.solvers import DPMSolverSampler
 
     out, r = quality_run
     data = json.loads((out / "pareto.json").read_text())
@@ -79,7 +78,7 @@ def test_the_quality_pass_stores_every_point_of_both_references(quality_run, tin
     ddim = Sampler(model, steps=10, method="ddim", guidance=3.0)
     ref = q(ddim.sample(seeds, cond))
     stored = json.loads((out / "quality" / "ddim" / "dpm-solver-S-5.json").read_text())
-    dpm = q(DPMSolverSampler(model, 5, guidance=3.0).sample(seeds, cond))
+    dpm = q(Sampler(model, steps=5, method="dpm++", guidance=3.0).sample(seeds, cond))
     assert stored["ssim"] == pytest.approx(ssim(dpm, ref).tolist(), abs=1e-4) and stored["samples"] == 3
     stop = json.loads((out / "quality" / "ddim" / "stop-early-StopEarly-4.json").read_text())  # run by prefix sharing
     alone = q(ddim.sample(seeds, cond, Plan([StopEarly(4)])))
@@ -138,7 +137,6 @@ def test_a_shortcut_stacked_on_fewer_solver_steps(tiny_model_dir, tmp_path):
     from unetscope import Plan, Sampler, load_model, ssim
     from unetscope.images import to_uint8
     from unetscope.shortcut import uniform_cache_cuts
-    from unetscope.solvers import DPMSolverSampler
 
     argv = ["--model", tiny_model_dir, "--samples", "3", "--steps", "10", "--refs", "ddim", "--methods",
             "ddim+deepcache,dpm+deepcache", "--stack-steps", "6", "--dpm-stack-steps", "7", "--ddim-steps", "5",
@@ -156,7 +154,7 @@ def test_a_shortcut_stacked_on_fewer_solver_steps(tiny_model_dir, tmp_path):
     assert stored["ssim"] == pytest.approx(ssim(alone, ref).tolist(), abs=1e-4) and stored["sampler"]["steps"] == 6
     assert 0.2 < stored["compute_fraction"] < 0.6  # 6 of 10 steps, some of them cut
     dpm = json.loads((tmp_path / "o" / "quality" / "ddim" / f"dpm-deepcache-S-7-every-3-nb-{nb}.json").read_text())
-    alone = q(DPMSolverSampler(model, 7, guidance=3.0).sample(seeds, cond, Plan(uniform_cache_cuts(7, 3, nb))))
+    alone = q(Sampler(model, steps=7, method="dpm++", guidance=3.0).sample(seeds, cond, Plan(uniform_cache_cuts(7, 3, nb))))
     assert dpm["ssim"] == pytest.approx(ssim(alone, ref).tolist(), abs=1e-4)
     assert dpm["sampler"]["method"] == "dpm++" and 0.3 < dpm["compute_fraction"] < 0.7
     assert {p["label"] for p in json.loads((tmp_path / "o" / "pareto.json").read_text())["points"]} >= \

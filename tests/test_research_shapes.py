@@ -11,7 +11,8 @@ import torch
 import unetscope as us
 from research_shapes import (IntColumnUNet, IntColumnUNetUnits, PadUNet, PadUNetUnits, UnitTimeUNet,
                              UnitTimeUNetUnits)
-from unetscope.adapters.base import AdapterError, UNetRunner
+from unetscope.adapters.base import AdapterError
+from unetscope.runner import UNetRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))

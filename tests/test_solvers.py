@@ -11,7 +11,6 @@ from unetscope import Denoiser, DropBlocks, Plan, ReuseEncoder, Sampler, SkipSte
 from unetscope.plan import PlanError, StepAction
 from unetscope.noise import NoiseBank
 from unetscope.sampling import SamplerError
-from unetscope.solvers import DPMSolverSampler
 
 SEEDS, LABELS = [3, 4, 5], [1, 2, 7]
 
@@ -59,39 +58,39 @@ def _hand_dpm_solver_pp_2m(model, steps, guidance, cut_at=None):
 
 @pytest.mark.parametrize("steps", [2, 7, 20])
 def test_matches_a_hand_written_dpm_solver_pp_2m(model, steps):
-    got = DPMSolverSampler(model, steps, guidance=3.0).sample(SEEDS, LABELS)
+    got = Sampler(model, steps=steps, method="dpm++", guidance=3.0).sample(SEEDS, LABELS)
     want = _hand_dpm_solver_pp_2m(model, steps, 3.0)
     assert got.nfe == steps and got.x0.shape == want.shape
     assert torch.allclose(got.x0, want.float(), atol=2e-4), (got.x0 - want).abs().max()
 
 
 def test_guidance_reaches_the_unet_like_the_sampler(model):
-    a = DPMSolverSampler(model, 7, guidance=3.0).sample(SEEDS, LABELS).x0
-    b = DPMSolverSampler(model, 7, guidance=1.0).sample(SEEDS, LABELS).x0
+    a = Sampler(model, steps=7, method="dpm++", guidance=3.0).sample(SEEDS, LABELS).x0
+    b = Sampler(model, steps=7, method="dpm++", guidance=1.0).sample(SEEDS, LABELS).x0
     assert (a - b).abs().max() > 1e-3
 
 
 @pytest.mark.slow  # 1,140 evaluations: a long numerical check with no faster equivalent
 def test_converges_to_the_ddim_ode_solution_as_steps_grow(model):
     ref = Sampler(model, steps=1000, method="ddim", guidance=3.0).sample(SEEDS, LABELS).x0  # DDIM eta 0, every timestep
-    err = [(DPMSolverSampler(model, n, guidance=3.0).sample(SEEDS, LABELS).x0 - ref).abs().mean().item()
+    err = [(Sampler(model, steps=n, method="dpm++", guidance=3.0).sample(SEEDS, LABELS).x0 - ref).abs().mean().item()
            for n in (5, 10, 25, 100)]
     assert err == sorted(err, reverse=True) and err[-1] < err[0] / 5 and err[-1] < 0.02, err
 
 
 def test_batches_give_the_same_samples_and_bad_settings_are_refused(model):
-    whole = DPMSolverSampler(model, 5, guidance=3.0).sample(SEEDS, LABELS).x0
-    split = DPMSolverSampler(model, 5, guidance=3.0, batch_size=2).sample(SEEDS, LABELS).x0
+    whole = Sampler(model, steps=5, method="dpm++", guidance=3.0).sample(SEEDS, LABELS).x0
+    split = Sampler(model, steps=5, method="dpm++", guidance=3.0, batch_size=2).sample(SEEDS, LABELS).x0
     assert torch.allclose(whole, split, atol=1e-5)
     with pytest.raises(SamplerError, match="steps must be an integer"):
-        DPMSolverSampler(model, 0)
+        Sampler(model, steps=0, method="dpm++")
     with pytest.raises(SamplerError, match="seeds must be"):
-        DPMSolverSampler(model, 5, guidance=3.0).sample([1.5], [1])
+        Sampler(model, steps=5, method="dpm++", guidance=3.0).sample([1.5], [1])
     for walk in (StopEarly(2), SkipSteps(4, 2)):
         with pytest.raises(SamplerError, match="U-Net's interventions .* only"):
-            DPMSolverSampler(model, 5, guidance=3.0).sample(SEEDS, LABELS, Plan([walk]))
+            Sampler(model, steps=5, method="dpm++", guidance=3.0).sample(SEEDS, LABELS, Plan([walk]))
     with pytest.raises(PlanError):  # checked against the solver's own steps
-        DPMSolverSampler(model, 5, guidance=3.0).sample(SEEDS, LABELS, Plan([DropBlocks(1, 9, 2, "cache")]))
+        Sampler(model, steps=5, method="dpm++", guidance=3.0).sample(SEEDS, LABELS, Plan([DropBlocks(1, 9, 2, "cache")]))
 
 
 def test_a_plan_runs_on_the_solvers_own_steps(model):
@@ -104,14 +103,14 @@ def test_a_plan_runs_on_the_solvers_own_steps(model):
     cache, zero = StepAction(drop_blocks=nb, fill="cache"), StepAction(drop_blocks=K)
     cuts = {S - 5: (cache, S - 6), S - 4: (cache, S - 6), S - 2: (zero, None)}
     want = _hand_dpm_solver_pp_2m(model, S, 3.0, cut_at=lambda i: cuts.get(i, (None, None)))
-    got = DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS, plan)
+    got = Sampler(model, steps=S, method="dpm++", guidance=3.0).sample(SEEDS, LABELS, plan)
     assert torch.allclose(got.x0, want.float(), atol=2e-4), (got.x0 - want).abs().max()
-    plain = DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS)
+    plain = Sampler(model, steps=S, method="dpm++", guidance=3.0).sample(SEEDS, LABELS)
     assert (got.x0 - plain.x0).abs().max() > 1e-3 and got.plan == plan and got.nfe == S
     assert got.units_run < plain.units_run  # the cut units were not run
-    assert torch.equal(DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS, Plan()).x0, plain.x0)
+    assert torch.equal(Sampler(model, steps=S, method="dpm++", guidance=3.0).sample(SEEDS, LABELS, Plan()).x0, plain.x0)
     reuse = Plan([ReuseEncoder(4, 3)])  # the encoder's outputs of step 5 at steps 4..2
     cuts = {S - t: (StepAction(reuse_encoder=True), S - 5) for t in (4, 3, 2)}
     want = _hand_dpm_solver_pp_2m(model, S, 3.0, cut_at=lambda i: cuts.get(i, (None, None)))
-    got = DPMSolverSampler(model, S, guidance=3.0).sample(SEEDS, LABELS, reuse)
+    got = Sampler(model, steps=S, method="dpm++", guidance=3.0).sample(SEEDS, LABELS, reuse)
     assert torch.allclose(got.x0, want.float(), atol=2e-4), (got.x0 - want).abs().max()

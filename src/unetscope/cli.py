@@ -227,7 +227,7 @@ def plan_from_args(args):
             if not Path(text).is_file():
                 raise UsageError(f"--plan must be JSON or a JSON file; {text!r} is neither")
             text = _read_text("--plan", text)
-        from .shortcut import SCHEDULE_META
+        from .plan_file import SCHEDULE_META
 
         plan = Plan.from_json(text, SCHEDULE_META)  # a schedule file's own record is read past
         if not plan:
@@ -374,13 +374,14 @@ def _cmd_reproduce(args) -> None:
 
 def _cmd_shortcut_run(args) -> None:
     from .api import measure_shortcut
-    from .shortcut import PRESET_NAMES, load_schedule
+    from .plan_file import read_schedule
+    from .shortcut import PRESET_NAMES
 
     check_int(args.repeats, UsageError, "--repeats", 1)
     check_shortcut_choice(args.schedule, args.preset, PRESET_NAMES, UsageError, threshold=args.threshold, nb=args.nb,
                           flags=True)
     if args.schedule:
-        load_schedule(args.schedule)  # a bad file fails before a model loads
+        read_schedule(args.schedule)  # a bad file fails before a model loads
     model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
                             nb=args.nb, seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats,

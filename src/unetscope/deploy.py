@@ -32,9 +32,10 @@ from typing import Any
 
 import torch
 
-from .adapters.base import UNetRunner
 from .errors import UnetscopeError
 from .plan import NO_ACTION, Intervention, Plan, PlanError, SkipSteps, StepAction, StopEarly
+from .plan_file import read_schedule
+from .runner import UNetRunner
 from .sampling.clock import ClockError, StepClock, call_index
 
 __all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]
@@ -93,22 +94,11 @@ def _plan_of(schedule) -> tuple[Plan, int | None]:
         except PlanError as e:
             raise DeployError(str(e)) from None
     if isinstance(schedule, (str, Path)):
-        import json
-
-        from .shortcut import ShortcutError, load_schedule
-
         try:
-            plan = load_schedule(schedule)
-        except (ShortcutError, PlanError) as e:
+            found = read_schedule(schedule)  # the file read once: its plan and the S it records
+        except PlanError as e:
             raise DeployError(str(e)) from None
-        steps = None
-        try:
-            if Path(schedule).suffix.lower() == ".json":
-                meta = json.loads(Path(schedule).read_text())
-                steps = (meta.get("sampler") or {}).get("steps") if isinstance(meta, dict) else None
-        except (OSError, ValueError):
-            steps = None
-        return plan, steps if isinstance(steps, int) else None
+        return found.plan, found.steps
     raise DeployError(f"schedule must be a Plan, a list of interventions or a schedule file; got {type(schedule).__name__}")
 
 

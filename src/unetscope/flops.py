@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .adapters.base import UNetRunner
+from .runner import UNetRunner
 from .plan import NO_ACTION, Plan, StepAction
 
 __all__ = ["count_flops", "flops_by_drop", "FlopTable"]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .adapters.base import RunOutput
+from .runner import RunOutput
 from .plan import StepAction
 
 __all__ = ["Denoiser"]

@@ -1,20 +1,21 @@
-"""Schedules as data: JSON/YAML files, the paper's preset and the uniform (DeepCache- and
-Faster-Diffusion-style) schedules.
+"""Schedules as data: the paper's preset and the uniform (DeepCache- and Faster-Diffusion-style)
+schedules, and the shortcut's names for reading and writing schedule files.
 
 A shortcut schedule is a ``Plan`` (cuts = ``DropBlocks`` with their nb, fill and step range; the
-relax periods are the gaps between cuts; an optional ``StopEarly``), saved as JSON or YAML.
+relax periods are the gaps between cuts; an optional ``StopEarly``), saved as JSON or YAML
+(``unetscope.plan_file``, which keeps the file's record as well).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..checks import check_number
 from ..errors import UnetscopeError
 from ..plan import DropBlocks, Plan, ReuseEncoder, StopEarly
+from ..plan_file import ScheduleFileError, read_schedule, write_schedule
 
-__all__ = ["ShortcutError", "SCHEDULE_META", "load_schedule", "save_schedule", "paper_preset", "PRESETS",
+__all__ = ["ShortcutError", "load_schedule", "save_schedule", "paper_preset", "PRESETS",
            "uniform_cache_cuts", "uniform_reuse_cuts", "change_schedule"]
 
 
@@ -22,44 +23,21 @@ class ShortcutError(UnetscopeError, ValueError):
     """A schedule file or search setting that cannot be used."""
 
 
-# what save_schedule writes beside the interventions (a search's record): read past, never used
-SCHEDULE_META = ("target", "calibration_seeds", "validation_seeds", "calibration_ssim_mean", "validation_ssim_mean",
-                 "predicted_compute", "model", "sampler", "target_ssim", "target_min_ssim", "note")
-
-
 def load_schedule(path) -> Plan:
-    """A schedule from a JSON or YAML file: ``{"interventions": [...]}`` or a bare list."""
-    path = Path(path)
-    if not path.is_file():
-        raise ShortcutError(f"schedule file {str(path)!r} does not exist")
+    """A schedule from a JSON or YAML file: ``{"interventions": [...]}`` or a bare list
+    (``plan_file.read_schedule`` keeps the file's record too)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ShortcutError(f"schedule file {str(path)!r} cannot be read as UTF-8 text ({type(e).__name__})") from None
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            obj = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ShortcutError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        return Plan.from_dict(obj, SCHEDULE_META)
-    return Plan.from_json(text, SCHEDULE_META)
+        return read_schedule(path).plan
+    except ScheduleFileError as e:
+        raise ShortcutError(str(e)) from None
 
 
 def save_schedule(plan: Plan, path, meta: dict | None = None) -> Path:
-    path = Path(path)
-    unknown = sorted(set(meta or {}) - set(SCHEDULE_META))
-    if unknown:
-        raise ShortcutError(f"a schedule's metadata has no key {unknown[0]!r}; it takes {', '.join(SCHEDULE_META)}")
-    obj = {**(meta or {}), **plan.to_dict()}
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        path.write_text(yaml.safe_dump(obj, sort_keys=False))
-    else:
-        path.write_text(json.dumps(obj, indent=2) + "\n")
-    return path
+    """``plan`` and its record ``meta`` to a JSON or YAML file (``plan_file.write_schedule``)."""
+    try:
+        return write_schedule(path, plan, meta)
+    except ScheduleFileError as e:
+        raise ShortcutError(str(e)) from None
 
 
 def paper_preset(S: int, K: int, fill: str = "zeros") -> Plan:
