@@ -65,7 +65,7 @@ def main(argv=None):
     bad = [n for n in names if n not in SCHEDULERS]
     if bad:
         raise SystemExit(f"accelerate_overhead: --schedulers takes {', '.join(SCHEDULERS)}; got {bad[0]!r}")
-    device = us.models.check_device(a.device)
+    device = us.checks.check_device(a.device, us.ModelError)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {a.repeats} interleaved "
           f"repeats after a warm-up", flush=True)
     rows = []

@@ -83,14 +83,15 @@ def _args(argv):
 def main(argv=None) -> int:
     import unetscope as us
     from unetscope.deploy import rescale_plan
-    from unetscope.models import ModelError, check_device
+    from unetscope.checks import check_device
+    from unetscope.models import ModelError
     from unetscope.shortcut import PRESETS, load_schedule, measure
 
     a = _args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        device = check_device(a.device)
+        device = check_device(a.device, ModelError)
     except ModelError as e:
         raise SystemExit(f"gpu_check: {e}") from None
     dtypes = ["float32"] + [d for d in a.dtypes.split(",") if d and d != "float32"]

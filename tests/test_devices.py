@@ -6,7 +6,7 @@ import pytest
 
 from conftest import run_cli
 from unetscope import compiling
-from unetscope.models import available_devices
+from unetscope.checks import available_devices
 
 SAMPLING = [["sample"], ["intervene", "--drop-blocks", "1", "--start", "2"], ["sweep", "phases"], ["reproduce", "--quick"],
             ["shortcut", "--preset", "paper"], ["shortcut", "search"]]

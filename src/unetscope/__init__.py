@@ -21,7 +21,7 @@ __all__ = [
     "psnr", "ssim",
     "NoiseSchedule", "UNetUnits", "load_weights", "AdapterError", "ModelError", "PlanError", "SamplerError",
     "SettingsError", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut", "write_report",
-    "accelerate", "Accelerated", "DeployError", "explore",
+    "accelerate", "Accelerated", "DeployError", "UnetscopeError", "explore",
 ]
 
 _SOURCES = {  # submodule -> the public names it defines
@@ -29,6 +29,7 @@ _SOURCES = {  # submodule -> the public names it defines
     "adapters.weights": ("load_weights",),
     "api": ("SettingsError", "experiment", "measure_shortcut", "reproduce", "search_shortcut", "setup", "write_report"),
     "deploy": ("Accelerated", "DeployError", "accelerate"),
+    "errors": ("UnetscopeError",),
     "guidance": ("Denoiser",),
     "metrics": ("psnr", "ssim"),
     "models": ("Cond", "DiffusionModel", "ModelError", "load_model", "wrap"),

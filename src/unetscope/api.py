@@ -21,7 +21,9 @@ from typing import Any, Callable
 
 import torch
 
-from .checks import as_int
+from .checks import (check_bool, check_dtype, check_grid, check_int, check_seeds, check_shortcut_choice, check_split,
+                     check_steps)
+from .errors import UnetscopeError
 from .executor import make_executor
 from .models import Cond, DiffusionModel, ModelError, load_model
 from .sampling import Sampler, cond_slice
@@ -30,12 +32,11 @@ from .store import folder_lock
 __all__ = ["SettingsError", "Setup", "load", "setup", "out_folder", "experiment", "reproduce", "measure_shortcut", "search_shortcut",
            "write_report", "QUICK"]
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # reproduce --quick: 16 samples, S = 50, every 5th start step, every 4th block count
 QUICK = dict(samples=16, steps=50, t_step=5, nb_stride=4)
 
 
-class SettingsError(ValueError):
+class SettingsError(UnetscopeError, ValueError):
     """Settings of a run that do not fit together (reported by the CLI in one line, exit 2)."""
 
 
@@ -53,14 +54,10 @@ def load(model: str | DiffusionModel = "default", device: str = "cpu", dtype: st
          compile: bool = False) -> DiffusionModel:
     """``model`` loaded (a reference) or as given (a ``DiffusionModel``); ``compile``: its units
     compiled, each once (``DiffusionModel.compile``)."""
-    if not isinstance(compile, bool):
-        raise SettingsError(f"compile must be True or False, got {compile!r}")
+    check_bool(compile, SettingsError, "compile")
     if isinstance(model, DiffusionModel):
         return model.compile() if compile else model
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise SettingsError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        dtype = DTYPES[dtype]
+    dtype = check_dtype(dtype, SettingsError)
     if not isinstance(model, (str, Path)):
         raise SettingsError(f"model must be a name, a folder, FILE.py:FACTORY or a wrapped model; got {type(model).__name__}")
     try:
@@ -78,20 +75,12 @@ def setup(model: str | DiffusionModel = "default", *, samples: int | None = None
     conditions default to cycling through its classes; guidance to 3 where the model has an
     unconditional branch, else 1. ``compile``: the U-Net's units compiled, each once."""
     if seeds is None:
-        n = 16 if samples is None else samples
-        if as_int(n) is None or as_int(n) < 1:
-            raise SettingsError(f"samples must be an integer >= 1, got {n!r}")
-        seeds = list(range(as_int(n)))
+        seeds = list(range(check_int(16 if samples is None else samples, SettingsError, "samples", 1)))
     else:
-        seeds = list(seeds)
-        if not seeds or not all(as_int(s) is not None and as_int(s) >= 0 for s in seeds):
-            raise SettingsError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
-        seeds = [as_int(s) for s in seeds]
+        seeds = check_seeds(seeds, SettingsError, whole=True)
         if samples is not None and samples != len(seeds):
             raise SettingsError(f"samples={samples} disagrees with {len(seeds)} seeds; give one of them")
-    if as_int(steps) is None or as_int(steps) < 1:
-        raise SettingsError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps!r}")
-    steps = as_int(steps)
+    steps = check_steps(steps, None, SettingsError)  # its upper bound, the model's T, once the model is loaded
     m = load(model, device=device, dtype=dtype, compile=compile)
     if guidance is None:
         guidance = 3.0 if m.has_null_branch else 1.0
@@ -124,13 +113,6 @@ def _quiet(*a, **k) -> None:
     return None
 
 
-def _grid_checks(t_step, chunk_size, images, max_batch=None) -> None:
-    for name, v, low in (("t_step", t_step, 1), ("chunk_size", chunk_size, 1), ("images", images, 0),
-                         ("max_batch", max_batch, 1)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
-            raise SettingsError(f"{name} must be an integer >= {low}, got {v!r}")
-
-
 def experiment(name: str, model: str | DiffusionModel = "default", out: str | Path = "runs/experiment", *,
                params: dict | None = None, t_step: int | None = None, chunk_size: int = 16, max_batch: int | None = None,
                images: int = 4, progress: bool = True, log: Callable[[str], Any] | None = None, executor=None,
@@ -140,7 +122,8 @@ def experiment(name: str, model: str | DiffusionModel = "default", out: str | Pa
     ``executor``: ``"local"`` (None), ``"ray"`` or a ``RayExecutor`` (``docs/scale-out.md``)."""
     from .experiments import check_experiment, run_experiment
 
-    _grid_checks(t_step, chunk_size, images, max_batch)
+    t_step, chunk_size, images, max_batch = check_grid(SettingsError, t_step=t_step, chunk_size=chunk_size, images=images,
+                                                       max_batch=max_batch)
     ex = make_executor(executor, model)
     run = setup(model, **sampling)
     p = dict(params or {})
@@ -164,7 +147,8 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
     from .experiments import ORDER, run_experiment
     from .report import write_report as _write
 
-    _grid_checks(t_step, chunk_size, images, max_batch)
+    t_step, chunk_size, images, max_batch = check_grid(SettingsError, t_step=t_step, chunk_size=chunk_size, images=images,
+                                                       max_batch=max_batch)
     ex = make_executor(executor, model)
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = QUICK["samples"] if quick else 100
@@ -197,12 +181,8 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
     measured change on 8 seeds that follow the run's own (so none of them is measured)."""
     from .shortcut import PRESET_NAMES, PRESETS, change_preset, load_schedule, run_shortcut
 
-    if (schedule is None) == (preset is None):
-        raise SettingsError("give one of schedule (a file) or preset (" + ", ".join(PRESET_NAMES) + ")")
-    if preset is not None and preset not in PRESET_NAMES:
-        raise SettingsError(f"preset must be one of {', '.join(PRESET_NAMES)}; got {preset!r}")
-    if (preset == "change") != (threshold is not None) or (nb is not None and preset != "change"):
-        raise SettingsError("the change preset takes threshold (and nb); the other schedules take neither")
+    threshold = check_shortcut_choice(schedule, preset, PRESET_NAMES, SettingsError, threshold=threshold, nb=nb)
+    repeats = check_int(repeats, SettingsError, "repeats", 1)
     plan = load_schedule(schedule) if schedule is not None else None  # a bad file fails before a model loads
     run = setup(model, **sampling)
     S, K = run.sampler.steps, run.model.num_blocks
@@ -250,12 +230,12 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     from .shortcut import SearchConfig, heldout_ssim, run_shortcut, save_schedule, search
     from .shortcut.adaptive import search_adaptive
 
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise SettingsError(f"rounds must be at least 1, got {rounds!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise SettingsError(f"chunk_size must be an integer >= 1 or None (one chunk per worker), got {chunk_size!r}")
-    if not isinstance(adaptive, bool):
-        raise SettingsError(f"adaptive must be True or False, got {adaptive!r}")
+    rounds = check_int(rounds, SettingsError, "rounds", 1)
+    chunk_size = check_int(chunk_size, SettingsError, "chunk_size", 1, none="one chunk per worker")
+    check_bool(adaptive, SettingsError, "adaptive")
+    repeats = check_int(repeats, SettingsError, "repeats", 1)
+    if write and not Path(write).parent.is_dir():  # before any work
+        raise SettingsError(f"cannot write the schedule to {str(write)!r}: its folder does not exist")
     if adaptive and executor not in (None, "local") and not getattr(executor, "in_process", False):
         raise SettingsError("the adaptive search runs in this process: leave the executor out (its candidates are "
                             "whole sampling runs, not chunks of a sweep)")
@@ -267,14 +247,7 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     run = setup(model, **sampling)
     seeds, cond = run.seeds, run.cond
     n = len(seeds)
-    if isinstance(calibration, bool) or not isinstance(calibration, int) or not 1 <= calibration < n:
-        raise SettingsError(f"calibration must be in 1..{n - 1} (the rest of the samples validate and are held out), "
-                            f"got {calibration!r}")
-    if validation is None:
-        validation = min(max(calibration, 16), (n - calibration) // 2)
-    if isinstance(validation, bool) or not isinstance(validation, int) or not 0 <= validation < n - calibration:
-        raise SettingsError(f"validation must be in 0..{n - calibration - 1} ({n} samples, {calibration} calibrate, "
-                            f"at least one is held out), got {validation!r}")
+    calibration, validation = check_split(n, calibration, validation, SettingsError)
     split = calibration + validation
     cal, val, hold = seeds[:calibration], seeds[calibration:split], seeds[split:]
 
@@ -285,8 +258,6 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     with ex:  # Ray: joined (or started) before the folder is made
         out = out_folder(out)
         target = Path(write) if write else out / "schedule.json"
-        if not target.parent.is_dir():
-            raise SettingsError(f"cannot write the schedule to {str(target)!r}: its folder does not exist")
         with folder_lock(out):
             if adaptive:
                 res = search_adaptive(run.sampler, cal, part(0, calibration), cfg, validation_seeds=val or None,

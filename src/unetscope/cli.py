@@ -10,8 +10,12 @@ import json
 import sys
 from pathlib import Path
 
+from .checks import (METHODS, check_device, check_eta, check_grid, check_int, check_scheduler_options, check_seeds,
+                     check_shortcut_choice, check_split, check_steps, check_threads, check_variance, parse_scheduler_option)
+from .errors import UnetscopeError
 
-class UsageError(Exception):
+
+class UsageError(UnetscopeError):
     """Bad input from the command line: reported in one line, exit code 2."""
 
 
@@ -22,13 +26,12 @@ class _Parser(argparse.ArgumentParser):
 
 # --- parsing helpers ---------------------------------------------------------------------------
 MAX_SAMPLES = 1_000_000  # a sane bound, checked before anything is allocated
-MAX_SEED = 2**63 - 1  # seeds key numpy's SeedSequence and SQLite's INTEGER: 64-bit signed
 
 
 def parse_seeds(text: str | None, samples: int | None) -> list[int]:
     """``--seeds 0-15`` or ``--seeds 3,5,9``; else ``--samples N`` gives seeds 0..N-1."""
-    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
-        raise UsageError(f"--samples must be in 1..{MAX_SAMPLES:,}, got {samples}")
+    if samples is not None:
+        check_int(samples, UsageError, "--samples", 1, MAX_SAMPLES)
     if text is None:
         return list(range(16 if samples is None else samples))
     seeds: list[int] = []
@@ -47,8 +50,7 @@ def parse_seeds(text: str | None, samples: int | None) -> list[int]:
                 seeds.append(int(part))
     except ValueError:
         raise UsageError(f"--seeds must be integers like 0-15 or 3,5,9; got {text!r}") from None
-    if any(s < 0 or s > MAX_SEED for s in seeds):
-        raise UsageError(f"--seeds must be in 0..2^63-1, got {text!r}")
+    seeds = check_seeds(seeds, UsageError, name="--seeds")
     if samples is not None and samples != len(seeds):
         raise UsageError(f"--samples {samples} disagrees with --seeds {text!r} ({len(seeds)} seeds); give one of them")
     return seeds
@@ -94,14 +96,11 @@ def _sampling(args) -> dict:
         args.samples = len(prompts)
     seeds = parse_seeds(args.seeds, args.samples)
     method, options = _scheduler(args)
-    if args.eta != 0 and method != "ddim":
-        flag = "--scheduler" if args.scheduler else "--sampler"
-        raise UsageError(f"--eta {args.eta} has no effect with {flag} {method}: eta is DDIM's (use {flag} ddim)")
-    if args.variance is not None and method != "ddpm":
-        raise UsageError(f"--variance {args.variance} has no effect with --scheduler {method}: it is DDPM's")
-    steps = 100 if args.steps is None else args.steps
-    if steps < 1:  # the upper bound (the model's T) is checked once the model is loaded
-        raise UsageError(f"steps must be an integer in 1..T (the model's training timesteps), got {steps}")
+    flag = "--scheduler" if args.scheduler else "--sampler"
+    check_eta(args.eta, method, UsageError, name="--eta", method_name=flag)
+    check_variance(args.variance, method, UsageError, name="--variance", method_name=flag, strict=True)
+    # the upper bound of the steps (the model's T) is checked once the model is loaded
+    steps = check_steps(100 if args.steps is None else args.steps, None, UsageError, name="--steps")
     if prompts and len(prompts) not in (1, len(seeds)):
         raise UsageError(f"{len(prompts)} prompts for {len(seeds)} samples: give one prompt, or one per sample")
     cond = (prompts * len(seeds) if len(prompts) == 1 else prompts) if prompts else parse_classes(args.class_, len(seeds))
@@ -118,27 +117,22 @@ def _scheduler(args) -> tuple[str, dict]:
     method = args.scheduler or args.sampler or "ddpm"
     options: dict = {}
     for text in args.scheduler_opt or ():
-        from .sampling import parse_option
-
-        k, v = parse_option(text)
+        k, v = parse_scheduler_option(text, UsageError)
         if k in options:
             raise UsageError(f"--scheduler-opt {k} is given twice")
         options[k] = v
-    if method in ("ddpm", "ddim"):
-        if options:
-            raise UsageError(f"--scheduler-opt is a diffusers scheduler's; --scheduler {method} is unetscope's own and takes none")
-        return method, options
-    from .sampling import check_options, resolve_scheduler
+    cls = None
+    if method not in METHODS:  # a diffusers scheduler: its name and class (diffusers is imported only here)
+        from .sampling import resolve_scheduler
 
-    _, cls, _ = resolve_scheduler(method)
-    return method, check_options(cls, options)
+        _, cls, _ = resolve_scheduler(method)
+    flag = "--scheduler" if args.scheduler else "--sampler"
+    return method, check_scheduler_options(options, cls, UsageError, method=method, name="--scheduler-opt", method_name=flag)
 
 
 def _check_device_and_compiler(args) -> None:
     """``--device`` (one that is here) and ``--compile`` (a compiler that works on it), before a model loads."""
-    from .models import check_device
-
-    device = check_device(args.device)
+    device = check_device(args.device, UsageError, name="--device")
     if getattr(args, "compile", False):
         from .compiling import check_compiler
 
@@ -320,14 +314,8 @@ def _print_experiment(res: dict, samples: int, out) -> None:
 
 
 def _grid_kw(args) -> dict:
-    if args.images < 0:
-        raise UsageError(f"--images: images must be an integer >= 0 (samples whose images are kept), got {args.images}")
-    if args.t_step is not None and args.t_step < 1:
-        raise UsageError(f"--t-step: t_step must be an integer >= 1, got {args.t_step}")
-    if args.chunk_size < 1:
-        raise UsageError(f"--chunk-size: chunk_size must be an integer >= 1, got {args.chunk_size}")
-    if args.max_batch is not None and args.max_batch < 1:
-        raise UsageError(f"--max-batch: max_batch must be an integer >= 1, got {args.max_batch}")
+    """The sweep's sizes as the API's keywords, checked (by the API's own check) before a model loads."""
+    check_grid(UsageError, t_step=args.t_step, chunk_size=args.chunk_size, images=args.images, max_batch=args.max_batch)
     return dict(chunk_size=args.chunk_size, max_batch=args.max_batch, images=args.images, progress=not args.quiet,
                 log=lambda m: print(m, file=sys.stderr))
 
@@ -384,92 +372,71 @@ def _cmd_reproduce(args) -> None:
     _print_compile(model)
 
 
-def _cmd_shortcut(args) -> None:
-    from .api import measure_shortcut, search_shortcut
+def _cmd_shortcut_run(args) -> None:
+    from .api import measure_shortcut
+    from .plan_file import read_schedule
+    from .shortcut import PRESET_NAMES
 
-    executor = _executor(args)
-    if args.action == "search":
-        if args.schedule or args.preset:
-            raise UsageError("shortcut search writes a schedule; give --write FILE, not --schedule/--preset")
-        if args.threshold is not None or args.nb is not None:
-            raise UsageError("--threshold and --nb are the change preset's (shortcut --preset change), not the search's")
-        if args.adaptive and (executor != "local" or args.chunk_size is not None):
-            raise UsageError("--adaptive runs in this process: --executor ray and --chunk-size are for the static search")
-        if args.write and not Path(args.write).parent.is_dir():  # before any work
-            raise UsageError(f"--write {args.write!r}: its folder does not exist")
-        if args.chunk_size is not None and args.chunk_size < 1:
-            raise UsageError(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    else:
-        if executor != "local" or args.chunk_size is not None:
-            raise UsageError("--executor ray and --chunk-size are for shortcut search; a shortcut run is timed in this process")
-        if args.adaptive:
-            raise UsageError("--adaptive is for shortcut search (an AdaptiveCache schedule calibrated to the target)")
-        from .plan_file import read_schedule
-        from .shortcut import PRESET_NAMES
-
-        if bool(args.schedule) == bool(args.preset):
-            raise UsageError("give one of --schedule FILE or --preset NAME (" + ", ".join(PRESET_NAMES) + ")")
-        if args.preset and args.preset not in PRESET_NAMES:
-            raise UsageError(f"--preset must be one of {', '.join(PRESET_NAMES)}; got {args.preset!r}")
-        if args.preset == "change" and args.threshold is None:
-            raise UsageError("--preset change needs --threshold X (the deep part's accumulated relative change at which "
-                             "it is computed again)")
-        if args.preset != "change" and (args.threshold is not None or args.nb is not None):
-            raise UsageError("--threshold and --nb are the change preset's: give them with --preset change")
-        if args.threshold is not None and not (args.threshold >= 0 and args.threshold != float("inf")):
-            raise UsageError(f"--threshold must be a finite number >= 0, got {args.threshold}")
-        if args.schedule:
-            read_schedule(args.schedule)  # a bad file fails before a model loads
-    if args.action == "search" and args.samples is None and args.seeds is None:
-        args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
+    check_int(args.repeats, UsageError, "--repeats", 1)
+    check_shortcut_choice(args.schedule, args.preset, PRESET_NAMES, UsageError, threshold=args.threshold, nb=args.nb,
+                          flags=True)
+    if args.schedule:
+        read_schedule(args.schedule)  # a bad file fails before a model loads
     model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
-    kw = dict(seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats, progress=not args.quiet,
-              **_sampler_kw(sampler))
-    if args.action == "search":
-        n = args.calibration
-        if n < 1 or n >= len(seeds):
-            raise UsageError(f"--calibration must be in 1..{len(seeds) - 1} (the rest of --samples validate and are held "
-                             f"out), got {n}")
-        if args.rounds < 1:
-            raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
-        res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
-                              target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
-                              calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
-                              executor=executor, chunk_size=args.chunk_size, adaptive=args.adaptive,
-                              log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), **kw)
-        found, summ = res["search"], res["held_out"]
-        nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
-        if executor != "local" and found["workers"] and not args.quiet:
-            from .executor import describe_workers
-
-            print(f"search: {describe_workers(found['workers'])}", file=sys.stderr)
-        print(f"searched schedule for {found['target']} ({len(found['history'])} rounds, {found['evaluations']} "
-              f"evaluations): {found['plan']!r}")
-        val = "" if found["validation_ssim_mean"] is None else \
-            f", validation ({nv} samples): mean SSIM {found['validation_ssim_mean']:.3f}"
-        print(f"  calibration ({n} samples): mean SSIM {found['calibration_ssim_mean']:.3f}{val}; "
-              f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
-        verdict = "" if res["held_out_meets_target"] is None else \
-            ("; meets the target" if res["held_out_meets_target"] else "; MISSES the target")
-        lo, hi = res["held_out_interval"]
-        print(f"  held out ({nh} samples): mean SSIM {summ['ssim_mean']:.3f} (90% interval {lo:.3f}-{hi:.3f}, min "
-              f"{summ['ssim_min']:.3f}){verdict}, "
-              f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
-        r = res["uniform_rival"]
-        if r is not None:
-            print(f"  best uniform schedule at no more compute ({r['compute']:.3f}): held-out mean SSIM "
-                  f"{r['held_out_ssim_mean']:.3f}")
-        _print_timing(summ)
-        _print_compile(model)
-        return
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
-                            nb=args.nb, **kw)
+                            nb=args.nb, seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats,
+                            progress=not args.quiet, **_sampler_kw(sampler))
     from .plan import Plan
 
     print(f"{Plan.from_dict(summ['schedule'])!r}")
     print(f"{summ['samples']} samples: time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%}, "
           f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB "
           f"-> {args.out}/summary.json")
+    _print_timing(summ)
+    _print_compile(model)
+
+
+def _cmd_shortcut_search(args) -> None:
+    from .api import search_shortcut
+
+    executor = _executor(args)
+    if args.adaptive and (executor != "local" or args.chunk_size is not None):
+        raise UsageError("--adaptive runs in this process: --executor ray and --chunk-size are for the static search")
+    for flag, v in (("--repeats", args.repeats), ("--rounds", args.rounds)):
+        check_int(v, UsageError, flag, 1)
+    check_int(args.chunk_size, UsageError, "--chunk-size", 1, none="one chunk per worker")
+    if args.samples is None and args.seeds is None:
+        args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
+    n, _ = check_split(len(seeds), args.calibration, args.validation, UsageError, names=("--calibration", "--validation"))
+    res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
+                          target_quantile=args.target_quantile, quantile=args.quantile, budget=args.budget,
+                          calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
+                          executor=executor, chunk_size=args.chunk_size, adaptive=args.adaptive,
+                          log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), seeds=seeds, cond=cond,
+                          steps=sampler.steps, repeats=args.repeats, progress=not args.quiet, **_sampler_kw(sampler))
+    found, summ = res["search"], res["held_out"]
+    nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
+    if executor != "local" and found["workers"] and not args.quiet:
+        from .executor import describe_workers
+
+        print(f"search: {describe_workers(found['workers'])}", file=sys.stderr)
+    print(f"searched schedule for {found['target']} ({len(found['history'])} rounds, {found['evaluations']} "
+          f"evaluations): {found['plan']!r}")
+    val = "" if found["validation_ssim_mean"] is None else \
+        f", validation ({nv} samples): mean SSIM {found['validation_ssim_mean']:.3f}"
+    print(f"  calibration ({n} samples): mean SSIM {found['calibration_ssim_mean']:.3f}{val}; "
+          f"predicted compute {found['predicted_compute']:.3f} of the baseline -> {res['schedule']}")
+    verdict = "" if res["held_out_meets_target"] is None else \
+        ("; meets the target" if res["held_out_meets_target"] else "; MISSES the target")
+    lo, hi = res["held_out_interval"]
+    print(f"  held out ({nh} samples): mean SSIM {summ['ssim_mean']:.3f} (90% interval {lo:.3f}-{hi:.3f}, min "
+          f"{summ['ssim_min']:.3f}){verdict}, "
+          f"time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%} -> {args.out}/summary.json")
+    r = res["uniform_rival"]
+    if r is not None:
+        print(f"  best uniform schedule at no more compute ({r['compute']:.3f}): held-out mean SSIM "
+              f"{r['held_out_ssim_mean']:.3f}")
     _print_timing(summ)
     _print_compile(model)
 
@@ -623,6 +590,57 @@ def _executor(args):
     return RayExecutor(args.ray_address, model=args.model, **kw)
 
 
+def _repeats_arg(g) -> None:
+    g.add_argument("--repeats", type=int, default=3,
+                   help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
+
+
+# the flags of one shortcut subcommand that the other refuses, and why (one line, argparse's exit 2)
+_TIMED_HERE = "--executor ray and --chunk-size are for shortcut search; a shortcut run is timed in this process"
+SEARCH_ONLY = {
+    "--adaptive": "--adaptive is for shortcut search (an AdaptiveCache schedule calibrated to the target)",
+    "--executor": _TIMED_HERE, "--chunk-size": _TIMED_HERE,
+    **{f: f"{f} is for shortcut search --executor ray; a shortcut run is timed in this process"
+       for f in ("--ray-address", "--cpus-per-task", "--gpus-per-task", "--workers")},
+    **{f: f"{f} is for shortcut search (a shortcut run measures the schedule of --schedule or --preset)"
+       for f in ("--target-mean", "--target-ssim", "--target-min", "--target-min-ssim", "--target-quantile", "--quantile",
+                 "--budget", "--calibration", "--validation", "--write", "--rounds")},
+}
+RUN_ONLY = {
+    **{f: f"{f} is for shortcut run: shortcut search writes a schedule; give --write FILE, not --schedule/--preset"
+       for f in ("--schedule", "--preset")},
+    **{f: f"{f} is for shortcut run: --threshold and --nb are the change preset's (shortcut run --preset change), not "
+          "the search's" for f in ("--threshold", "--nb")},
+}
+
+
+class _Elsewhere(argparse.Action):
+    """A flag of the other subcommand: argparse's own one-line error (exit 2) that says which one takes it."""
+
+    def __init__(self, *args, why: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(self.why)
+
+
+def _elsewhere(p, flags: dict) -> None:
+    """``flags`` (flag -> why) refused by ``p`` with argparse's error; hidden from its help."""
+    for flag, why in flags.items():
+        p.add_argument(flag, action=_Elsewhere, why=why, nargs=0 if flag == "--adaptive" else None,
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS, dest=f"_elsewhere{flag.replace('-', '_')}")
+
+
+def _default_action(argv: list) -> list:
+    """``unetscope shortcut ...`` without a subcommand is ``unetscope shortcut run ...`` (as before the
+    subcommands had flags of their own)."""
+    argv = [str(a) for a in argv]
+    if argv[:1] == ["shortcut"] and (len(argv) == 1 or argv[1] not in ("run", "search", "-h", "--help")):
+        argv.insert(1, "run")
+    return argv
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="unetscope", description="Understand and accelerate diffusion U-Nets over sampling time.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -681,10 +699,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="16 samples, S = 50 steps, every 5th start step, every 4th block count (minutes, not hours)")
     q.set_defaults(func=_cmd_reproduce)
 
-    c = sub.add_parser("shortcut", help="run a shortcut schedule against the baseline, or search one (shortcut search)")
-    c.add_argument("action", nargs="?", choices=("run", "search"), default="run")
-    _sampling_args(c)
-    g = c.add_argument_group("schedule")
+    c = sub.add_parser("shortcut", help="run a shortcut schedule against the baseline (shortcut run, the default), or "
+                       "search one (shortcut search)",
+                       description="shortcut run (the default: 'unetscope shortcut --preset paper' is 'unetscope shortcut "
+                       "run --preset paper') measures a schedule against the baseline; shortcut search finds one for a "
+                       "quality target or a compute budget. Each has its own flags: unetscope shortcut run --help, "
+                       "unetscope shortcut search --help.")
+    cs = c.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="{run,search}")
+    cr = cs.add_parser("run", help="a schedule (a file or a preset) against the baseline on the same seeds, timed "
+                       "(the default)", description="A schedule against the baseline on the same seeds: savings, SSIM, "
+                       "the timing protocol's medians and spreads (docs/shortcuts.md).")
+    _sampling_args(cr)
+    g = cr.add_argument_group("schedule")
     g.add_argument("--schedule", default=None, help="a schedule file (JSON or YAML plan)")
     g.add_argument("--preset", default=None,
                    help="a named schedule: paper (Fig. 11, scaled to K and S), paper-cache, or change (Block Caching's "
@@ -692,30 +718,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float, default=None,
                    help="--preset change: compute the deep part again when its accumulated relative change exceeds this")
     g.add_argument("--nb", type=int, default=None, help="--preset change: the bottom blocks cached (default K - 1)")
-    g.add_argument("--repeats", type=int, default=3,
-                   help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
+    _repeats_arg(g)
+    _elsewhere(cr, SEARCH_ONLY)
+    cr.set_defaults(func=_cmd_shortcut_run)
+
+    cq = cs.add_parser("search", help="search a schedule for a quality target or a compute budget, checked on held-out seeds",
+                       description="Search a schedule on calibration seeds, keep only moves that also hold on validation "
+                       "seeds, write it and measure it on held-out seeds the search never saw (docs/shortcuts.md).")
+    _sampling_args(cq)
+    g = cq.add_argument_group("search")
     g.add_argument("--target-mean", "--target-ssim", dest="target_mean", type=float, default=None,
-                   help="search: mean SSIM to keep (default 0.8 when no target or budget is given)")
+                   help="mean SSIM to keep (default 0.8 when no target or budget is given)")
     g.add_argument("--target-min", "--target-min-ssim", dest="target_min", type=float, default=None,
-                   help="search: minimum per-sample SSIM to keep")
+                   help="minimum per-sample SSIM to keep")
     g.add_argument("--target-quantile", type=float, default=None,
-                   help="search: the --quantile (default 10%%) of per-sample SSIM to keep")
-    g.add_argument("--quantile", type=float, default=0.1, help="search: the quantile of --target-quantile (default 0.1)")
+                   help="the --quantile (default 10%%) of per-sample SSIM to keep")
+    g.add_argument("--quantile", type=float, default=0.1, help="the quantile of --target-quantile (default 0.1)")
     g.add_argument("--budget", type=float, default=None,
-                   help="search: instead of a target, the best mean SSIM at this compute fraction or less")
-    g.add_argument("--calibration", type=int, default=8, help="search: samples to search on (default 8)")
+                   help="instead of a target, the best mean SSIM at this compute fraction or less")
+    g.add_argument("--calibration", type=int, default=8, help="samples to search on (default 8)")
     g.add_argument("--validation", type=int, default=None,
-                   help="search: samples that check each move (default: at least 16 and as many as --calibration, at "
-                        "most half the rest); the rest are held out")
-    g.add_argument("--write", default=None, help="search: where to write the schedule (default OUT/schedule.json)")
-    g.add_argument("--rounds", type=int, default=40, help="search: at most this many greedy rounds")
+                   help="samples that check each move (default: at least 16 and as many as --calibration, at most half "
+                        "the rest); the rest are held out")
+    g.add_argument("--write", default=None, help="where to write the schedule (default OUT/schedule.json)")
+    g.add_argument("--rounds", type=int, default=40, help="at most this many greedy rounds")
     g.add_argument("--adaptive", action="store_true",
-                   help="search: an AdaptiveCache schedule (per-sample caching; nb, threshold and max_reuse calibrated "
-                        "to the target or budget) instead of static cuts")
-    _executor_args(c)
-    c.add_argument("--chunk-size", type=int, default=None,
-                   help="search: seeds per chunk a worker scores (default: the seeds shared out, one chunk per worker)")
-    c.set_defaults(func=_cmd_shortcut)
+                   help="an AdaptiveCache schedule (per-sample caching; nb, threshold and max_reuse calibrated to the "
+                        "target or budget) instead of static cuts")
+    _repeats_arg(g)
+    _executor_args(cq)
+    cq.add_argument("--chunk-size", type=int, default=None,
+                    help="seeds per chunk a worker scores (default: the seeds shared out, one chunk per worker)")
+    _elsewhere(cq, RUN_ONLY)
+    cq.set_defaults(func=_cmd_shortcut_search)
 
     m = sub.add_parser("models", help="list the models and the folders that can be loaded")
     m.add_argument("model", nargs="?", default=None, help="describe one model")
@@ -755,34 +790,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_ERRORS = {"adapters.base": "AdapterError", "executor": "ExecutorError", "experiments.common": "ExperimentError",
-           "metrics": "MetricError", "api": "SettingsError", "compiling": "CompileError", "models": "ModelError", "plan": "PlanError",
-           "report": "ReportError", "sampling.records": "SamplerError", "shortcut": "ShortcutError", "store": "StoreError",
-           "explore.data": "ExploreError", "bundled": "BundledError"}
-
-
-def _typed_errors() -> tuple:
-    """The library's typed errors: each is a user's input that does not fit, reported in one line. Only
-    the modules already imported are read (an error raised comes from one of them): a light command's
-    error (explore's) imports no torch."""
-    found = (getattr(sys.modules.get(f"{__package__}.{m}"), name, None) for m, name in _ERRORS.items())
-    return (UsageError, *(e for e in found if e is not None))
-
-
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_default_action(sys.argv[1:] if argv is None else argv))
     try:
-        threads = getattr(args, "threads", 0)
-        if threads is None or threads < 0:
-            raise UsageError(f"--threads must be 0 (torch's default) or a positive count, got {threads}")
-        if getattr(args, "repeats", 1) < 1:
-            raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+        threads = check_threads(getattr(args, "threads", 0), UsageError, name="--threads")
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         args.func(args)
-    except _typed_errors() as e:
+    except UnetscopeError as e:  # every typed error of the library, and the command line's own
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"unetscope {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -21,12 +21,14 @@ from collections.abc import Callable
 import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
+from .errors import UnetscopeError
+
 __all__ = ["CompileError", "compiler_problem", "check_compiler", "default_backend", "UnitCompiler", "UNIT_KINDS"]
 
 UNIT_KINDS = ("E", "M", "D", "head")
 
 
-class CompileError(ValueError):
+class CompileError(UnetscopeError, ValueError):
     """``compile`` asked for where torch.compile cannot run (no dynamo, no C++ compiler, no Triton)."""
 
 

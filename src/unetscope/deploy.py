@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .errors import UnetscopeError
 from .plan import NO_ACTION, Intervention, Plan, PlanError, SkipSteps, StepAction, StopEarly
 from .plan_file import read_schedule
 from .runner import UNetRunner
@@ -42,7 +43,7 @@ __all__ = ["accelerate", "Accelerated", "DeployError", "rescale_plan"]
 HOOK_NAME = "unetscope_schedule"
 
 
-class DeployError(ValueError):
+class DeployError(UnetscopeError, ValueError):
     """A target, schedule or call that ``accelerate`` cannot take (the U-Net is left as it was)."""
 
 

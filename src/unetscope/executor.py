@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checks import check_int, check_threads
+from .errors import UnetscopeError
+
 __all__ = ["ExecutorError", "LocalExecutor", "RayExecutor", "make_executor", "EXECUTORS", "tally_work", "describe_workers"]
 
 EXECUTORS = ("local", "ray")
@@ -60,7 +63,7 @@ def describe_workers(workers: dict) -> str:
         f"{k} {w['image_evaluations_per_s']:.1f} ({w['chunks']} chunks)" for k, w in sorted(workers.items()))
 
 
-class ExecutorError(ValueError):
+class ExecutorError(UnetscopeError, ValueError):
     """Executor settings that do not fit, a cluster that cannot be reached, or workers that keep dying."""
 
 
@@ -180,12 +183,9 @@ class RayExecutor:
             raise ExecutorError("cpus_per_task and gpus_per_task are both 0: a worker needs a CPU or a GPU")
         if self.gpus_per_task > 1 and self.gpus_per_task != int(self.gpus_per_task):
             raise ExecutorError(f"gpus_per_task above 1 must be a whole number, got {gpus_per_task!r}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise ExecutorError(f"threads must be 0 (one per CPU of a slot) or a positive count, got {threads!r}")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise ExecutorError(f"workers must be an integer >= 1, got {workers!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ExecutorError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        threads = check_threads(threads, ExecutorError, zero="one per CPU of a slot")
+        workers = check_int(workers, ExecutorError, "workers", 1, none="every slot")
+        max_retries = check_int(max_retries, ExecutorError, "max_retries", 0)
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ExecutorError(f"address must be 'auto' or HOST:PORT of a Ray cluster's head, got {address!r}")
         self.address, self.workers, self.max_retries = address, workers, max_retries

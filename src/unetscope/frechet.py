@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UnetscopeError
+
 __all__ = ["FrechetError", "frechet_distance", "gaussian_stats", "frechet_from_stats"]
 
 
-class FrechetError(ValueError):
+class FrechetError(UnetscopeError, ValueError):
     """Feature sets the distance cannot be computed on."""
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UnetscopeError
+
 __all__ = ["psnr", "ssim", "MetricError"]
 
 WIN_SIZE = 11
 
 
-class MetricError(ValueError):
+class MetricError(UnetscopeError, ValueError):
     """Images that cannot be compared."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, NamedTuple
 
 from .checks import as_int
+from .errors import UnetscopeError
 
 __all__ = ["PlanError", "Intervention", "SkipSteps", "ZeroSkips", "DropBlocks", "StopEarly", "ReuseEncoder",
            "AdaptiveCache", "Plan", "StepAction", "PlanStep", "FILLS", "NO_ACTION", "INTERVENTIONS", "ADAPTIVE_STATE", "site",
@@ -33,7 +34,7 @@ FILLS = ("zeros", "cache")
 ADAPTIVE_STATE = ("adaptive.prev", "adaptive.acc", "adaptive.reused")
 
 
-class PlanError(ValueError):
+class PlanError(UnetscopeError, ValueError):
     """An intervention or plan that is malformed, contradictory or out of range for the model."""
 
 

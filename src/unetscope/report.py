@@ -10,10 +10,12 @@ import html
 import json
 from pathlib import Path
 
+from .errors import UnetscopeError
+
 __all__ = ["write_report", "ReportError"]
 
 
-class ReportError(ValueError):
+class ReportError(UnetscopeError, ValueError):
     """A folder that holds no results to report."""
 
 

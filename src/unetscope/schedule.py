@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import UnetscopeError
+
 __all__ = ["BETA_SCHEDULES", "make_betas", "space_timesteps", "NoiseSchedule", "Respaced"]
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UnetscopeError, ValueError):
     """A schedule setting outside what is supported."""
 
 

@@ -17,6 +17,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .errors import UnetscopeError
+
 __all__ = ["ResultStore", "variant_id", "StoreError", "folder_lock", "safe_run_name", "run_dir", "strict_json", "write_atomic"]
 
 SCHEMA = """
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS stats (
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(UnetscopeError, RuntimeError):
     """A results database that cannot be used as asked."""
 
 

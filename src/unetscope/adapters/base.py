@@ -13,10 +13,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ..errors import UnetscopeError
+
 __all__ = ["AdapterError", "UNetUnits", "Context"]
 
 
-class AdapterError(ValueError):
+class AdapterError(UnetscopeError, ValueError):
     """A U-Net that cannot be seen as units, or units that do not fit together."""
 
 

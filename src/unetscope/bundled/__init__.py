@@ -9,12 +9,14 @@ weights (``load_model("default")``, ``classifier.load_classifier()``), work with
 
 from __future__ import annotations
 
+from ..errors import UnetscopeError
+
 __all__ = ["BundledError", "mnist_data"]
 
 EXTRA = 'pip install "unetscope[bundled]"'
 
 
-class BundledError(Exception):
+class BundledError(UnetscopeError):
     """What the bundled models' training needs is not installed: reported in one line, exit code 2."""
 
 

@@ -140,9 +140,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = True, progres
           stop_after: int | None = None, device: str | torch.device = "cpu") -> dict:
     """Train (or resume) into ``out``; returns a summary. ``stop_after`` ends early (tests). ``device``:
     where the model trains (the batches are drawn on the CPU, so a run draws the same data anywhere)."""
-    from ..models import check_device
+    from ..checks import check_device
+    from ..models import ModelError
 
-    device = check_device(device)
+    device = check_device(device, ModelError)
     x_all, y_all = load_mnist(cfg.limit_images)  # before the folder: a run without the extra leaves none
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..checks import as_int
+from ..errors import UnetscopeError
 from ..figures import band, heatmap_figure, image_grid_figure, line_figure
 from ..plan import Plan
 
@@ -19,7 +20,7 @@ __all__ = ["Experiment", "ExperimentError", "scale_steps", "scale_blocks", "aggr
            "redundancy_start", "variant_grid", "band", "line_figure", "heatmap_figure", "image_grid_figure"]
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UnetscopeError, ValueError):
     """Experiment parameters that do not fit the model or sampler."""
 
 

@@ -17,6 +17,7 @@ import urllib.parse
 from collections import OrderedDict
 from pathlib import Path
 
+from ..errors import UnetscopeError
 from ..store import StoreError, safe_run_name, variant_id
 from .points import EXTRA_STATS, figure_stat, figure_variants
 from .ptread import PtFormatError, read_pt
@@ -28,7 +29,7 @@ MAX_SEEDS_FILTER = 100_000
 SERVED_SUFFIXES = {".png", ".json"}  # the only files /files/ hands out (figures and their numbers)
 
 
-class ExploreError(ValueError):
+class ExploreError(UnetscopeError, ValueError):
     """Run folders that cannot be explored, or a server that cannot start (one line, exit 2)."""
 
 

@@ -19,6 +19,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..errors import UnetscopeError
+
 __all__ = ["PtFormatError", "LazyImage", "read_pt"]
 
 _DTYPES = {"ByteStorage": np.uint8, "CharStorage": np.int8, "ShortStorage": np.int16, "IntStorage": np.int32,
@@ -26,7 +28,7 @@ _DTYPES = {"ByteStorage": np.uint8, "CharStorage": np.int8, "ShortStorage": np.i
            "DoubleStorage": np.float64, "BoolStorage": np.bool_}
 
 
-class PtFormatError(ValueError):
+class PtFormatError(UnetscopeError, ValueError):
     """A file this reader does not understand (not necessarily a damaged one)."""
 
 

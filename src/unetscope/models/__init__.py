@@ -4,11 +4,9 @@ strategy per kind), loading from disk or a factory (``loading``) and wrapping yo
 
 from .conditioning import Cond
 from .errors import ModelError
-from .loading import (available_devices, check_device, check_scheduler_config, default_model_path, fingerprint,
-                      is_factory_reference, load_factory, load_model)
+from .loading import check_scheduler_config, default_model_path, fingerprint, is_factory_reference, load_factory, load_model
 from .model import PREDICTION_TYPES, VARIANCE_TYPES, DiffusionModel
 from .wrapping import wrap
 
 __all__ = ["Cond", "ModelError", "DiffusionModel", "load_model", "load_factory", "is_factory_reference", "fingerprint",
-           "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES", "available_devices", "check_device",
-           "check_scheduler_config"]
+           "wrap", "default_model_path", "PREDICTION_TYPES", "VARIANCE_TYPES", "check_scheduler_config"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import UnetscopeError
+
 __all__ = ["ModelError"]
 
 
-class ModelError(ValueError):
+class ModelError(UnetscopeError, ValueError):
     """A model that cannot be loaded or used as asked."""

@@ -1,6 +1,6 @@
 """Loading models: ``"default"`` (the bundled MNIST model), a local diffusers folder, or a factory in
-your own code (``FILE.py:FACTORY`` or ``package.module:FACTORY``) that returns a wrapped model; the
-devices a model may go to. Nothing is ever downloaded: folders are read with ``local_files_only``.
+your own code (``FILE.py:FACTORY`` or ``package.module:FACTORY``) that returns a wrapped model (its
+device checked by ``unetscope.checks``). Nothing is ever downloaded: folders are read with ``local_files_only``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from ..adapters.base import AdapterError
+from ..checks import check_bool, check_device, check_dtype
 from ..schedule import NoiseSchedule
 from .errors import ModelError
 from .model import DiffusionModel
 from .wrapping import wrap
 
-__all__ = ["load_model", "load_factory", "is_factory_reference", "fingerprint", "default_model_path", "available_devices",
-           "check_device", "check_scheduler_config"]
+__all__ = ["load_model", "load_factory", "is_factory_reference", "fingerprint", "default_model_path", "check_scheduler_config"]
 
 
 def default_model_path() -> Path:
@@ -178,32 +178,6 @@ def load_factory(ref: str) -> DiffusionModel:
     return obj
 
 
-def available_devices() -> list[str]:
-    """The devices torch can use here: ``cpu``, each ``cuda:N``, and ``mps`` where they exist."""
-    out = ["cpu"]
-    if torch.cuda.is_available():
-        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append("mps")
-    return out
-
-
-def check_device(device) -> torch.device:
-    """``device`` as a torch.device that exists on this machine; a ModelError naming those that do."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        d = device if isinstance(device, torch.device) else torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ModelError(f"device {device!r} is not a device name; this machine has {', '.join(available_devices())}") from None
-    here = available_devices()
-    name = "cuda:0" if d.type == "cuda" and d.index is None else "mps" if d.type == "mps" else str(d)
-    if d.type == "cpu" or name in here:
-        return d
-    raise ModelError(f"device {str(device)!r} is not available on this machine; it has {', '.join(here)}")
-
-
 def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None, compile: bool = False) -> DiffusionModel:
     """Load ``"default"``, a local diffusers folder (a U-Net folder with ``scheduler_config.json``,
@@ -211,21 +185,14 @@ def load_model(name_or_path: str | os.PathLike = "default", device: str | torch.
     ``FILE.py:FACTORY`` / ``package.module:FACTORY``. Never touches the network. ``compile``: each
     U-Net unit compiled once (``DiffusionModel.compile``), checked before anything loads."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    device = check_device(device)
-    if not isinstance(compile, bool):
-        raise ModelError(f"compile must be True or False, got {compile!r}")
+    device = check_device(device, ModelError)
+    check_bool(compile, ModelError, "compile")
     if compile:
         from ..compiling import check_compiler
 
         check_compiler(device)
         return load_model(name_or_path, device, dtype).compile()
-    if isinstance(dtype, str):
-        names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-        if dtype not in names:
-            raise ModelError(f"dtype must be one of {', '.join(names)} (or a torch.dtype), got {dtype!r}")
-        dtype = names[dtype]
-    elif dtype is not None and not isinstance(dtype, torch.dtype):
-        raise ModelError(f"dtype must be a torch.dtype or one of float32, float16, bfloat16; got {dtype!r}")
+    dtype = check_dtype(dtype, ModelError)
     name = str(name_or_path)
     if name != "default" and is_factory_reference(name):
         m = load_factory(name)

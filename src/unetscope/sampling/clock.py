@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UnetscopeError
+
 __all__ = ["StepClock", "ClockError", "begins_step", "call_index"]
 
 
-class ClockError(ValueError):
+class ClockError(UnetscopeError, ValueError):
     """A scheduler whose calls cannot be mapped to steps."""
 
 

@@ -6,14 +6,14 @@ behind it (``sampling.respaced``, ``sampling.schedulers``) owns only its update 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 
-from ..checks import as_int
+from .. import checks
+from ..checks import as_int, check_batch_size, check_bool, check_guidance, check_steps
 from ..guidance import Denoiser
 from ..models import Cond, DiffusionModel
 from ..noise import NoiseBank
@@ -31,22 +31,9 @@ SOLVERS: list[type[Solver]] = [RespacedSolver, SchedulerSolver]  # the first tha
 
 
 def check_seeds(seeds) -> list[int]:
-    """Seeds as a list of integers in 0..2^63-1 (a float seed is refused, not truncated)."""
-    try:
-        seeds = list(seeds)
-    except TypeError:
-        raise SamplerError(f"seeds must be a sequence of integers, got {type(seeds).__name__}") from None
-    if not seeds:
-        raise SamplerError("give at least one seed")
-    out = []
-    for s in seeds:
-        v = as_int(s)
-        if v is None:
-            raise SamplerError(f"seeds must be integers, got {s!r}")
-        if not 0 <= v < 2**63:
-            raise SamplerError(f"seeds must be in 0..2^63-1, got {v}")
-        out.append(v)
-    return out
+    """Seeds as a list of integers in 0..2^63-1 (a float seed is refused, not truncated); a SamplerError
+    otherwise (``unetscope.checks.check_seeds``)."""
+    return checks.check_seeds(seeds, SamplerError)
 
 
 def make_solver(model: DiffusionModel, steps: int, method: str, eta=0.0, variance=None, options=None,
@@ -81,23 +68,12 @@ class Sampler:
                  guidance: float = 1.0, variance: str | None = None, clip_x0: bool | None = None,
                  batch_size: int | None = None, progress: bool = False, compile: bool = False,
                  options: Mapping | None = None):
-        if not isinstance(compile, bool):
-            raise SamplerError(f"compile must be True or False, got {compile!r}")
-        T = model.schedule.num_train_timesteps
-        steps_in, steps = steps, as_int(steps)
-        if steps is None or not 1 <= steps <= T:
-            raise SamplerError(f"steps must be an integer in 1..{T} (the model's training timesteps), got {steps_in!r}")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-            raise SamplerError(f"guidance must be a finite number >= 0, got {guidance!r}")
-        if guidance != 1 and not model.has_null_branch:
-            why = "is unconditional" if model.conditioning == "none" else "has no unconditional branch (a null class or a text encoder)"
-            raise SamplerError(f"guidance needs an unconditional branch; {model.name} {why}: use guidance 1")
-        if batch_size is not None:
-            if as_int(batch_size) is None or as_int(batch_size) < 1:
-                raise SamplerError(f"batch_size must be an integer >= 1 (or None: one batch), got {batch_size!r}")
-            batch_size = as_int(batch_size)
+        check_bool(compile, SamplerError, "compile")
+        steps = check_steps(steps, model.schedule.num_train_timesteps, SamplerError)
+        guidance = check_guidance(guidance, SamplerError, model=model)
+        batch_size = check_batch_size(batch_size, SamplerError)
         self.model, self.steps = model, steps
-        self.guidance, self.batch_size, self.progress = float(guidance), batch_size, bool(progress)
+        self.guidance, self.batch_size, self.progress = guidance, batch_size, bool(progress)
         self._stage: str | None = None  # the pass the runs belong to, named on their progress bars
         self.clip_x0 = (not model.latent) if clip_x0 is None else bool(clip_x0)
         self.solver = make_solver(model, steps, method, eta=eta, variance=variance, options=options, clip_x0=self.clip_x0)

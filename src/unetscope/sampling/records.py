@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UnetscopeError
 from ..models import Cond, DiffusionModel, ModelError
 from ..plan import Plan, StepAction
 
@@ -16,7 +17,7 @@ __all__ = ["StepOutput", "Trajectory", "SamplerError", "NonFiniteSampleError", "
 KEEP = ("x_t", "x_est0")  # the per-step tensors a run may keep
 
 
-class SamplerError(ValueError):
+class SamplerError(UnetscopeError, ValueError):
     """A sampler setting outside what is allowed."""
 
 

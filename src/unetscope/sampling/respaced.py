@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import METHODS, check_eta, check_scheduler_options, check_variance
 from ..models import DiffusionModel
 from ..noise import NoiseBank
 from .records import SamplerError
@@ -26,8 +27,6 @@ from .solver import Solver, UNetCall
 
 __all__ = ["RespacedSolver", "RespacedState", "METHODS"]
 
-METHODS = ("ddpm", "ddim")
-VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 
 
 @dataclass(frozen=True)
@@ -53,19 +52,10 @@ class RespacedSolver(Solver):
 
     def __init__(self, model: DiffusionModel, steps: int, method: str = "ddpm", eta: float = 0.0,
                  variance: str | None = None, options: Mapping | None = None):
-        if options:
-            raise SamplerError(f"scheduler options are a diffusers scheduler's; method {method!r} is unetscope's own "
-                               f"(got {dict(options)})")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and 0 <= eta <= 1):
-            raise SamplerError(f"eta must be a number in [0, 1], got {eta!r}")
-        if eta and method != "ddim":
-            raise SamplerError(f"eta {eta} has no effect with method {method!r}: eta is DDIM's (use method='ddim')")
-        variance = variance or model.variance_type
-        if variance not in VARIANCES:
-            raise SamplerError(f"variance must be fixed_small, fixed_large or learned_range, got {variance!r}")
-        if variance == "learned_range" and model.variance_type != "learned_range":
-            raise SamplerError("variance learned_range needs a model that outputs 2C channels (learned variance)")
-        self.model, self.steps, self.name, self.eta, self.variance = model, steps, method, float(eta), variance
+        check_scheduler_options(options, None, SamplerError, method=method)  # unetscope's own: it takes none
+        eta = check_eta(eta, method, SamplerError)
+        variance = check_variance(variance, method, SamplerError, model_variance=model.variance_type)
+        self.model, self.steps, self.name, self.eta, self.variance = model, steps, method, eta, variance
         self.spacing = sp = model.schedule.respace(steps)
         self._ab = [float(a) for a in sp.alpha_bar]
         post = sp.posterior_variance

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from ..checks import check_eta, check_scheduler_options, check_variance, parse_scheduler_option
 from ..models import DiffusionModel
 from ..noise import NoiseBank
 from ..plan import Plan, SkipSteps, StopEarly
@@ -60,8 +61,6 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "lms": ("LMSDiscreteScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
 }
-# set by unetscope from the model (its training schedule) and the guided call (epsilon)
-OWNED = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
 
 
 def scheduler_names() -> list[str]:
@@ -71,22 +70,8 @@ def scheduler_names() -> list[str]:
 
 def parse_option(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` of ``--scheduler-opt``: VALUE as JSON where it reads as JSON (3, 0.5, true, "x"), else
-    as text; NaN and infinities refused."""
-    import json
-
-    if not isinstance(text, str) or "=" not in text or not text.split("=", 1)[0].strip():
-        raise SamplerError(f"a scheduler option is KEY=VALUE (e.g. solver_order=3), got {text!r}")
-    key, raw = (s.strip() for s in text.split("=", 1))
-    low = raw.lower()
-    if low in ("true", "false"):
-        return key, low == "true"
-    if low.lstrip("+-") in ("nan", "inf", "infinity"):
-        raise SamplerError(f"scheduler option {key}={raw} is not a finite number")
-    try:
-        value = json.loads(raw, parse_constant=lambda c: float("nan"))
-    except ValueError:
-        value = raw
-    return key, value
+    as text; NaN and infinities refused (``unetscope.checks.parse_scheduler_option``, a SamplerError)."""
+    return parse_scheduler_option(text, SamplerError)
 
 
 def resolve_scheduler(method: str):
@@ -105,25 +90,9 @@ def resolve_scheduler(method: str):
 
 
 def check_options(cls, options: Mapping | None) -> dict:
-    """The user's scheduler options: keys the class takes, finite values, none that unetscope sets."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise SamplerError(f"scheduler options must be a dict of name -> value, got {type(options).__name__}")
-    takes = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    out = {}
-    for k, v in options.items():
-        if k in OWNED:
-            raise SamplerError(f"scheduler option {k!r} is set by unetscope (from the model's training schedule and the "
-                               "guided epsilon prediction); leave it out")
-        if k not in takes:
-            raise SamplerError(f"{cls.__name__} takes no option {k!r}; it takes {', '.join(sorted(takes - set(OWNED)))}")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise SamplerError(f"scheduler option {k}={v!r} is not a finite number")
-        if not isinstance(v, (bool, int, float, str, type(None), list)):
-            raise SamplerError(f"scheduler option {k} must be a number, true/false, a string or a list, got {type(v).__name__}")
-        out[k] = v
-    return out
+    """The user's scheduler options: keys the class takes, finite values, none that unetscope sets
+    (``unetscope.checks.check_scheduler_options``, a SamplerError)."""
+    return check_scheduler_options(options, cls, SamplerError)
 
 
 @dataclass
@@ -154,10 +123,8 @@ class SchedulerSolver(Solver):
     def __init__(self, model: DiffusionModel, steps: int, method: str = "dpm++", eta: float = 0.0,
                  variance: str | None = None, options: Mapping | None = None, clip_x0: bool = False):
         name, cls, settings = resolve_scheduler(method)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta != 0:
-            raise SamplerError(f"eta {eta!r} has no effect with scheduler {name!r}: eta is DDIM's (use method='ddim')")
-        if variance is not None:
-            raise SamplerError(f"variance {variance!r} has no effect with scheduler {name!r}: it is DDPM's (use method='ddpm')")
+        check_eta(eta, name, SamplerError)  # DDIM's and DDPM's: refused with a scheduler
+        check_variance(variance, name, SamplerError)
         self.model, self.steps, self.name, self.clip_x0 = model, steps, name, clip_x0
         self.options, self.scheduler_class = check_options(cls, options), cls
         self._settings = {**settings, **self.options}

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..checks import check_int
 from ..metrics import psnr, ssim
 from ..models import Cond
 from ..plan import Plan, PlanError, StepAction
@@ -231,9 +232,7 @@ def change_preset(sampler: Sampler, seeds: list[int], cond: Cond = None, *, thre
     from .schedules import change_schedule
 
     K = sampler.model.num_blocks
-    nb = K - 1 if nb is None else nb
-    if isinstance(nb, bool) or not isinstance(nb, int) or not 1 <= nb <= K:
-        raise ShortcutError(f"the change preset's nb must be in 1..{K} (the model's blocks K), got {nb!r}")
+    nb = check_int(K - 1 if nb is None else nb, ShortcutError, "the change preset's nb", 1, K, note="the model's blocks K")
     if sampler.steps < 2:
         raise ShortcutError("the change preset compares adjacent steps: it needs S >= 2")
     ch = feature_changes(sampler, seeds, cond, [site("D", nb - 1)])[site("D", nb - 1)]

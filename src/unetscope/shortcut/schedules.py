@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..checks import check_number
+from ..errors import UnetscopeError
 from ..plan import DropBlocks, Plan, ReuseEncoder, StopEarly
 from ..plan_file import ScheduleFileError, read_schedule, write_schedule
 
@@ -17,7 +19,7 @@ __all__ = ["ShortcutError", "load_schedule", "save_schedule", "paper_preset", "P
            "uniform_cache_cuts", "uniform_reuse_cuts", "change_schedule"]
 
 
-class ShortcutError(ValueError):
+class ShortcutError(UnetscopeError, ValueError):
     """A schedule file or search setting that cannot be used."""
 
 
@@ -90,10 +92,7 @@ def change_schedule(changes: dict[int, float], S: int, nb: int, threshold: float
     step that computed it, exceeds ``threshold``; at the other steps ``D[nb-1]``'s output is read
     from the cache. ``changes[t]``: the mean relative L1 change of ``D[nb-1]``'s output at step t
     from step t + 1 (the ``feature-change`` statistics, t = S-1..1). Step S always computes."""
-    import math
-
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
-        raise ShortcutError(f"the change preset's threshold must be a finite number >= 0, got {threshold!r}")
+    threshold = check_number(threshold, ShortcutError, "the change preset's threshold", 0)
     missing = [t for t in range(S - 1, 0, -1) if t not in changes]
     if missing:
         raise ShortcutError(f"the change preset needs the change at every step below S; step {missing[0]} is missing")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import check_int
 from ..metrics import ssim
 from ..models import Cond
 from ..plan import Plan
@@ -72,8 +73,7 @@ def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Con
     seeds = list(seeds)
     if not seeds:
         raise ShortcutError("no seeds to score the plans on")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ShortcutError(f"chunk_size must be an integer >= 1 or None (one chunk per worker), got {chunk_size!r}")
+    chunk_size = check_int(chunk_size, ShortcutError, "chunk_size", 1, none="one chunk per worker")
     plans = [sampler.check_plan(p) for p in plans]  # a bad plan fails here, not on a worker
     idx = _chunks(len(seeds), executor, chunk_size)
     jobs = [ScoreJob([seeds[i] for i in ix], cond_slice(cond, ix, len(seeds)), plans) for ix in idx]

@@ -21,6 +21,7 @@ from typing import Union
 import numpy as np
 import torch
 
+from ..checks import check_int, check_number
 from ..models import Cond
 from ..plan import FILLS, DropBlocks, Plan, PlanError, ReuseEncoder, SkipSteps, StepAction, StopEarly
 from ..sampling import Sampler, cond_slice
@@ -249,21 +250,19 @@ class SearchConfig:
     seed: int = 0  # of the bootstrap: the search is deterministic
 
     def __post_init__(self):
+        def keep(name, v):  # the checked value, normalised (a Python float or int: the config is written as JSON)
+            object.__setattr__(self, name, v)
+
         for name in ("target_mean", "target_min", "target_quantile", "budget"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1):
-                raise ShortcutError(f"search {name} must be a number in (0, 1], got {v!r}")
+            if getattr(self, name) is not None:
+                keep(name, check_number(getattr(self, name), ShortcutError, f"search {name}", 0, 1, open_low=True))
         for name in ("quantile", "confidence"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-                raise ShortcutError(f"search {name} must be a number in (0, 1), got {v!r}")
+            keep(name, check_number(getattr(self, name), ShortcutError, f"search {name}", 0, 1, open_low=True, open_high=True))
         if self.budget is not None and self.has_target:
             raise ShortcutError("give a quality target (target_mean / target_min / target_quantile) or a compute budget, "
                                 "not both")
         for name in ("per_round", "max_rounds", "validate_top"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ShortcutError(f"search {name} must be an integer >= 1, got {v!r}")
+            keep(name, check_int(getattr(self, name), ShortcutError, f"search {name}", 1))
         if not self.every or any(isinstance(e, bool) or not isinstance(e, int) or e < 2 for e in self.every):
             raise ShortcutError(f"search every must be periods >= 2, got {self.every!r}")
         bad = [f for f in self.fills if f not in FILLS]
