@@ -171,6 +171,7 @@ def test_guidance_branches_called_apart_keep_their_own_caches(model, cls_name):
     sched = _scheduler(model, cls_name, {})
     with accelerate(unet, plan, scheduler=sched) as h:
         named = _loop(model, sched, apart=True, names=True)
+    assert set(h.hook.state.caches) == {"cond", "uncond"}  # each branch's cache under the name the context gave it
     assert torch.allclose(named, mine, atol=1e-4 * mine.abs().max(), rtol=1e-4), (named - mine).abs().max()
     assert h.stats.cut_calls == 2 * sum(us.Sampler(model, steps=S, method=cls_name).calls(t) for t in (4, 3))
 
@@ -324,3 +325,24 @@ def test_the_hooked_pipeline_is_unetscopes_sampler(pipe, sd_dir, cls_name):
         pipe.scheduler = old
     assert h.stats.cut_calls == ours.calls(4) + ours.calls(3) and not torch.equal(mine, ours.sample([0, 1], prompts).x0)
     assert torch.allclose(lat, mine, atol=1e-4 * mine.abs().max(), rtol=1e-4), (lat - mine).abs().max()
+
+
+def test_a_wrong_scheduler_is_one_line_and_a_two_call_loop_without_it_says_to_give_it(model, pipe):
+    from unetscope.deploy import DeployError
+
+    unet = model.units.unet
+    for bad, msg in ((42, "scheduler must be a diffusers scheduler"),
+                     (_scheduler(model, "DDIMScheduler", {}), None)):
+        if msg is None:  # a pipeline's scheduler is its own
+            with pytest.raises(DeployError, match="a pipeline's scheduler is its own") as e:
+                accelerate(pipe, us.Plan(), scheduler=bad)
+        else:
+            with pytest.raises(DeployError, match=msg) as e:
+                accelerate(unet, us.Plan(), scheduler=bad)
+        assert "\n" not in str(e.value)
+    assert "forward" not in unet.__dict__ and "forward" not in pipe.unet.__dict__
+    # KDPM2's interleaved timesteps are 2S - 1 distinct ones: a bare U-Net's count runs past S and says what to give
+    sched = _scheduler(model, "KDPM2DiscreteScheduler", {})
+    with accelerate(unet, us.Plan([us.DropBlocks(1, 4, 2, "cache")]), steps=S):
+        with pytest.raises(DeployError, match="more distinct timesteps than S.*scheduler= the loop's scheduler"):
+            _loop(model, sched)
