@@ -40,7 +40,6 @@ import torch
 from ..checks import check_eta, check_scheduler_options, check_variance, parse_scheduler_option
 from ..models import DiffusionModel
 from ..noise import NoiseBank
-from ..plan import Plan, SkipSteps, StopEarly
 from .clock import ClockError, StepClock, begins_step
 from .records import SamplerError
 from .solver import Solver, UNetCall
@@ -185,12 +184,6 @@ class SchedulerSolver(Solver):
     def calls(self, t: int) -> int:
         """U-Net calls at plan step t (2 for a Heun step but the last, 4 for a PNDM warm-up step, else 1)."""
         return self.clock.calls(t)
-
-    def check_plan(self, plan: Plan) -> None:
-        walk = [it for it in plan.interventions if isinstance(it, (SkipSteps, StopEarly))]
-        if walk:
-            raise SamplerError(f"scheduler {self.name!r} takes the U-Net's interventions (DropBlocks, ZeroSkips, ReuseEncoder, "
-                               f"AdaptiveCache) only, got {walk[0]!r}: its walk is the scheduler's; take fewer steps")
 
     def new_state(self, seeds: Sequence[int]) -> SolverState:
         return SolverState(self.new_scheduler(), [int(s) for s in seeds])

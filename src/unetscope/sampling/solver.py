@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from ..plan import Plan
+from ..plan import Plan, SkipSteps, StopEarly
+from .records import SamplerError
 
 __all__ = ["Solver", "UNetCall"]
 
@@ -66,7 +67,12 @@ class Solver:
         return 1
 
     def check_plan(self, plan: Plan) -> None:
-        """Refuse what this solver cannot walk (after ``Plan.check``)."""
+        """Refuse what this solver cannot walk (after ``Plan.check``): one that does not jump takes the
+        U-Net's interventions only."""
+        walk = [] if self.jumps else [it for it in plan.interventions if isinstance(it, (SkipSteps, StopEarly))]
+        if walk:
+            raise SamplerError(f"scheduler {self.name!r} takes the U-Net's interventions (DropBlocks, ZeroSkips, ReuseEncoder, "
+                               f"AdaptiveCache) only, got {walk[0]!r}: its walk is the scheduler's; take fewer steps")
 
     def new_state(self, seeds: Sequence[int]):
         raise NotImplementedError
