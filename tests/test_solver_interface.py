@@ -30,7 +30,7 @@ class DeterministicDDIM(Solver):
 
     name = "my-ddim"
 
-    def __init__(self, model, steps, method, eta=0.0, variance=None, options=None):
+    def __init__(self, model, steps, method, eta=0.0, variance=None, options=None, clip_x0=False):
         self.model, self.steps = model, steps
         self.spacing = model.schedule.respace(steps)
 

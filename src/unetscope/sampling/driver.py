@@ -43,9 +43,7 @@ def make_solver(model: DiffusionModel, steps: int, method: str, eta=0.0, varianc
         raise SamplerError(f"method must be a sampler name (ddpm, ddim, dpm++, ...), got {method!r}")
     for cls in SOLVERS:
         if cls.accepts(method):
-            if cls is SchedulerSolver:
-                return cls(model, steps, method, eta=eta, variance=variance, options=options, clip_x0=clip_x0)
-            return cls(model, steps, method, eta=eta, variance=variance, options=options)
+            return cls(model, steps, method, eta=eta, variance=variance, options=options, clip_x0=clip_x0)
     raise SamplerError(f"unknown sampler {method!r}")
 
 

@@ -51,7 +51,7 @@ class RespacedSolver(Solver):
     uses_variance = True
 
     def __init__(self, model: DiffusionModel, steps: int, method: str = "ddpm", eta: float = 0.0,
-                 variance: str | None = None, options: Mapping | None = None):
+                 variance: str | None = None, options: Mapping | None = None, clip_x0: bool = False):
         check_scheduler_options(options, None, SamplerError, method=method)  # unetscope's own: it takes none
         eta = check_eta(eta, method, SamplerError)
         variance = check_variance(variance, method, SamplerError, model_variance=model.variance_type)

@@ -13,7 +13,9 @@ only its math and its state between calls:
 - ``model_input(states, x, t, k)``: the U-Net's input of call k of step t (a ``UNetCall``);
 - ``advance(states, x, t, k, call, x0, eps, frac, land, z)``: the solver's update after that call.
 
-A new sampler is one file: a ``Solver`` subclass, added to ``SOLVERS`` in ``sampling/__init__.py``.
+A solver is built as ``cls(model, steps, method, eta=, variance=, options=, clip_x0=)`` (the clipping
+is the driver's; a solver that hands the clipped x_est0 on, as the schedulers do, reads ``clip_x0``).
+A new sampler is one file: a ``Solver`` subclass, added to ``sampling.SOLVERS``.
 """
 
 from __future__ import annotations
