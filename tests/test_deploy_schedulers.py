@@ -346,3 +346,28 @@ def test_a_wrong_scheduler_is_one_line_and_a_two_call_loop_without_it_says_to_gi
     with accelerate(unet, us.Plan([us.DropBlocks(1, 4, 2, "cache")]), steps=S):
         with pytest.raises(DeployError, match="more distinct timesteps than S.*scheduler= the loop's scheduler"):
             _loop(model, sched)
+
+
+def test_without_a_hook_registry_the_forward_is_wrapped_and_restored(model, monkeypatch):
+    """A diffusers without ``diffusers.hooks`` (older than 0.33): the handle wraps ``forward`` itself, with
+    the same clock and the same results, and removing it restores the U-Net."""
+    import unetscope.deploy as deploy
+
+    monkeypatch.setattr(deploy, "HookRegistry", None)
+    unet, K = model.units.unet, model.num_blocks
+    ref = _loop(model, _scheduler(model, "HeunDiscreteScheduler", {}))
+    plan = us.Plan([us.DropBlocks(K - 1, 4, 2, "cache")])
+    cuts = {}
+    for registry in (False, True):
+        if registry:
+            monkeypatch.undo()
+        sched = _scheduler(model, "HeunDiscreteScheduler", {})
+        with accelerate(unet, us.Plan(), scheduler=sched):
+            assert torch.equal(_loop(model, sched), ref)
+        sched = _scheduler(model, "HeunDiscreteScheduler", {})
+        with accelerate(unet, plan, scheduler=sched) as h:
+            assert ("forward" in unet.__dict__) and (hasattr(unet, "_diffusers_hook") == registry)
+            cut = _loop(model, sched)
+        assert h.stats.cut_calls == 4 and "forward" not in unet.__dict__ and not hasattr(unet, "_diffusers_hook")
+        cuts[registry] = cut
+    assert torch.equal(cuts[False], cuts[True])  # the same clock and caches either way
