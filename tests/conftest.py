@@ -160,6 +160,21 @@ def save_tiny_sd(root):
 
 
 
+def sd_pipeline(sd_dir):
+    """The tiny Stable Diffusion pipeline of ``sd_dir`` (DDIM, no safety checker, no progress bar)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    p = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(sd_dir / "vae"), text_encoder=CLIPTextModel.from_pretrained(sd_dir / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(sd_dir / "tokenizer"),
+        unet=UNet2DConditionModel.from_pretrained(sd_dir / "unet"),
+        scheduler=DDIMScheduler.from_pretrained(sd_dir / "scheduler"), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
 def run_script(path, argv=(), cwd=None):
     """``python PATH ARGV`` in this process (run as ``__main__``, from ``cwd``): (exit code, stdout, stderr).
     What a process of its own would add is its interpreter start and imports (6 s with torch and

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import unetscope as us
-from conftest import tiny_unet
+from conftest import sd_pipeline, tiny_unet
 from unetscope.deploy import DeployError, accelerate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -18,17 +18,7 @@ from _common import ddim_loop as _ddim_loop  # noqa: E402  (the hand-written loo
 
 @pytest.fixture(scope="module")
 def pipe(sd_dir):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    p = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(sd_dir / "vae"), text_encoder=CLIPTextModel.from_pretrained(sd_dir / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(sd_dir / "tokenizer"),
-        unet=UNet2DConditionModel.from_pretrained(sd_dir / "unet"),
-        scheduler=DDIMScheduler.from_pretrained(sd_dir / "scheduler"), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    p.set_progress_bar_config(disable=True)
-    return p
+    return sd_pipeline(sd_dir)
 
 
 def _generate(pipe, steps=6, **kw):

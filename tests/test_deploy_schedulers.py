@@ -14,6 +14,7 @@ import torch
 import diffusers
 import unetscope as us
 from unetscope.deploy import accelerate
+from conftest import sd_pipeline
 from unetscope.noise import NoiseBank
 
 SEEDS, LABELS, G, S = [3, 4], [1, 7], 3.0, 6
@@ -75,7 +76,7 @@ class _Counter:
     """Calls of the middle block (the bottom of the U-Net), and of the U-Net, per step of the loop."""
 
     def __init__(self, unet):
-        self.mid, self.step, self.per_step = 0, None, {}
+        self.mid, self.per_step = 0, {}
         self.h = unet.mid_block.register_forward_hook(self._mid)
 
     def _mid(self, *a):
@@ -208,17 +209,7 @@ def test_the_hook_is_a_diffusers_registry_hook(model):
 # --- the tiny Stable Diffusion pipeline, under every scheduler ----------------------------------
 @pytest.fixture(scope="module")
 def pipe(sd_dir):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    p = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(sd_dir / "vae"), text_encoder=CLIPTextModel.from_pretrained(sd_dir / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(sd_dir / "tokenizer"),
-        unet=UNet2DConditionModel.from_pretrained(sd_dir / "unet"),
-        scheduler=DDIMScheduler.from_pretrained(sd_dir / "scheduler"), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    p.set_progress_bar_config(disable=True)
-    return p
+    return sd_pipeline(sd_dir)
 
 
 def _generate(p, steps=S, **kw):
