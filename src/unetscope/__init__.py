@@ -21,7 +21,7 @@ __all__ = [
     "psnr", "ssim",
     "NoiseSchedule", "UNetUnits", "load_weights", "AdapterError", "ModelError", "PlanError", "SamplerError",
     "SettingsError", "setup", "experiment", "reproduce", "measure_shortcut", "search_shortcut", "write_report",
-    "accelerate", "Accelerated", "DeployError", "UnetscopeError", "explore",
+    "accelerate", "Accelerated", "DeployError", "UnetscopeError", "explore", "Recipe", "read_recipe", "write_recipe",
 ]
 
 _SOURCES = {  # submodule -> the public names it defines
@@ -33,6 +33,7 @@ _SOURCES = {  # submodule -> the public names it defines
     "guidance": ("Denoiser",),
     "metrics": ("psnr", "ssim"),
     "models": ("Cond", "DiffusionModel", "ModelError", "load_model", "wrap"),
+    "plan_file": ("Recipe", "read_recipe", "write_recipe"),
     "plan": ("AdaptiveCache", "DropBlocks", "Intervention", "Plan", "PlanError", "PlanStep", "ReuseEncoder", "SkipSteps",
              "StepAction", "StopEarly", "ZeroSkips"),
     "sampling": ("Sampler", "SamplerError", "StepOutput", "Trajectory", "make_sampler"),
