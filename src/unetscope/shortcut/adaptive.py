@@ -29,22 +29,27 @@ START, DOUBLINGS, BISECTIONS, BACKOFFS = 0.05, 8, 5, 4
 
 
 class AdaptiveEvaluator:
-    """Per-sample SSIM against the baseline and per-sample compute (executed FLOPs over the
-    baseline's) of ``AdaptiveCache`` plans on one set of seeds, each plan run once."""
+    """Per-sample SSIM against the baseline (or ``reference`` images, one per seed) and per-sample
+    compute (executed FLOPs over the baseline's) of ``AdaptiveCache`` plans on one set of seeds, each
+    plan run once."""
 
-    def __init__(self, sampler: Sampler, seeds, cond, flops, base_flops: int):
+    def __init__(self, sampler: Sampler, seeds, cond, flops, base_flops: int, reference=None):
         self.sampler, self.seeds, self.cond, self.flops, self.base = sampler, list(seeds), cond, flops, base_flops
         m = sampler.model
-        self.ref = m.decode(sampler.sample(self.seeds, cond).x0)
+        if reference is None:
+            tr = sampler.sample(self.seeds, cond)
+            self.ref, self.evaluations = m.decode(tr.x0), sampler.steps
+        else:
+            self.ref, self.evaluations = reference, 0
         self.known: dict[Plan, tuple[np.ndarray, np.ndarray]] = {}
-        self.evaluations = sampler.steps
 
     @torch.no_grad()
     def __call__(self, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
         if plan not in self.known:
             s = self.sampler
             tr = s.sample(self.seeds, self.cond, plan)
-            ss = ssim(s.model.decode(tr.x0), self.ref).numpy()
+            out = s.model.decode(tr.x0)
+            ss = ssim(out, self.ref.to(out.device, out.dtype)).numpy()
             per = self.flops.samples(s.check_plan(plan), s.steps, tr.reused, len(self.seeds))
             self.known[plan] = (ss, np.asarray(per, dtype=float) / self.base)
             self.evaluations += tr.nfe
@@ -57,11 +62,12 @@ def _plan(nb, th, mr) -> Plan:
 
 def search_adaptive(sampler: Sampler, seeds: list[int], cond: Cond = None, config: SearchConfig | None = None, *,
                     validation_seeds: list[int] | None = None, validation_cond: Cond = None, log=None,
-                    max_reuses: tuple = (None, 3), **settings) -> dict:
+                    max_reuses: tuple = (None, 3), reference=None, validation_reference=None, **settings) -> dict:
     """An ``AdaptiveCache`` schedule for a quality target (the least calibration compute whose
     target holds on the validation seeds with a margin) or a compute budget (the best validation
     SSIM whose calibration compute is within it), over nb (``SearchConfig.block_counts``),
-    ``max_reuses`` and the threshold. Returns the keys of ``search``'s result."""
+    ``max_reuses`` and the threshold. Returns the keys of ``search``'s result. ``reference`` /
+    ``validation_reference``: images to score against instead of the sampler's own (``search``)."""
     from ..flops import FlopTable
 
     cfg = replace(config or SearchConfig(), **settings) if settings else (config or SearchConfig())
@@ -71,8 +77,9 @@ def search_adaptive(sampler: Sampler, seeds: list[int], cond: Cond = None, confi
     t1 = torch.full((1,), m.schedule.num_train_timesteps // 2, dtype=torch.long, device=m.device)
     flops = FlopTable(m.runner, x1, t1, m.make_cond(cond_slice(cond, [0], len(seeds)), 1), sampler.denoiser.rows_per_sample)
     base = flops.plan(Plan(), S)
-    cal = AdaptiveEvaluator(sampler, seeds, cond, flops, base)
-    val = AdaptiveEvaluator(sampler, validation_seeds, validation_cond, flops, base) if validation_seeds else None
+    cal = AdaptiveEvaluator(sampler, seeds, cond, flops, base, reference)
+    val = AdaptiveEvaluator(sampler, validation_seeds, validation_cond, flops, base, validation_reference) \
+        if validation_seeds else None
     history: list[dict] = []
 
     def note(nb, th, mr, what):
@@ -140,8 +147,9 @@ def search_adaptive(sampler: Sampler, seeds: list[int], cond: Cond = None, confi
         plan, comp = min(found, key=lambda f: (f[1], -quality(f[0]), repr(f[0])))
     else:
         plan, comp = max(found, key=lambda f: (quality(f[0]), -f[1], repr(f[0])))
-    ss_cal = cal(plan)[0] if plan else np.ones(len(seeds))
-    ss_val = (val(plan)[0] if plan else np.ones(len(validation_seeds))) if val is not None else None
+    scored = bool(plan) or reference is not None  # against a reference the solver alone is scored too
+    ss_cal = cal(plan)[0] if scored else np.ones(len(seeds))
+    ss_val = (val(plan)[0] if scored else np.ones(len(validation_seeds))) if val is not None else None
     return dict(plan=plan, predicted_compute=comp, history=history, target=cfg.describe_target() + " (AdaptiveCache)",
                 calibration_ssim_mean=float(ss_cal.mean()), calibration_ssim_min=float(ss_cal.min()),
                 validation_ssim_mean=None if ss_val is None else float(ss_val.mean()),

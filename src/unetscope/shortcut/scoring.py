@@ -1,5 +1,9 @@
 """Scoring plans: per-sample SSIM against the baseline on chunks of seeds, by the sweep engine
-(shared prefixes), here or on an executor's workers."""
+(shared prefixes), here or on an executor's workers.
+
+Against a **reference** (``reference=``: the images another sampler made from the same seeds, as
+the frontier search scores every candidate against DDIM-100), the sampler's own unintervened run is
+scored too: an empty plan is the solver alone, taken from the baseline the sweep engine runs anyway."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class ScoreJob:
     seeds: list[int]
     cond: Cond  # the chunk's conditions, as the sampler takes them
     plans: list[Plan]
+    reference: torch.Tensor | None = None  # the chunk's reference images (decoded); None: the sampler's own baseline
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,19 @@ def score_chunk(sampler: Sampler, job: ScoreJob, on_evaluation=None) -> Scores:
 
     t0 = time.perf_counter()
     m = sampler.model
-    res = SweepEngine(sampler, on_evaluation=on_evaluation).run_chunk(list(job.seeds), job.cond, list(job.plans))
-    base = m.decode(res.baseline_x0)
-    ss = np.stack([ssim(m.decode(x0), base).numpy() for x0 in res.finals]) if res.finals else \
-        np.zeros((0, len(job.seeds)))
+    plans = list(job.plans)
+    cut = [p for p in plans if p] if job.reference is not None else plans  # an empty plan: the baseline itself
+    res = SweepEngine(sampler, on_evaluation=on_evaluation).run_chunk(list(job.seeds), job.cond, cut)
+    own = m.decode(res.baseline_x0)
+    if job.reference is None:
+        ss = np.stack([ssim(m.decode(x0), own).numpy() for x0 in res.finals]) if res.finals else \
+            np.zeros((0, len(job.seeds)))
+        return Scores(ss, res.evaluations, time.perf_counter() - t0, worker_id())
+    ref = job.reference.to(own.device, own.dtype)
+    solo = ssim(own, ref).numpy()
+    finals = iter(res.finals)
+    rows = [ssim(m.decode(next(finals)), ref).numpy() if p else solo for p in plans]
+    ss = np.stack(rows) if rows else np.zeros((0, len(job.seeds)))
     return Scores(ss, res.evaluations, time.perf_counter() - t0, worker_id())
 
 
@@ -61,9 +75,11 @@ def _chunks(n: int, executor, chunk_size: int | None) -> list[list[int]]:
 
 
 def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Cond = None, *, executor=None,
-                chunk_size: int | None = None, on_evaluation=None, workers: dict | None = None) -> tuple[np.ndarray, int]:
+                chunk_size: int | None = None, on_evaluation=None, workers: dict | None = None,
+                reference: torch.Tensor | None = None) -> tuple[np.ndarray, int]:
     """Per-sample SSIM of each plan against the baseline on ``seeds``, ``(plans, seeds)``, and the
-    U-Net evaluations spent. ``executor`` (``unetscope.executor``; None: here): where the chunks of
+    U-Net evaluations spent. ``reference`` (images, one per seed, decoded): score against these
+    instead of the sampler's own baseline; an empty plan is then the sampler's unintervened run. ``executor`` (``unetscope.executor``; None: here): where the chunks of
     seeds (``chunk_size`` each; None: one per worker) are computed; each chunk runs every plan with
     shared prefixes. ``on_evaluation()`` is called once per U-Net evaluation (for a chunk computed on
     a worker, when it returns). ``workers`` (a dict), when given, gains each worker's chunks,
@@ -75,8 +91,11 @@ def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Con
         raise ShortcutError("no seeds to score the plans on")
     chunk_size = check_int(chunk_size, ShortcutError, "chunk_size", 1, none="one chunk per worker")
     plans = [sampler.check_plan(p) for p in plans]  # a bad plan fails here, not on a worker
+    if reference is not None and len(reference) != len(seeds):
+        raise ShortcutError(f"{len(reference)} reference images for {len(seeds)} seeds: give one per seed")
     idx = _chunks(len(seeds), executor, chunk_size)
-    jobs = [ScoreJob([seeds[i] for i in ix], cond_slice(cond, ix, len(seeds)), plans) for ix in idx]
+    jobs = [ScoreJob([seeds[i] for i in ix], cond_slice(cond, ix, len(seeds)), plans,
+                     None if reference is None else reference[ix]) for ix in idx]
     out = np.zeros((len(plans), len(seeds)))
     spent = 0
     here = executor is None or getattr(executor, "in_process", False)

@@ -330,23 +330,34 @@ class SearchConfig:
 
 
 class _Evaluator:
-    """Per-sample SSIM of schedules on one set of seeds (``score_plans``), each schedule evaluated once."""
+    """Per-sample SSIM of schedules on one set of seeds (``score_plans``), each schedule evaluated
+    once; against the sampler's own baseline, or against ``reference`` images (then the empty
+    schedule, the solver alone, is scored too)."""
 
-    def __init__(self, sampler: Sampler, seeds, cond, progress, executor=None, chunk_size=None, workers=None):
+    def __init__(self, sampler: Sampler, seeds, cond, progress, executor=None, chunk_size=None, workers=None,
+                 reference=None):
         self.sampler, self.seeds, self.cond = sampler, list(seeds), cond
         self.progress, self.executor, self.chunk_size, self.workers = progress, executor, chunk_size, workers
+        self.reference = reference
         self.known: dict[_Sched, np.ndarray] = {}
         self.evaluations = 0
+        self.plans: set = set()  # every plan scored (for the minimum of evaluations)
+
+    def scored(self, c: _Sched) -> bool:
+        return self.reference is not None or bool(c.cuts or c.stop)
 
     def __call__(self, cands) -> list[np.ndarray]:
-        todo = list(dict.fromkeys(c for c in cands if c not in self.known and (c.cuts or c.stop)))
+        todo = list(dict.fromkeys(c for c in cands if c not in self.known and self.scored(c)))
         if todo:
-            ss, spent = score_plans(self.sampler, [c.plan() for c in todo], self.seeds, self.cond, executor=self.executor,
-                                    chunk_size=self.chunk_size, on_evaluation=self.progress, workers=self.workers)
+            plans = [c.plan() for c in todo]
+            ss, spent = score_plans(self.sampler, plans, self.seeds, self.cond, executor=self.executor,
+                                    chunk_size=self.chunk_size, on_evaluation=self.progress, workers=self.workers,
+                                    reference=self.reference)
             self.evaluations += spent
+            self.plans.update(p for p in plans if p)
             for c, row in zip(todo, ss):
                 self.known[c] = row
-        return [self.known[c] if (c.cuts or c.stop) else np.ones(len(self.seeds)) for c in cands]
+        return [self.known[c] if self.scored(c) else np.ones(len(self.seeds)) for c in cands]
 
 
 
@@ -464,9 +475,29 @@ class _Search:
         return max(rivals, key=lambda u: (self.quality(u), -self.cost(u)), default=None)
 
 
+def _minimum(sampler: Sampler, ev: _Evaluator) -> int:
+    """The fewest U-Net evaluations that score every plan ``ev`` scored (each distinct (history, step,
+    action) once, on one chunk of its seeds per executor worker): what the search would spend with
+    one tree over all its rounds."""
+    from ..sweep import count_evaluations
+
+    if not ev.evaluations:
+        return 0
+    minimum, _ = count_evaluations(sorted(ev.plans, key=repr), sampler.steps, sampler.calls)
+    chunks = len(_chunks_of(ev))
+    return minimum * chunks
+
+
+def _chunks_of(ev: _Evaluator) -> list:
+    from .scoring import _chunks
+
+    return _chunks(len(ev.seeds), ev.executor, ev.chunk_size)
+
+
 def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: SearchConfig | None = None, *,
            validation_seeds: list[int] | None = None, validation_cond: Cond = None, progress=None, log=None,
-           executor=None, chunk_size: int | None = None, **settings) -> dict:
+           executor=None, chunk_size: int | None = None, reference=None, validation_reference=None,
+           **settings) -> dict:
     """Greedy cut-relax-cut search for little compute at a quality target (or for the best
     quality within a compute budget), calibrated on ``seeds`` and checked on ``validation_seeds``.
 
@@ -487,6 +518,10 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
     Either way the result is never below the best uniform schedule of equal or lower compute on the
     validation seeds: that schedule is returned instead when it is better (``uniform_rival``).
 
+    ``reference`` / ``validation_reference`` (images, one per calibration / validation seed): score
+    against these instead of the sampler's own output (the frontier search's stacked candidates,
+    against its reference sampler); the empty schedule is then the solver alone, scored like the rest.
+
     ``executor`` (``unetscope.executor``; None: this process): where each batch of candidates is
     scored, in chunks of ``chunk_size`` seeds (None: one chunk per worker); the search itself and
     its choices stay here, so the result does not depend on where the scores were computed.
@@ -502,9 +537,9 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
     c1 = m.make_cond(cond_slice(cond, [0], len(seeds)), 1)
     flops = FlopTable(m.runner, x1, t1, c1, sampler.denoiser.rows_per_sample)
     workers: dict = {}  # host/pid -> the work each worker did
-    cal = _Evaluator(sampler, seeds, cond, progress, executor, chunk_size, workers)
-    val = _Evaluator(sampler, validation_seeds, validation_cond, progress, executor, chunk_size, workers) \
-        if validation_seeds else None
+    cal = _Evaluator(sampler, seeds, cond, progress, executor, chunk_size, workers, reference)
+    val = _Evaluator(sampler, validation_seeds, validation_cond, progress, executor, chunk_size, workers,
+                     validation_reference) if validation_seeds else None
     run = _Search(sampler, cfg, cal, val, flops, log or (lambda _m: None))
     cur = run.for_target() if cfg.budget is None else run.for_budget()
     # never below the best uniform schedule of equal or lower compute (on the validation seeds)
@@ -522,4 +557,5 @@ def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: Search
                 uniform_rival=None if rival is None else dict(plan=rival.plan().to_dict(), compute=run.cost(rival),
                                                              ssim_mean=run.quality(rival)),
                 evaluations=cal.evaluations + (val.evaluations if val else 0), workers=workers,
+                evaluations_minimum=_minimum(sampler, cal) + (_minimum(sampler, val) if val else 0),
                 flops_per_nb=[flops(StepAction(drop_blocks=nb)) for nb in range(K + 1)])
