@@ -173,17 +173,39 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
 
 
 def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,
-                     schedule: str | Path | None = None, preset: str | None = None, repeats: int = 3,
+                     schedule=None, preset: str | None = None, repeats: int = 3,
                      threshold: float | None = None, nb: int | None = None, **sampling) -> dict:
     """``unetscope shortcut``: a schedule (a file or a preset) against the baseline on the same
     seeds; writes ``out/summary.json``, the rows and the figures; returns the summary. The
     ``change`` preset (Block Caching's rule: ``threshold``, ``nb``) is read off the deep part's
-    measured change on 8 seeds that follow the run's own (so none of them is measured)."""
-    from .shortcut import PRESET_NAMES, PRESETS, change_preset, load_schedule, run_shortcut
+    measured change on 8 seeds that follow the run's own (so none of them is measured).
+
+    A recipe (a file whose record holds one, or a ``Recipe``) runs on its own sampler (scheduler,
+    options, eta, steps) against its reference sampler (none recorded: its own solver without the
+    plan); ``steps``, ``method``, ``scheduler_options`` or ``eta`` given beside it must be the recipe's."""
+    from .plan_file import Recipe, ScheduleFileError, read_schedule
+    from .shortcut import PRESET_NAMES, PRESETS, ShortcutError, change_preset, run_shortcut
+    from .shortcut.run import check_recipe_settings, describe_recipe, recipe_baseline
 
     threshold = check_shortcut_choice(schedule, preset, PRESET_NAMES, SettingsError, threshold=threshold, nb=nb)
     repeats = check_int(repeats, SettingsError, "repeats", 1)
-    plan = load_schedule(schedule) if schedule is not None else None  # a bad file fails before a model loads
+    recipe, plan = (schedule, schedule.plan) if isinstance(schedule, Recipe) else (None, None)
+    if schedule is not None and recipe is None:  # a bad file fails before a model loads
+        if not isinstance(schedule, (str, Path)):
+            raise SettingsError(f"schedule must be a schedule file or a Recipe, got {type(schedule).__name__}")
+        try:
+            found = read_schedule(schedule)
+        except ScheduleFileError as e:
+            raise ShortcutError(str(e)) from None
+        plan, recipe = found.plan, found.recipe
+    if recipe is not None:
+        source = "the recipe" if isinstance(schedule, Recipe) else f"the recipe {schedule}"
+        check_recipe_settings(recipe, SettingsError, method=sampling.get("method"), steps=sampling.get("steps"),
+                              options=sampling.get("scheduler_options"), eta=sampling.get("eta"), source=source)
+        if not recipe.plan and recipe.reference is None:
+            raise SettingsError(f"{source} holds no interventions and no reference sampler: there is nothing to compare "
+                                "its solver with (record a reference, or add interventions)")
+        sampling = {**sampling, **recipe.sampler_settings()}
     run = setup(model, **sampling)
     S, K = run.sampler.steps, run.model.num_blocks
     if preset == "change":
@@ -192,12 +214,17 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
     elif preset is not None:
         plan = PRESETS[preset](S, K)
     plan = run.sampler.check_plan(plan)  # a scheduler refuses SkipSteps/StopEarly here, before a folder is made
-    if not plan:
+    baseline = recipe_baseline(run.sampler, recipe) if recipe is not None else run.sampler
+    if not plan and baseline is run.sampler:
         raise SettingsError("the schedule holds no interventions: the shortcut would be the baseline itself")
     out = out_folder(out)
     with folder_lock(out):
-        name = f"change (threshold {threshold:g}, nb {nb or K - 1})" if preset == "change" else preset or str(schedule)
-        return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=name)
+        if recipe is not None:
+            name = f"recipe {describe_recipe(recipe)}"
+        else:
+            name = f"change (threshold {threshold:g}, nb {nb or K - 1})" if preset == "change" else preset or str(schedule)
+        return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=name,
+                            baseline=None if baseline is run.sampler else baseline)
 
 
 def _first_conds(cond, n: int, k: int):

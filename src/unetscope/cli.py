@@ -380,18 +380,36 @@ def _cmd_shortcut_run(args) -> None:
     check_int(args.repeats, UsageError, "--repeats", 1)
     check_shortcut_choice(args.schedule, args.preset, PRESET_NAMES, UsageError, threshold=args.threshold, nb=args.nb,
                           flags=True)
-    if args.schedule:
-        read_schedule(args.schedule)  # a bad file fails before a model loads
+    recipe = read_schedule(args.schedule).recipe if args.schedule else None  # a bad file fails before a model loads
+    if recipe is not None:  # the recipe's sampler: flags that say otherwise are refused before a model loads
+        from .shortcut.run import check_recipe_settings
+
+        given = {}
+        for text in args.scheduler_opt or ():
+            k, v = parse_scheduler_option(text, UsageError)
+            given[k] = v
+        check_recipe_settings(recipe, UsageError, method=args.scheduler or args.sampler, steps=args.steps, options=given,
+                              eta=args.eta, flags="--scheduler" if args.scheduler else "--sampler",
+                              source=f"the recipe {args.schedule}")
+        if not recipe.plan and recipe.reference is None:
+            raise UsageError(f"the recipe {args.schedule} holds no interventions and no reference sampler: there is "
+                             "nothing to compare its solver with")
+        args.scheduler, args.steps, args.eta = recipe.scheduler, recipe.steps, recipe.eta
+        args.scheduler_opt = [f"{k}={json.dumps(v)}" for k, v in recipe.options.items()]
+    elif args.eta is None:
+        args.eta = 0.0  # --eta's default (None here: a recipe's run tells a given --eta from none)
     model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
                             nb=args.nb, seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats,
                             progress=not args.quiet, **_sampler_kw(sampler))
     from .plan import Plan
 
-    print(f"{Plan.from_dict(summ['schedule'])!r}")
+    print(summ["name"] if recipe is not None else f"{Plan.from_dict(summ['schedule'])!r}")
     print(f"{summ['samples']} samples: time saving {summ['time_saving']:.1%}, compute saving {summ['compute_saving']:.1%}, "
           f"mean SSIM {summ['ssim_mean']:.3f} (mad {summ['ssim_mad']:.3f}), mean PSNR {summ['psnr_mean']:.2f} dB "
           f"-> {args.out}/summary.json")
+    if summ["time_saving_predicted"] is None:  # not predictable (a baseline timed at 0 s): printed as nan
+        summ = {**summ, "time_saving_predicted": float("nan")}
     _print_timing(summ)
     _print_compile(model)
 
@@ -720,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nb", type=int, default=None, help="--preset change: the bottom blocks cached (default K - 1)")
     _repeats_arg(g)
     _elsewhere(cr, SEARCH_ONLY)
-    cr.set_defaults(func=_cmd_shortcut_run)
+    cr.set_defaults(func=_cmd_shortcut_run, eta=None)  # eta None: not given (a recipe's run refuses a disagreeing one)
 
     cq = cs.add_parser("search", help="search a schedule for a quality target or a compute budget, checked on held-out seeds",
                        description="Search a schedule on calibration seeds, keep only moves that also hold on validation "

@@ -25,6 +25,7 @@ under its wrapper.
 
 from __future__ import annotations
 
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 
 from .errors import UnetscopeError
 from .plan import NO_ACTION, Intervention, Plan, PlanError, SkipSteps, StepAction, StopEarly
-from .plan_file import read_schedule
+from .plan_file import Recipe, read_schedule
 from .runner import UNetRunner
 from .sampling.clock import ClockError, StepClock, call_index
 
@@ -82,24 +83,78 @@ def rescale_plan(plan: Plan, from_steps: int, to_steps: int) -> Plan:
     return Plan.from_dict([d for d in items if d.get("n") is None or (d["n"] >= 1 and d["start"] >= 1)])
 
 
-def _plan_of(schedule) -> tuple[Plan, int | None]:
-    """A Plan and the S it was made for (None: unknown) from a Plan, interventions or a schedule file."""
+def _plan_of(schedule) -> tuple[Plan, int | None, Recipe | None]:
+    """A Plan, the S it was made for (None: unknown) and the recipe it belongs to (None: a plain
+    schedule) from a Plan, interventions, a ``Recipe`` or a schedule file."""
+    if isinstance(schedule, Recipe):
+        return schedule.plan, schedule.steps, schedule
     if isinstance(schedule, Plan):
-        return schedule, None
+        return schedule, None, None
     if isinstance(schedule, Intervention):
-        return Plan([schedule]), None
+        return Plan([schedule]), None, None
     if isinstance(schedule, (list, tuple)):
         try:
-            return Plan(schedule), None
+            return Plan(schedule), None, None
         except PlanError as e:
             raise DeployError(str(e)) from None
     if isinstance(schedule, (str, Path)):
         try:
-            found = read_schedule(schedule)  # the file read once: its plan and the S it records
+            found = read_schedule(schedule)  # the file read once: its plan, the S it records and its recipe
+            recipe = found.recipe
         except PlanError as e:
             raise DeployError(str(e)) from None
-        return found.plan, found.steps
-    raise DeployError(f"schedule must be a Plan, a list of interventions or a schedule file; got {type(schedule).__name__}")
+        return found.plan, found.steps, recipe
+    raise DeployError(f"schedule must be a Plan, a list of interventions, a Recipe or a schedule file; got "
+                      f"{type(schedule).__name__}")
+
+
+def _recipe_class(recipe: Recipe):
+    """(diffusers class, its constructor's settings and the recipe's options) of a recipe's scheduler."""
+    from .sampling.records import SamplerError
+    from .sampling.schedulers import check_options, resolve_scheduler
+
+    try:
+        _, cls, settings = resolve_scheduler(recipe.scheduler)
+        return cls, {**settings, **check_options(cls, recipe.options)}
+    except SamplerError as e:
+        raise DeployError(f"the recipe's scheduler: {e}") from None
+
+
+def _recipe_scheduler(recipe: Recipe, own):
+    """The recipe's scheduler built from the pipeline's own scheduler's config (``own`` untouched)."""
+    if recipe.scheduler in ("ddpm", "ddim"):
+        raise DeployError(f"the recipe runs on unetscope's own respaced {recipe.scheduler}; a pipeline takes a diffusers "
+                          f"scheduler (e.g. {'DDIMScheduler' if recipe.scheduler == 'ddim' else 'DDPMScheduler'}): search "
+                          "the recipe with such a name (--scheduler DDIMScheduler)")
+    cls, settings = _recipe_class(recipe)
+    takes = [type(own), *getattr(own, "compatibles", [])]
+    if cls not in takes:
+        raise DeployError(f"the recipe's {cls.__name__} cannot stand in for the pipeline's {type(own).__name__} (its "
+                          f"compatible schedulers: {', '.join(sorted({c.__name__ for c in takes}))})")
+    try:
+        new = cls.from_config(own.config, **settings)
+    except Exception as e:  # noqa: BLE001 - diffusers refuses a value (an unknown algorithm_type, say)
+        raise DeployError(f"{cls.__name__} cannot be built from the pipeline's scheduler config with "
+                          f"{settings or 'its defaults'}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
+    return new
+
+
+def _fixed_steps(steps: int, asked: list):
+    """A scheduler's ``set_timesteps`` that sets the recipe's ``steps`` whatever count is asked; the
+    first other count asked is noted in ``asked`` and warned of, once."""
+    def set_timesteps(self, num_inference_steps=None, *args, **kwargs):
+        if kwargs.get("timesteps") is not None or kwargs.get("sigmas") is not None:
+            raise DeployError(f"this pipeline runs a recipe of {steps} steps: custom timesteps or sigmas are not taken "
+                              "while it is accelerated")
+        kwargs.pop("timesteps", None)
+        kwargs.pop("sigmas", None)
+        if num_inference_steps is not None and num_inference_steps != steps and not asked:
+            asked.append(num_inference_steps)
+            warnings.warn(f"unetscope.accelerate: the recipe runs {steps} steps; num_inference_steps={num_inference_steps} "
+                          "is not taken", stacklevel=2)
+        return type(self).set_timesteps(self, steps, *args, **kwargs)
+
+    return set_timesteps
 
 
 def _unet_and_scheduler(target):
@@ -400,15 +455,17 @@ class ScheduleHook(ModelHook):
 
 
 class Accelerated:
-    """The handle ``accelerate`` returns: a context manager; ``remove()`` restores the U-Net,
-    ``reset()`` starts a new generation, ``stats`` counts what the hook ran.
+    """The handle ``accelerate`` returns: a context manager; ``remove()`` restores the U-Net (and a
+    pipeline's scheduler, where a recipe set its own), ``reset()`` starts a new generation, ``stats``
+    counts what the hook ran; ``recipe`` is the recipe it runs (None: a plain schedule).
 
     The hook is registered in diffusers' ``HookRegistry`` under ``"unetscope_schedule"`` (so it composes
     with diffusers' own hooks, and ``reset_stateful_hooks`` starts a new generation); with an older
     diffusers it replaces the U-Net's ``forward`` itself."""
 
-    def __init__(self, unet, hook: ScheduleHook):
-        self.unet, self.hook = unet, hook
+    def __init__(self, unet, hook: ScheduleHook, recipe: Recipe | None = None, pipe=None, scheduler=None):
+        self.unet, self.hook, self.recipe = unet, hook, recipe
+        self._pipe, self._own_scheduler = (pipe, pipe.scheduler) if scheduler is not None else (None, None)
         self._had_forward = "forward" in unet.__dict__
         self._old_forward = unet.__dict__.get("forward")
         self._had_registry = hasattr(unet, "_diffusers_hook")
@@ -424,6 +481,8 @@ class Accelerated:
             forward.__wrapped__ = original
             unet.forward = forward
         unet._unetscope_hook = self
+        if self._pipe is not None:
+            self._pipe.scheduler = scheduler  # the recipe's, until remove()
         self.active = True
 
     @property
@@ -462,6 +521,8 @@ class Accelerated:
             del self.unet.forward
         if getattr(self.unet, "_unetscope_hook", None) is self:
             del self.unet._unetscope_hook
+        if self._pipe is not None:
+            self._pipe.scheduler = self._own_scheduler  # the pipeline's own scheduler object, as it was
         self.active = False
 
     def __enter__(self) -> "Accelerated":
@@ -475,8 +536,13 @@ def accelerate(target, schedule, *, steps: int | None = None, scheduler=None, co
                paired: bool | None = None) -> Accelerated:
     """Run ``schedule`` inside a diffusers pipeline (its ``.unet``) or on a stock diffusers U-Net.
 
-    ``schedule``: a Plan, a list of interventions, or a schedule file (``unetscope shortcut search``
-    writes one; one found at another S is rescaled with a one-line note). It takes U-Net
+    ``schedule``: a Plan, a list of interventions, a schedule file (``unetscope shortcut search``
+    writes one; one found at another S is rescaled with a one-line note), or a recipe (a ``Recipe`` or
+    a file that holds one: a sampler and a plan on it). With a recipe, a pipeline runs on the recipe's
+    scheduler (built from its own scheduler's config; its own scheduler object is back on ``remove()``)
+    at the recipe's steps whatever ``num_inference_steps`` it is called with (another count is warned
+    of, once); a bare U-Net's loop takes the recipe's steps, and ``scheduler=`` must be of the recipe's
+    class. ``steps=`` other than the recipe's is refused. It takes U-Net
     interventions only (``DropBlocks``, ``ZeroSkips``, ``ReuseEncoder``, ``AdaptiveCache``): the
     pipeline's own scheduler walks the steps, so ``SkipSteps`` and ``StopEarly`` are refused (take
     fewer steps). ``paired``: whether a call's rows are classifier-free guidance's [uncond; cond]
@@ -507,7 +573,25 @@ def accelerate(target, schedule, *, steps: int | None = None, scheduler=None, co
         if as_int(steps) is None or as_int(steps) < 1:
             raise DeployError(f"steps must be an integer >= 1, got {steps!r}")
         steps = as_int(steps)
-    plan, plan_steps = _plan_of(schedule)
+    plan, plan_steps, recipe = _plan_of(schedule)
+    swap = None  # a pipeline's scheduler for the recipe
+    if recipe is not None:
+        if steps is not None and steps != recipe.steps:
+            raise DeployError(f"steps={steps} disagrees with the recipe ({recipe.describe()}): leave steps out, the "
+                              "recipe sets them")
+        steps = recipe.steps
+        if own is not None:  # a pipeline: the recipe's scheduler, from its own one's config, at the recipe's steps
+            swap = _recipe_scheduler(recipe, own)
+            swap.set_timesteps = types.MethodType(_fixed_steps(recipe.steps, []), swap)
+            scheduler = swap
+        elif scheduler is not None:  # a bare U-Net's loop: its scheduler must be the recipe's
+            import diffusers
+
+            respaced = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}.get(recipe.scheduler)
+            cls = getattr(diffusers, respaced) if respaced else _recipe_class(recipe)[0]
+            if not isinstance(scheduler, cls):
+                raise DeployError(f"scheduler= is a {type(scheduler).__name__}; the recipe runs on {recipe.scheduler} "
+                                  f"({cls.__name__}): give a {cls.__name__} set to {recipe.steps} steps")
     walk = [it for it in plan if isinstance(it, (SkipSteps, StopEarly))]
     if walk:
         raise DeployError(f"{walk[0]!r} changes the walk over the steps, which the pipeline's scheduler owns: take fewer "
@@ -535,4 +619,4 @@ def accelerate(target, schedule, *, steps: int | None = None, scheduler=None, co
             hook.runner.compile(None if compile is True else compile, hook.device)
         except CompileError as e:
             raise DeployError(str(e)) from None
-    return Accelerated(unet, hook)
+    return Accelerated(unet, hook, recipe, pipe=target if swap is not None else None, scheduler=swap)

@@ -147,19 +147,32 @@ def _mad(x: np.ndarray) -> float:
 
 @torch.no_grad()
 def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, repeats: int = 3, warmup: int = 1,
-            clock=time.perf_counter) -> dict:
+            clock=time.perf_counter, baseline: Sampler | None = None) -> dict:
     """Baseline vs shortcut on the same seeds: per-sample SSIM/PSNR, FLOPs executed, and wall times
     by the timing protocol (``unetscope.timing``: a warm-up of each side, then ``repeats`` interleaved
     runs; the median and the spread of each, and warnings when they should not be trusted).
 
+    ``baseline``: the sampler whose unintervened run the shortcut (``sampler`` under ``plan``) is
+    compared with and timed against; None: ``sampler`` itself. Another sampler (of the same model:
+    a recipe's reference, say DDIM at 100 steps against DPM-Solver++ at 12) may face an empty plan,
+    the solver alone; the baseline's FLOPs and evaluations are its own.
+
     ``time_saving_predicted`` is the time saving the seconds of one evaluation under each of the
     plan's actions predict (``action_seconds``, ``predicted_time_fraction``): where FLOPs run at
     different speeds in different blocks (a CPU's small high-resolution convolutions are slow per
-    FLOP), the time saving follows it rather than the compute saving."""
+    FLOP), the time saving follows it rather than the compute saving. Against another sampler it is
+    the shortcut's predicted seconds (its evaluations, plus the baseline's measured time per step
+    outside the U-Net) over the baseline's measured seconds; None where that cannot be told."""
     from ..timing import interleave, timing_warnings
 
     plan = sampler.check_plan(plan)
-    if not plan:
+    own = baseline is None or baseline is sampler
+    baseline = sampler if baseline is None else baseline
+    if not isinstance(baseline, Sampler):
+        raise ShortcutError(f"baseline must be a Sampler (of the same model), got {type(baseline).__name__}")
+    if baseline.model is not sampler.model:
+        raise ShortcutError("the baseline sampler must run the same model object as the shortcut's sampler")
+    if not plan and own:
         raise ShortcutError("the schedule holds no interventions: the shortcut would be the baseline itself")
     runs = {"baseline": 0, "shortcut": 0}
 
@@ -167,8 +180,9 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
         """One run of a side, named on its progress bar (the warm-up gives the quality pass's images)."""
         i = runs[side] = runs[side] + 1
         name = f"quality pass (warm-up): {side}" if i <= warmup else f"timed run {i - warmup} of {repeats}: {side}"
-        with sampler.stage(name):
-            return sampler.sample(seeds, cond, p)
+        s = baseline if side == "baseline" else sampler
+        with s.stage(name):
+            return s.sample(seeds, cond, p)
 
     try:
         timings, first = interleave({"baseline": lambda: run("baseline", None), "shortcut": lambda: run("shortcut", plan)},
@@ -180,13 +194,16 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
     base, short = first["baseline"], first["shortcut"]
     tb, ts = timings["baseline"], timings["shortcut"]
     chunks = math.ceil(len(seeds) / (sampler.batch_size or len(seeds)))
-    predicted = 1 - predicted_time_fraction(sampler, plan, action_seconds(sampler, plan, seeds, cond, clock=clock),
-                                            tb.median, chunks, reused=short.reused)
+    seconds = action_seconds(sampler, plan, seeds, cond, clock=clock)
+    if own:
+        predicted = 1 - predicted_time_fraction(sampler, plan, seconds, tb.median, chunks, reused=short.reused)
+    else:
+        predicted = _predicted_against(sampler, plan, seconds, baseline, tb.median, seeds, cond, short.reused, clock)
     a, b = base.images, short.images
     ss, pp = ssim(b, a).numpy(), psnr(b, a).numpy()
     c1 = cond_slice(cond, [0], len(seeds))
-    with sampler.stage("counting FLOPs: baseline"):
-        f_base = plan_flops(sampler, Plan(), seeds[0], c1)
+    with baseline.stage("counting FLOPs: baseline"):
+        f_base = plan_flops(baseline, Plan(), seeds[0], c1)
     if short.reused:  # AdaptiveCache: each sample's FLOPs follow its own decisions
         per = sample_flops(sampler, plan, short.reused, len(seeds), c1)
         f_short = float(np.mean(per))
@@ -206,7 +223,32 @@ def measure(sampler: Sampler, plan: Plan, seeds: list[int], cond: Cond = None, r
         ssim=ss.tolist(), psnr=pp.tolist(), ssim_mean=float(ss.mean()), ssim_mad=_mad(ss), ssim_min=float(ss.min()),
         psnr_mean=float(fin.mean()) if len(fin) else math.inf, samples=len(seeds),
         images_baseline=a, images_shortcut=b, trajectory_baseline=base,
+        sampler=sampler.describe(), baseline_sampler=baseline.describe(),
     )
+
+
+def _predicted_against(sampler: Sampler, plan: Plan, seconds: dict[StepAction, float], baseline: Sampler,
+                       seconds_baseline: float, seeds: list[int], cond: Cond, reused: dict, clock) -> float | None:
+    """The time saving against another sampler that single evaluations predict: the shortcut's
+    evaluations (``seconds``, on its own sampler) plus, per step it walks, the baseline's measured
+    time per step outside the U-Net, over the baseline's measured seconds. None where the baseline
+    took no time to tell by."""
+    from ..plan import NO_ACTION
+
+    if not seconds_baseline > 0:
+        return None
+    n = len(seeds)
+    chunks = math.ceil(n / (sampler.batch_size or n))
+    chunks_b = math.ceil(n / (baseline.batch_size or n))
+    own_unet = chunks * seconds[NO_ACTION] * sum(sampler.calls(t) for t in range(1, sampler.steps + 1))
+    short_unet = predicted_time_fraction(sampler, plan, seconds, None, chunks, reused) * own_unet
+    alike = (baseline.denoiser.rows_per_sample == sampler.denoiser.rows_per_sample
+             and (baseline.batch_size or n) == (sampler.batch_size or n))
+    full_b = seconds[NO_ACTION] if alike else action_seconds(baseline, Plan(), seeds, cond, clock=clock)[NO_ACTION]
+    calls_b = sum(baseline.calls(t) for t in range(1, baseline.steps + 1))
+    other = max(0.0, seconds_baseline - chunks_b * full_b * calls_b) / baseline.steps  # per step, outside the U-Net
+    walked = len(list(sampler.check_plan(plan).walk(sampler.steps)))
+    return 1 - (short_unet + walked * other) / seconds_baseline
 
 
 @torch.no_grad()
