@@ -174,11 +174,13 @@ def reproduce(model: str | DiffusionModel = "default", out: str | Path = "runs/r
 
 def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = "runs/shortcut", *,
                      schedule=None, preset: str | None = None, repeats: int = 3,
-                     threshold: float | None = None, nb: int | None = None, **sampling) -> dict:
+                     threshold: float | None = None, nb: int | None = None, rival: bool = True, **sampling) -> dict:
     """``unetscope shortcut``: a schedule (a file or a preset) against the baseline on the same
     seeds; writes ``out/summary.json``, the rows and the figures; returns the summary. The
     ``change`` preset (Block Caching's rule: ``threshold``, ``nb``) is read off the deep part's
-    measured change on 8 seeds that follow the run's own (so none of them is measured).
+    measured change on 8 seeds that follow the run's own (so none of them is measured). ``rival``:
+    the run ends with the fewest DPM-Solver++ steps that keep the shortcut's mean SSIM against the
+    same baseline, timed against it (``summary["rival"]``).
 
     A recipe (a file whose record holds one, or a ``Recipe``) runs on its own sampler (scheduler,
     options, eta, steps) against its reference sampler (none recorded: its own solver without the
@@ -189,6 +191,7 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
 
     threshold = check_shortcut_choice(schedule, preset, PRESET_NAMES, SettingsError, threshold=threshold, nb=nb)
     repeats = check_int(repeats, SettingsError, "repeats", 1)
+    rival = check_bool(rival, SettingsError, "rival")
     recipe, plan = (schedule, schedule.plan) if isinstance(schedule, Recipe) else (None, None)
     if schedule is not None and recipe is None:  # a bad file fails before a model loads
         if not isinstance(schedule, (str, Path)):
@@ -224,7 +227,7 @@ def measure_shortcut(model: str | DiffusionModel = "default", out: str | Path = 
         else:
             name = f"change (threshold {threshold:g}, nb {nb or K - 1})" if preset == "change" else preset or str(schedule)
         return run_shortcut(run.sampler, plan, run.seeds, run.cond, out, repeats=repeats, name=name,
-                            baseline=None if baseline is run.sampler else baseline)
+                            baseline=None if baseline is run.sampler else baseline, rival=rival)
 
 
 def _first_conds(cond, n: int, k: int):
@@ -240,7 +243,8 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
                     target_quantile: float | None = None, quantile: float = 0.1, budget: float | None = None,
                     calibration: int = 8, validation: int | None = None, rounds: int = 40,
                     write: str | Path | None = None, repeats: int = 3, log: Callable[[str], Any] | None = None,
-                    executor=None, chunk_size: int | None = None, adaptive: bool = False, **sampling) -> dict:
+                    executor=None, chunk_size: int | None = None, adaptive: bool = False, frontier: bool = False,
+                    reference: str | None = None, solvers=None, rival: bool = True, **sampling) -> dict:
     """``unetscope shortcut search``: search a schedule on the first ``calibration`` seeds, keeping
     only moves whose target also holds (with a margin) on the next ``validation`` seeds, write it
     (``write``, default ``out/schedule.json``) and measure it on the rest, the held-out test seeds
@@ -253,10 +257,29 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     the held-out timing always runs here. Returns ``{"search", "schedule", "held_out",
     "held_out_meets_target", "held_out_interval", "uniform_rival", ...}``; ``held_out_interval`` is
     a 90% bootstrap interval of the held-out mean SSIM. ``adaptive``: an ``AdaptiveCache`` schedule
-    (its nb, threshold and max_reuse chosen on the same seeds by the same rules; in this process)."""
+    (its nb, threshold and max_reuse chosen on the same seeds by the same rules; in this process).
+
+    ``frontier``: the fastest recipe instead (``unetscope.shortcut.frontier``): every solver of
+    ``solvers`` (default ``ddim,dpm++,unipc,euler``, and ``dpm++-sde,euler-a`` for a stochastic
+    reference) at the fewest steps that keep the target against ``reference`` (``"SCHEDULER:STEPS"``;
+    default ``ddim:100``, or the model's T where it is below 100), then cuts stacked on the fastest
+    few and the cuts alone on the reference, chosen by measured time on the validation seeds and
+    reported on the held-out ones. Writes the recipe (``write``, default ``out/recipe.json``),
+    ``out/frontier.json`` and ``out/figures/frontier.png``. ``rival`` (the plain search): the held-out
+    run ends with the fewest DPM-Solver++ steps that keep the same SSIM, timed (``rival``)."""
     from .shortcut import SearchConfig, heldout_ssim, run_shortcut, save_schedule, search
     from .shortcut.adaptive import search_adaptive
 
+    check_bool(frontier, SettingsError, "frontier")
+    check_bool(rival, SettingsError, "rival")
+    if frontier:
+        return _frontier_search(model, out, target_mean=target_mean, target_min=target_min,
+                                target_quantile=target_quantile, quantile=quantile, budget=budget,
+                                calibration=calibration, validation=validation, rounds=rounds, write=write,
+                                repeats=repeats, log=log, executor=executor, chunk_size=chunk_size, adaptive=adaptive,
+                                reference=reference, solvers=solvers, **sampling)
+    if reference is not None or solvers is not None:
+        raise SettingsError("reference and solvers are the frontier search's: give frontier=True (--frontier)")
     rounds = check_int(rounds, SettingsError, "rounds", 1)
     chunk_size = check_int(chunk_size, SettingsError, "chunk_size", 1, none="one chunk per worker")
     check_bool(adaptive, SettingsError, "adaptive")
@@ -308,7 +331,8 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
                                   executor=ex, chunk_size=chunk_size)
                 rival = dict(res["uniform_rival"], held_out_ssim_mean=float(ss.mean()), held_out_ssim_min=float(ss.min()))
             ex.close()  # the workers are gone before the held-out seeds are timed here
-            held = run_shortcut(run.sampler, res["plan"], hold, part(split, n), out, repeats=repeats, name="search")
+            held = run_shortcut(run.sampler, res["plan"], hold, part(split, n), out, repeats=repeats, name="search",
+                                rival=rival)
     import numpy as np
 
     hs = np.array([r["ssim"] for r in held["per_sample"]])
@@ -316,6 +340,91 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     boot = hs[np.random.default_rng(0).integers(0, len(hs), size=(2000, len(hs)))].mean(axis=1)
     return dict(search=res, schedule=target, held_out=held, held_out_meets_target=meets, uniform_rival=rival,
                 held_out_interval=(float(np.quantile(boot, 0.05)), float(np.quantile(boot, 0.95))),
+                calibration_seeds=cal, validation_seeds=val, held_out_seeds=hold)
+
+
+def _frontier_search(model, out, *, target_mean, target_min, target_quantile, quantile, budget, calibration, validation,
+                     rounds, write, repeats, log, executor, chunk_size, adaptive, reference, solvers, **sampling) -> dict:
+    """``shortcut search --frontier`` (``search_shortcut(frontier=True)``): see ``unetscope.shortcut.frontier``."""
+    from .shortcut import SearchConfig, ShortcutError
+    from .shortcut.frontier import FrontierConfig, frontier, parse_reference, parse_solvers
+
+    if adaptive:
+        raise SettingsError("the frontier search tries AdaptiveCache with the rest: leave adaptive (--adaptive) out")
+    if budget is not None:
+        raise SettingsError("the frontier search finds the fastest recipe for a quality target (target_mean, target_min, "
+                            "target_quantile); a compute budget is the plain search's: leave budget (--budget) out")
+    rounds = check_int(rounds, SettingsError, "rounds", 1)
+    repeats = check_int(repeats, SettingsError, "repeats", 1)
+    chunk_size = check_int(chunk_size, SettingsError, "chunk_size", 1, none="one chunk per worker")
+    ref = parse_reference(reference, SettingsError) if reference is not None else None
+    parsed = parse_solvers(solvers, SettingsError, ref[1] if ref else None) if solvers is not None else None
+    if write and not Path(write).parent.is_dir():  # before any work
+        raise SettingsError(f"cannot write the recipe to {str(write)!r}: its folder does not exist")
+    cfg = SearchConfig(target_mean=target_mean, target_min=target_min, target_quantile=target_quantile,
+                       quantile=quantile, max_rounds=rounds)
+    ex = make_executor(executor, model)
+    if sampling.get("samples") is None and sampling.get("seeds") is None:
+        sampling["samples"] = 48
+    run = setup(model, **sampling)
+    T = run.model.schedule.num_train_timesteps
+    if ref is None:
+        ref = ("ddim", min(100, T))
+    check_steps(ref[1], T, SettingsError, name="the reference's steps")
+    if parsed is not None:
+        parsed = parse_solvers(parsed, SettingsError, ref[1])
+    seeds, cond = run.seeds, run.cond
+    n = len(seeds)
+    calibration, validation = check_split(n, calibration, validation, SettingsError)
+    split = calibration + validation
+    cal, val, hold = seeds[:calibration], seeds[calibration:split], seeds[split:]
+
+    def part(lo, hi):
+        return None if cond is None else cond_slice(cond, list(range(lo, hi)), n)
+
+    fcfg = FrontierConfig(reference=ref, solvers=parsed, search=cfg, repeats=repeats)
+    ex.check(run.model)
+    with ex:
+        out = out_folder(out)
+        target = Path(write) if write else out / "recipe.json"
+        with folder_lock(out):
+            try:
+                res = frontier(run.sampler, cal, part(0, calibration), fcfg, validation_seeds=val or None,
+                               validation_cond=part(calibration, split), held_out_seeds=hold or None,
+                               held_out_cond=part(split, n), log=log, executor=ex, chunk_size=chunk_size)
+            except ShortcutError as e:
+                raise SettingsError(str(e)) from None
+            return _write_frontier(run, res, out, target, cal, val, hold, cfg.targets.get("mean"))
+
+
+def _write_frontier(run: Setup, res: dict, out: Path, target: Path, cal, val, hold, target_mean: float | None) -> dict:
+    """The recipe file, ``frontier.json`` and the frontier figure of a frontier search."""
+    from .figures import frontier_figure
+    from .plan_file import write_recipe
+    from .store import strict_json, write_atomic
+
+    held = res.get("held_out")
+    meta = dict(target=res["target"], calibration_seeds=cal, validation_seeds=val, model=run.model.describe(),
+                frontier=dict(chosen=res["chosen"]["label"], kind=res["chosen"]["kind"],
+                              held_out=None if held is None else {k: held["chosen"][k] for k in
+                                                                  ("ssim_mean", "ssim_p10", "ssim_min", "time_fraction")}))
+    write_recipe(target, res["recipe"], meta)
+    figure = None
+    if held is not None and held.get("figure"):
+        f = held["figure"]
+        (out / "figures").mkdir(exist_ok=True)
+        figure = frontier_figure(out / "figures" / "frontier.png",
+                                 {k: ([x for x, _, _ in v], [y for _, y, _ in v]) for k, v in f["lines"].items()},
+                                 f["points"], f["chosen"], target=target_mean,
+                                 title=f"The fastest recipe for {res['target']} against "
+                                       f"{res['reference']['scheduler']}:{res['reference']['steps']}")
+    record = {k: v for k, v in res.items() if k != "recipe"}
+    if held is not None:
+        record["held_out"] = {k: v for k, v in held.items() if k != "images"}
+    record.update(recipe_file=str(target), figure=None if figure is None else str(figure.relative_to(out)),
+                  seeds_used=dict(calibration=cal, validation=val, held_out=hold))
+    write_atomic(out / "frontier.json", strict_json(record))
+    return dict(search=res, recipe=res["recipe"], schedule=target, held_out=held, figure=figure,
                 calibration_seeds=cal, validation_seeds=val, held_out_seeds=hold)
 
 

@@ -401,7 +401,7 @@ def _cmd_shortcut_run(args) -> None:
     model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)  # every run's bar, timed ones too
     summ = measure_shortcut(model, args.out, schedule=args.schedule, preset=args.preset, threshold=args.threshold,
                             nb=args.nb, seeds=seeds, cond=cond, steps=sampler.steps, repeats=args.repeats,
-                            progress=not args.quiet, **_sampler_kw(sampler))
+                            progress=not args.quiet, rival=args.rival, **_sampler_kw(sampler))
     from .plan import Plan
 
     print(summ["name"] if recipe is not None else f"{Plan.from_dict(summ['schedule'])!r}")
@@ -411,12 +411,25 @@ def _cmd_shortcut_run(args) -> None:
     if summ["time_saving_predicted"] is None:  # not predictable (a baseline timed at 0 s): printed as nan
         summ = {**summ, "time_saving_predicted": float("nan")}
     _print_timing(summ)
+    _print_rival(summ)
     _print_compile(model)
+
+
+def _print_rival(summ: dict) -> None:
+    if summ.get("rival") is not None:
+        from .shortcut.frontier import rival_line
+
+        print(f"  {rival_line(summ['rival'])}")
 
 
 def _cmd_shortcut_search(args) -> None:
     from .api import search_shortcut
 
+    if args.frontier:
+        return _cmd_shortcut_frontier(args)
+    if args.reference is not None or args.solvers is not None:
+        raise UsageError(f"{'--reference' if args.reference is not None else '--solvers'} is for shortcut search --frontier "
+                         "(the fastest recipe over solvers, steps and cuts): add --frontier")
     executor = _executor(args)
     if args.adaptive and (executor != "local" or args.chunk_size is not None):
         raise UsageError("--adaptive runs in this process: --executor ray and --chunk-size are for the static search")
@@ -432,7 +445,8 @@ def _cmd_shortcut_search(args) -> None:
                           calibration=n, validation=args.validation, rounds=args.rounds, write=args.write,
                           executor=executor, chunk_size=args.chunk_size, adaptive=args.adaptive,
                           log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), seeds=seeds, cond=cond,
-                          steps=sampler.steps, repeats=args.repeats, progress=not args.quiet, **_sampler_kw(sampler))
+                          steps=sampler.steps, repeats=args.repeats, progress=not args.quiet, rival=args.rival,
+                          **_sampler_kw(sampler))
     found, summ = res["search"], res["held_out"]
     nv, nh = len(res["validation_seeds"]), len(res["held_out_seeds"])
     if executor != "local" and found["workers"] and not args.quiet:
@@ -456,7 +470,83 @@ def _cmd_shortcut_search(args) -> None:
         print(f"  best uniform schedule at no more compute ({r['compute']:.3f}): held-out mean SSIM "
               f"{r['held_out_ssim_mean']:.3f}")
     _print_timing(summ)
+    _print_rival(summ)
     _print_compile(model)
+
+
+def _cmd_shortcut_frontier(args) -> None:
+    """``shortcut search --frontier``: the checks that need no model first (one line, exit 2), then the search."""
+    from .api import search_shortcut
+    from .shortcut.frontier import parse_reference, parse_solvers, solver_label
+
+    if args.adaptive:
+        raise UsageError("--frontier tries AdaptiveCache with the rest: leave --adaptive out")
+    if args.budget is not None:
+        raise UsageError("--frontier finds the fastest recipe for a quality target (--target-mean/--target-min/"
+                         "--target-quantile); --budget is the plain search's: leave it out")
+    if not args.rival:
+        raise UsageError("--no-rival is for the plain search and shortcut run: the frontier search measures every solver")
+    executor = _executor(args)
+    for flag, v in (("--repeats", args.repeats), ("--rounds", args.rounds)):
+        check_int(v, UsageError, flag, 1)
+    check_int(args.chunk_size, UsageError, "--chunk-size", 1, none="one chunk per worker")
+    given = args.scheduler or args.sampler
+    if args.reference is not None:
+        ref = parse_reference(args.reference, UsageError)
+        if (given and given != ref[0]) or (args.steps is not None and args.steps != ref[1]):
+            raise UsageError(f"--scheduler/--steps ({given or '-'}:{args.steps or '-'}) disagree with --reference "
+                             f"{args.reference}: give the reference once")
+    else:  # what the user would otherwise run: --scheduler/--steps when given, else DDIM at 100 steps
+        ref = (given or "ddim", args.steps or 100) if (given or args.steps) else None
+    if ref is not None:
+        args.scheduler, args.sampler, args.steps = ref[0], None, ref[1]  # the base sampler is the reference's
+    solvers = parse_solvers(args.solvers, UsageError, ref[1] if ref else 100) if args.solvers is not None else None
+    if args.write and not Path(args.write).parent.is_dir():
+        raise UsageError(f"--write {args.write}: its folder does not exist")
+    if args.samples is None and args.seeds is None:
+        args.samples = 48  # 8 to calibrate, 16 to validate, 24 held out
+    model, sampler, seeds, cond = _model_and_sampler(args, progress=not args.quiet)
+    n, _ = check_split(len(seeds), args.calibration, args.validation, UsageError, names=("--calibration", "--validation"))
+    res = search_shortcut(model, args.out, target_mean=args.target_mean, target_min=args.target_min,
+                          target_quantile=args.target_quantile, quantile=args.quantile, calibration=n,
+                          validation=args.validation, rounds=args.rounds, write=args.write, executor=executor,
+                          chunk_size=args.chunk_size, frontier=True,
+                          reference=None if ref is None else f"{ref[0]}:{ref[1]}", solvers=solvers,
+                          log=None if args.quiet else (lambda m: print(m, file=sys.stderr)), seeds=seeds, cond=cond,
+                          steps=sampler.steps, repeats=args.repeats, progress=not args.quiet, **_sampler_kw(sampler))
+    _print_frontier(res, args.out)
+    _print_compile(model)
+
+
+def _print_frontier(res: dict, out) -> None:
+    from .shortcut.frontier import solver_label
+
+    f, held = res["search"], res["held_out"]
+    ref = f"{solver_label(f['reference']['scheduler'])} at {f['reference']['steps']} steps"
+    seeds = f["seeds"]
+    print(f"frontier search for {f['target']} against {ref}: chosen on {seeds['calibration']} calibration and "
+          f"{seeds['validation']} validation seeds; {seeds['held_out']} held-out seeds only measured")
+    alone = [c for c in f["candidates"] if c["kind"] == "solver"]
+    if alone:
+        print("  solvers alone (fewest steps that hold): " + ", ".join(
+            f"{c['label']} ({c['timing']['median']:.2f} s)" for c in alone))
+    missed = [solver_label(k) for k, v in f["curves"].items() if not any(c["recipe"]["scheduler"] == k for c in alone)]
+    if missed:
+        print(f"  no step count of {', '.join(missed)} holds the target (at most the reference's steps)")
+    print(f"  chosen: {f['chosen']['label']} -> {res['schedule']}")
+    if held is not None:
+        c = held["chosen"]
+        print(f"  held out: mean SSIM {c['ssim_mean']:.3f} (10th percentile {c['ssim_p10']:.3f}, min {c['ssim_min']:.3f}); "
+              f"time {c['time_fraction']:.3f} of the reference's ({c['timing']['median']:.2f} s against "
+              f"{held['reference_seconds']:.2f} s, {1 / c['time_fraction']:.2f}x faster)")
+        for key, name in (("best solver alone", f["best_solver"]), ("best cache alone", f["best_cache"])):
+            if key in held and name is not None and name["label"] != f["chosen"]["label"]:
+                b = held[key]
+                print(f"  {key} ({name['label']}): mean SSIM {b['ssim_mean']:.3f}, time {b['time_fraction']:.3f} of the "
+                      f"reference's ({c['timing']['median'] / b['timing']['median']:.2f} of its time for the chosen)")
+    print(f"  U-Net evaluations: {f['evaluations']} spent on candidates (minimum {f['evaluations_minimum']}), "
+          f"{f['reference_evaluations']} on the reference; {f['seconds_search']:.0f} s"
+          + (f"; figure: {res['figure']}" if res.get("figure") else ""))
 
 
 def _print_timing(summ: dict) -> None:
@@ -608,6 +698,12 @@ def _executor(args):
     return RayExecutor(args.ray_address, model=args.model, **kw)
 
 
+def _rival_arg(g) -> None:
+    g.add_argument("--no-rival", dest="rival", action="store_false",
+                   help="skip the last line: the fewest DPM-Solver++ steps that keep the same SSIM against the same "
+                        "baseline, and their time (a bisection of a few runs, then timed runs)")
+
+
 def _repeats_arg(g) -> None:
     g.add_argument("--repeats", type=int, default=3,
                    help="timed runs of each side, interleaved after a warm-up (median and spread; default 3)")
@@ -623,6 +719,8 @@ SEARCH_ONLY = {
     **{f: f"{f} is for shortcut search (a shortcut run measures the schedule of --schedule or --preset)"
        for f in ("--target-mean", "--target-ssim", "--target-min", "--target-min-ssim", "--target-quantile", "--quantile",
                  "--budget", "--calibration", "--validation", "--write", "--rounds")},
+    **{f: f"{f} is for shortcut search --frontier (the fastest recipe over solvers, steps and cuts)"
+       for f in ("--frontier", "--reference", "--solvers")},
 }
 RUN_ONLY = {
     **{f: f"{f} is for shortcut run: shortcut search writes a schedule; give --write FILE, not --schedule/--preset"
@@ -737,6 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--preset change: compute the deep part again when its accumulated relative change exceeds this")
     g.add_argument("--nb", type=int, default=None, help="--preset change: the bottom blocks cached (default K - 1)")
     _repeats_arg(g)
+    _rival_arg(g)
     _elsewhere(cr, SEARCH_ONLY)
     cr.set_defaults(func=_cmd_shortcut_run, eta=None)  # eta None: not given (a recipe's run refuses a disagreeing one)
 
@@ -764,6 +863,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an AdaptiveCache schedule (per-sample caching; nb, threshold and max_reuse calibrated to the "
                         "target or budget) instead of static cuts")
     _repeats_arg(g)
+    _rival_arg(g)
+    f = cq.add_argument_group("frontier (the fastest recipe: docs/shortcuts.md)")
+    f.add_argument("--frontier", action="store_true",
+                   help="search solvers, their step counts and cuts stacked on them together for the fastest recipe that "
+                        "keeps the target against --reference; writes OUT/recipe.json, OUT/frontier.json and the figure")
+    f.add_argument("--reference", default=None, metavar="SCHEDULER:STEPS",
+                   help="what every candidate is scored against (default: --scheduler/--steps when given, else ddim:100)")
+    f.add_argument("--solvers", default=None, metavar="NAMES",
+                   help="the solvers tried, comma-separated, NAME or NAME:MAX_STEPS (default ddim,dpm++,unipc,euler, and "
+                        "dpm++-sde,euler-a for a stochastic reference)")
     _executor_args(cq)
     cq.add_argument("--chunk-size", type=int, default=None,
                     help="seeds per chunk a worker scores (default: the seeds shared out, one chunk per worker)")

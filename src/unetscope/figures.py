@@ -172,3 +172,40 @@ def histogram_figure(path: Path, values: np.ndarray, *, xlabel: str, ylabel: str
     _write_data(path, dict(kind="histogram", title=_titled(title), xlabel=xlabel, ylabel=ylabel, values=_numbers(values),
                            mark=None if mark is None else float(mark), range=[float(low), float(high)]))
     return path
+
+
+def frontier_figure(path: Path, lines: dict, points: list[dict], chosen: dict, *, target: float | None, title: str) -> Path:
+    """Time against quality: one line per solver (``lines``: label -> (time fractions, SSIMs)), the
+    cut candidates as points (``points``: label, x, y, kind: "stacked"/"cache", measured: bool), and
+    the chosen recipe ringed (``chosen``: label, x, y). ``target``: a dashed line at the SSIM kept."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.8, 4.0), dpi=110)
+    for label, (xs, ys) in lines.items():
+        ax.plot(xs, ys, marker="o", ms=3, lw=1.4, label=f"{label} alone")
+    style = {"stacked": ("^", "#c0392b", "cuts stacked on a solver"), "cache": ("s", "#7f8c8d", "cuts on the reference")}
+    shown = set()
+    for p in points:
+        marker, color, name = style.get(p["kind"], ("x", "k", p["kind"]))
+        ax.scatter([p["x"]], [p["y"]], marker=marker, s=36 if p.get("measured") else 18, color=color,
+                   facecolors=color if p.get("measured") else "none", label=None if p["kind"] in shown else name, zorder=3)
+        shown.add(p["kind"])
+    ax.scatter([chosen["x"]], [chosen["y"]], s=180, facecolors="none", edgecolors="k", lw=1.6, zorder=4,
+               label=f"chosen: {chosen['label']}")
+    if target is not None:
+        ax.axhline(target, color="gray", ls="--", lw=1)
+        ax.text(ax.get_xlim()[1], target, " target", va="bottom", ha="right", fontsize=8, color="gray")
+    ax.set_xscale("log")
+    ax.set_xlabel("time, as a fraction of the reference's (log)")
+    ax.set_ylabel("mean SSIM with the reference (held out)")
+    ax.set_title(_titled(title), fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    _write_data(path, dict(kind="frontier", title=_titled(title),
+                           lines={k: dict(x=_numbers(xs), y=_numbers(ys)) for k, (xs, ys) in lines.items()},
+                           points=[dict(p, x=float(p["x"]), y=float(p["y"])) for p in points],
+                           chosen=dict(chosen, x=float(chosen["x"]), y=float(chosen["y"])),
+                           target=None if target is None else float(target)))
+    return path

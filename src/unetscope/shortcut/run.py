@@ -93,11 +93,13 @@ def recipe_baseline(sampler: Sampler, recipe: Recipe) -> Sampler:
 
 
 def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, *, repeats: int = 3, name: str = "",
-                 baseline: Sampler | None = None) -> dict:
+                 baseline: Sampler | None = None, rival: bool = False) -> dict:
     """Baseline and shortcut on the same seeds; writes ``summary.json``, the rows into
     ``results.sqlite``, the SSIM histogram (Fig. 13) and the best/worst grid (Fig. 22).
     ``baseline``: the sampler the shortcut is compared with and timed against (``measure``; None:
-    ``sampler`` itself); the summary names both (``sampler``, ``baseline_sampler``)."""
+    ``sampler`` itself); the summary names both (``sampler``, ``baseline_sampler``). ``rival``: the
+    fewest DPM-Solver++ steps whose mean SSIM against the baseline on the same seeds is at least the
+    shortcut's, timed against the baseline (``frontier.rival``; ``summary["rival"]``)."""
     from ..figures import histogram_figure, image_grid_figure
     from ..images import to_uint8
     from ..store import ResultStore, run_dir, strict_json, write_atomic
@@ -158,5 +160,13 @@ def run_shortcut(sampler: Sampler, plan: Plan, seeds: list[int], cond, out_dir, 
         store.write(run, [dict(seed=s, variant=plan.to_dict(), cond=c, ssim=res["ssim"][i], psnr=res["psnr"][i],
                                extra=dict(nfe=res["nfe_shortcut"], compute=res["compute"][i]))
                           for i, (s, c) in enumerate(zip(seeds, conds))], stats=stats)
+    if rival:  # after the rows are stored: a killed rival costs nothing already measured
+        from .frontier import rival as find_rival
+
+        base = baseline or sampler
+        found = find_rival(base, list(seeds), cond, res["images_baseline"].float().cpu(), res["ssim_mean"],
+                           repeats=repeats)
+        summary["rival"] = {k: v for k, v in found.items() if k != "timing"}
+        write_atomic(out_dir / "summary.json", strict_json(summary))
     summary["images_shortcut"] = res["images_shortcut"]
     return summary
