@@ -20,6 +20,9 @@ DDPM) compared with the reference's samples:
     (``dpm+adaptive``); and Block Caching's static rule (``change``: ``--preset change``, its change
     measured on seeds 0..7 under DDPM-S, apart from the measured ones). Their compute is each sample's executed
     FLOPs (its own decisions), averaged.
+  - the frontier search's candidates (``--frontier DIR``: a ``shortcut search --frontier`` folder): every
+    recipe it measured (each solver at its fewest steps, the cuts stacked on the fastest, the cuts on the
+    reference) drawn on these seeds, under the reference it was searched against (``frontier``).
 Quality (the quality pass, the default): per-sample SSIM with the reference sample of the same seed,
 and, for 1x32x32 digit models, the bundled classifier's class agreement (with the reference sample's
 predicted class and with the conditioning label) and the Fréchet distance between its penultimate
@@ -55,7 +58,7 @@ import torch
 
 METHOD_ORDER = ("ddpm", "ddim", "dpm-solver++", "unipc", "stop-early", "deepcache", "reuse-encoder", "paper-preset",
                 "searched", "ddim+deepcache", "dpm+deepcache", "change", "adaptive", "dpm+adaptive", "dpm+searched",
-                "unipc+searched")
+                "unipc+searched", "frontier")
 SOLVERS = ("ddpm", "ddim", "dpm-solver++", "unipc")
 # a shortcut on a fewer-step solver: method -> the solver it runs on
 STACKED = {"ddim+deepcache": "ddim", "dpm+deepcache": "dpm-solver++", "dpm+adaptive": "dpm-solver++",
@@ -103,6 +106,9 @@ def parse(argv=None):
     p.add_argument("--solver-schedule", action="append", default=[],
                    help="a schedule searched on a solver (shortcut search --scheduler dpm++|unipc --steps N): stacked on "
                         "that solver at its steps (dpm+searched, unipc+searched)")
+    p.add_argument("--frontier", action="append", default=[], metavar="DIR",
+                   help="a frontier search's folder (shortcut search --frontier): every candidate it measured (each "
+                        "solver at its fewest steps, the stacked and the cached recipes) becomes a point (frontier)")
     p.add_argument("--out", default="results/pareto")
     p.add_argument("--figure", default=None, help="where to draw the figure (default: OUT/pareto.png)")
     p.add_argument("--batch-size", type=int, default=100)
@@ -188,6 +194,7 @@ def points(a, model) -> list[dict]:
          for n in a.dpm_adaptive_steps if 2 < n <= T for nb in (a.adaptive_nbs or nbs[:1]) for mr in a.max_reuse
          for th in a.thresholds],
         [solver_schedule(f) for f in a.solver_schedule],
+        [c for d in a.frontier for c in frontier_candidates(d, a)],
         shortcuts("change", [(f"th={th:g}, nb={K - 1}", lambda th=th: _change(model, a, th)) for th in a.change_thresholds]
                   if "change" in a.methods else []),
     ]
@@ -203,8 +210,42 @@ def points(a, model) -> list[dict]:
             for ref in a.refs:  # a solver's samples (stacked shortcuts' too) are the same under both references
                 run = f"{method}:{steps}" if plan is None else \
                     f"{method}:{label}" if method in STACKED else f"{ref}:{method}:{label}"
-                out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan,
-                                solver=STACKED.get(method)))
+                solver = FRONTIER_SOLVER.get(label) if method == "frontier" else STACKED.get(method)
+                if method == "frontier":
+                    run = f"frontier:{label}"
+                    if ref != FRONTIER_REF.get(label, ref):
+                        continue  # a frontier's candidates are drawn against the reference they were searched on
+                out.append(dict(ref=ref, method=method, label=label, steps=steps, run=run, plan=plan or None,
+                                solver=solver))
+    return out
+
+
+FRONTIER_SOLVER: dict = {}  # a frontier candidate's label -> its scheduler
+FRONTIER_REF: dict = {}  # -> the reference it was searched against
+
+
+def frontier_candidates(folder, a) -> list[tuple]:
+    """(method, label, steps, make) of every candidate a frontier search measured (its frontier.json):
+    the same recipes the search compared, drawn on the benchmark's own seeds."""
+    from unetscope import Plan
+
+    path = Path(folder) / "frontier.json"
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise Refused(f"--frontier {folder}: cannot read {path.name} ({type(e).__name__})") from None
+    ref = rec.get("reference") or {}
+    if ref.get("scheduler") not in ("ddpm", "ddim") or ref.get("steps") != a.steps:
+        raise Refused(f"--frontier {folder}: searched against {ref.get('scheduler')}:{ref.get('steps')}; the benchmark's "
+                      f"references are ddpm/ddim at --steps {a.steps}")
+    out = []
+    for c in rec.get("candidates", []):
+        r = c["recipe"]
+        if r.get("options"):
+            raise Refused(f"--frontier {folder}: {c['label']} takes scheduler options, which the benchmark does not pass")
+        label = f"{c['label']} [{c['kind']}{'/' + c['how'] if c['how'] else ''}]"
+        FRONTIER_SOLVER[label], FRONTIER_REF[label] = r["scheduler"], ref["scheduler"]
+        out.append(("frontier", label, r["steps"], lambda plan=c["plan"]: Plan.from_dict(plan)))
     return out
 
 
@@ -262,7 +303,7 @@ def compute_of(model, sp, plan, traj, n: int, c1) -> int | None:
 def slug(p: dict) -> str:
     """The point's file name; a searched schedule's carries a hash of its plan (the file may change)."""
     tag = ""
-    if p["method"] in ("searched", "dpm+searched", "unipc+searched"):
+    if p["method"] in ("searched", "dpm+searched", "unipc+searched", "frontier") and p["plan"] is not None:
         tag = "-" + hashlib.sha1(p["plan"].to_json(sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9.]+", "-", f"{p['method']}--{p['label']}").strip("-") + tag
 
@@ -270,7 +311,7 @@ def slug(p: dict) -> str:
 def sampler_for(model, a, method: str, steps: int):
     from unetscope import Sampler
 
-    return Sampler(model, steps=steps, method=SCHEDULER[method], guidance=a.guidance, batch_size=a.batch_size)
+    return Sampler(model, steps=steps, method=SCHEDULER.get(method, method), guidance=a.guidance, batch_size=a.batch_size)
 
 
 def flops_of(fn) -> int:

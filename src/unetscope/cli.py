@@ -744,7 +744,7 @@ class _Elsewhere(argparse.Action):
 def _elsewhere(p, flags: dict) -> None:
     """``flags`` (flag -> why) refused by ``p`` with argparse's error; hidden from its help."""
     for flag, why in flags.items():
-        p.add_argument(flag, action=_Elsewhere, why=why, nargs=0 if flag == "--adaptive" else None,
+        p.add_argument(flag, action=_Elsewhere, why=why, nargs=0 if flag in ("--adaptive", "--frontier") else None,
                        default=argparse.SUPPRESS, help=argparse.SUPPRESS, dest=f"_elsewhere{flag.replace('-', '_')}")
 
 

@@ -65,17 +65,23 @@ class DiffusionModel:
             return u.unet
         if isinstance(u, torch.nn.Module):
             return u
-        return next((v for v in vars(u).values() if isinstance(v, torch.nn.Module)), None) if hasattr(u, "__dict__") else None
+        mods = [v for v in vars(u).values() if isinstance(v, torch.nn.Module)] if hasattr(u, "__dict__") else []
+        # the first that holds weights (a parameterless helper module held first is not the network)
+        return next((v for v in mods if next(v.parameters(), None) is not None), mods[0] if mods else None)
+
+    def _first_parameter(self) -> torch.Tensor | None:
+        m = self.module
+        return None if m is None else next(m.parameters(), None)
 
     @property
     def device(self) -> torch.device:
-        m = self.module
-        return next(m.parameters()).device if m is not None else torch.device("cpu")
+        p = self._first_parameter()
+        return p.device if p is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
-        m = self.module
-        return next(m.parameters()).dtype if m is not None else torch.float32
+        p = self._first_parameter()
+        return p.dtype if p is not None else torch.float32
 
     def compile(self, backend: str | None = None) -> "DiffusionModel":
         """Compile the U-Net unit by unit (each of ``E[i]``, ``M``, ``D[j]``, ``head`` once, so no step's

@@ -120,7 +120,7 @@ class FrontierConfig:
     solvers: tuple | None = None  # None: DEFAULT_SOLVERS (+ STOCHASTIC_SOLVERS for a stochastic reference)
     search: SearchConfig = field(default_factory=SearchConfig)
     stack_top: int = 2  # solver settings the cuts are stacked on (the fastest)
-    stack_steps: tuple = (1.0, 1.5, 2.0)  # step counts of a stacked candidate, as multiples of the solver's
+    stack_steps: tuple = (1.0, 1.5)  # step counts of a stacked candidate, as multiples of the solver's
     stack_rounds: int = 10  # rounds of each static search on a stacked setting (at most the target's max_rounds)
     adaptive: bool = True  # AdaptiveCache stacked (and alone) besides the static search's schedules
     adaptive_nbs: tuple | None = None  # its block counts (None: K/2 and 3K/4), with no max_reuse
@@ -419,6 +419,8 @@ def frontier(base: Sampler, seeds: list[int], cond: Cond = None, config: Frontie
             run.spent += res["evaluations"]
             run.minimum += res.get("evaluations_minimum", res["evaluations"])
             if not res["plan"] or not (res["validation_holds"] if run.val_seeds else True):
+                continue
+            if res["predicted_compute"] >= 0.999:  # cuts that never fire (an AdaptiveCache that always computes)
                 continue
             stacked.append(Candidate(
                 Recipe(name, n, res["plan"], reference=_ref_record(cfg)), kind, how,
