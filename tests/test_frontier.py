@@ -299,7 +299,28 @@ def test_a_stochastic_reference_says_no_solver_follows_its_noise(tmp_path, capsy
     assert code == 0, err
     line = [ln for ln in stdout.splitlines() if "rival:" in ln][0]
     summ = json.loads((tmp_path / "r" / "summary.json").read_text())
-    if summ["rival"]["found"]:  # a short DDPM run a solver happens to follow: then it is named like any other
-        assert "DPM-Solver++ at" in line
-    else:
-        assert "per-step noise is its own" in line
+    assert not summ["rival"]["found"] and summ["rival"]["stochastic"]
+    assert "no DPM-Solver++ run of at most 10 steps keeps a mean SSIM of" in line and "per-step noise is its own" in line
+
+
+def test_candidates_of_one_solver_share_their_prefixes_against_a_reference(top_heavy):
+    """score_plans against another sampler's images: the solver alone is the sweep's own baseline, and
+    the cut candidates of one solver and step count cost the minimum of evaluations, not one run each."""
+    from unetscope.plan import DropBlocks
+    from unetscope.shortcut import score_plans
+    from unetscope.sweep import count_evaluations
+
+    model = top_heavy[0]
+    s = us.Sampler(model, steps=10, method="dpm++")
+    seeds = [0, 1, 2]
+    ref = model.decode(us.Sampler(model, steps=20, method="ddim").sample(seeds).x0)
+    a = us.Plan([DropBlocks(2, 6, 2, "cache")])
+    b = us.Plan([DropBlocks(2, 6, 2, "cache"), DropBlocks(3, 3, 1, "cache")])
+    ss, spent = score_plans(s, [us.Plan(), a, b], seeds, reference=ref)
+    minimum, naive = count_evaluations([a, b], 10, s.calls)
+    assert spent == minimum < naive
+    for row, plan in zip(ss, [None, a, b]):  # each row is what running that candidate alone gives
+        alone = us.ssim(model.decode(s.sample(seeds, None, plan).x0), ref).numpy()
+        assert row == pytest.approx(alone, abs=1e-5)
+    with pytest.raises(us.UnetscopeError, match="2 reference images for 3 seeds"):
+        score_plans(s, [a], seeds, reference=ref[:2])

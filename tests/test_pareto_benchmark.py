@@ -200,3 +200,34 @@ def test_the_baselines_curve_is_their_frontier_linear_between_points():
     assert mod.on_frontier(front, 0.15) == pytest.approx(0.85) and mod.on_frontier(front, 0.35) == pytest.approx(0.925)
     assert mod.on_frontier(front, 0.05) is None and mod.on_frontier(front, 0.9) == 0.95
     assert mod.on_frontier(front, 0.2) == pytest.approx(0.9)
+
+
+def test_the_frontier_searchs_candidates_are_drawn(tiny_model_dir, tmp_path):
+    """--frontier DIR: every recipe a frontier search measured becomes a point, drawn on the benchmark's
+    own seeds under the reference it was searched against (the same code: its recipes, its reference)."""
+    import unetscope as us
+    from unetscope.images import to_uint8
+
+    fr = tmp_path / "frontier"
+    us.search_shortcut(tiny_model_dir, fr, frontier=True, reference="ddim:10", solvers="dpm++", target_mean=0.5,
+                       samples=6, calibration=2, validation=2, rounds=1, repeats=1)
+    rec = json.loads((fr / "frontier.json").read_text())
+    out = tmp_path / "pareto"
+    r = _run("--model", tiny_model_dir, "--samples", "3", "--steps", "10", "--refs", "ddim", "--methods", "frontier",
+             "--frontier", fr, "--threads", "1", "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((out / "pareto.json").read_text())
+    drawn = {p["label"] for p in data["points"] if p["method"] == "frontier"}
+    assert drawn == {f"{c['label']} [{c['kind']}{'/' + c['how'] if c['how'] else ''}]" for c in rec["candidates"]}
+    # the solver alone, as the search chose it, recomputed here against DDIM-10 on the benchmark's seeds
+    solo = next(c for c in rec["candidates"] if c["kind"] == "solver")
+    pt = next(p for p in data["points"] if p["label"].startswith(solo["label"] + " [solver"))
+    model = us.load_model(tiny_model_dir)
+    seeds, cond = [1000, 1001, 1002], [0, 1, 2]
+    q = lambda tr: to_uint8(tr.images).float() / 255  # noqa: E731
+    ref = q(us.Sampler(model, steps=10, method="ddim", guidance=3.0).sample(seeds, cond))
+    mine = q(us.Sampler(model, steps=solo["recipe"]["steps"], method="dpm++", guidance=3.0).sample(seeds, cond))
+    assert pt["ssim"] == pytest.approx(us.ssim(mine, ref).tolist(), abs=1e-4)
+    r = _run("--model", tiny_model_dir, "--samples", "3", "--steps", "20", "--refs", "ddim", "--methods", "frontier",
+             "--frontier", fr, "--threads", "1", "--out", tmp_path / "other")
+    assert r.returncode == 2 and "searched against ddim:10" in r.stderr

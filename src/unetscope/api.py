@@ -399,8 +399,10 @@ def _frontier_search(model, out, *, target_mean, target_min, target_quantile, qu
 
 def _write_frontier(run: Setup, res: dict, out: Path, target: Path, cal, val, hold, target_mean: float | None) -> dict:
     """The recipe file, ``frontier.json`` and the frontier figure of a frontier search."""
-    from .figures import frontier_figure
+    import json
+
     from .plan_file import write_recipe
+    from .shortcut.frontier import draw_frontier
     from .store import strict_json, write_atomic
 
     held = res.get("held_out")
@@ -409,19 +411,12 @@ def _write_frontier(run: Setup, res: dict, out: Path, target: Path, cal, val, ho
                               held_out=None if held is None else {k: held["chosen"][k] for k in
                                                                   ("ssim_mean", "ssim_p10", "ssim_min", "time_fraction")}))
     write_recipe(target, res["recipe"], meta)
-    figure = None
-    if held is not None and held.get("figure"):
-        f = held["figure"]
-        (out / "figures").mkdir(exist_ok=True)
-        figure = frontier_figure(out / "figures" / "frontier.png",
-                                 {k: ([x for x, _, _ in v], [y for _, y, _ in v]) for k, v in f["lines"].items()},
-                                 f["points"], f["chosen"], target=target_mean,
-                                 title=f"The fastest recipe for {res['target']} against "
-                                       f"{res['reference']['scheduler']}:{res['reference']['steps']}")
     record = {k: v for k, v in res.items() if k != "recipe"}
     if held is not None:
         record["held_out"] = {k: v for k, v in held.items() if k != "images"}
-    record.update(recipe_file=str(target), figure=None if figure is None else str(figure.relative_to(out)),
+    (out / "figures").mkdir(exist_ok=True)
+    figure = draw_frontier(json.loads(strict_json(record)), out / "figures" / "frontier.png", target=target_mean)
+    record.update(recipe_file=str(target), figure=None if figure is None else "figures/frontier.png",
                   seeds_used=dict(calibration=cal, validation=val, held_out=hold))
     write_atomic(out / "frontier.json", strict_json(record))
     return dict(search=res, recipe=res["recipe"], schedule=target, held_out=held, figure=figure,

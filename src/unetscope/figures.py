@@ -191,10 +191,15 @@ def frontier_figure(path: Path, lines: dict, points: list[dict], chosen: dict, *
         shown.add(p["kind"])
     ax.scatter([chosen["x"]], [chosen["y"]], s=180, facecolors="none", edgecolors="k", lw=1.6, zorder=4,
                label=f"chosen: {chosen['label']}")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if target is not None:
         ax.axhline(target, color="gray", ls="--", lw=1)
-        ax.text(ax.get_xlim()[1], target, " target", va="bottom", ha="right", fontsize=8, color="gray")
-    ax.set_xscale("log")
+        ax.text(ax.get_xlim()[0], target, " target", va="bottom", ha="left", fontsize=8, color="gray")
     ax.set_xlabel("time, as a fraction of the reference's (log)")
     ax.set_ylabel("mean SSIM with the reference (held out)")
     ax.set_title(_titled(title), fontsize=9)

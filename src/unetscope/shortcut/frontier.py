@@ -47,7 +47,7 @@ from .schedules import ShortcutError
 from .scoring import score_plans
 from .search import SearchConfig
 
-__all__ = ["FrontierConfig", "Candidate", "frontier", "fewest_steps", "rival", "rival_line", "parse_reference",
+__all__ = ["FrontierConfig", "Candidate", "frontier", "draw_frontier", "fewest_steps", "rival", "rival_line", "parse_reference",
            "parse_solvers", "solver_label",
            "DEFAULT_SOLVERS", "STOCHASTIC_SOLVERS", "is_stochastic"]
 
@@ -343,6 +343,7 @@ def frontier(base: Sampler, seeds: list[int], cond: Cond = None, config: Frontie
         curves[name] = probed
         while n is not None:
             ok, cal, val = run.holds(run.samplers(name, n), Plan())
+            probed.setdefault(n, cal)  # a step count the validation margin raised to: a point of its line too
             if ok:
                 cands.append(Candidate(Recipe(name, n, Plan(), reference=_ref_record(cfg)), "solver", "", _stats(cal),
                                        _stats(val), True))
@@ -560,10 +561,29 @@ def _held_out(run: _Run, cfg: FrontierConfig, chosen: Candidate, best_solver, be
         img = run.model.decode(_sampler_of(run, c.recipe).sample(seeds, cond, c.recipe.plan).x0).float().cpu()
         points.append(dict(label=describe(c.recipe), kind=c.kind, how=c.how, x=x / ref_s, measured=c.timing is not None,
                            y=float(ssim(img, ref_img).numpy().mean())))
-    out["figure"] = dict(lines=lines, points=points,
-                         chosen=dict(label=describe(chosen.recipe), x=out["chosen"]["time_fraction"],
-                                     y=out["chosen"]["ssim_mean"]))
+    out["figure"] = dict(lines=lines, points=points)
     return out
+
+
+def draw_frontier(record: dict, path, target: float | None = None):
+    """The frontier figure of a search's record (``frontier.json``, or ``frontier()``'s result):
+    time against held-out SSIM. Times are fractions of the reference's on the validation seeds,
+    where the solvers and the finalists were timed together (a fraction depends on the batch, so
+    the held-out timing, of another batch, is the summary's, not the figure's); the chosen recipe is
+    ringed at its own validation time."""
+    from ..figures import frontier_figure
+
+    held = record.get("held_out") or {}
+    f = held.get("figure")
+    if not f or not record.get("reference_seconds"):
+        return None
+    chosen = record["chosen"]
+    x = (chosen["timing"]["median"] if chosen.get("timing") else held["chosen"]["timing"]["median"]) / \
+        record["reference_seconds"]
+    ref = record["reference"]
+    return frontier_figure(path, {k: ([a for a, _, _ in v], [b for _, b, _ in v]) for k, v in f["lines"].items()},
+                           f["points"], dict(label=chosen["label"], x=x, y=held["chosen"]["ssim_mean"]), target=target,
+                           title=f"The fastest recipe for {record['target']} against {ref['scheduler']}:{ref['steps']}")
 
 
 def _sampler_of(run: _Run, r: Recipe) -> Sampler:
