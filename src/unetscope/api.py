@@ -295,14 +295,11 @@ def search_shortcut(model: str | DiffusionModel = "default", out: str | Path = "
     if sampling.get("samples") is None and sampling.get("seeds") is None:
         sampling["samples"] = 48
     run = setup(model, **sampling)
-    seeds, cond = run.seeds, run.cond
-    n = len(seeds)
+    n = len(run.seeds)
     calibration, validation = check_split(n, calibration, validation, SettingsError)
     split = calibration + validation
-    cal, val, hold = seeds[:calibration], seeds[calibration:split], seeds[split:]
-
-    def part(lo, hi):
-        return None if cond is None else cond_slice(cond, list(range(lo, hi)), n)
+    cal, val, hold = _split(run.seeds, calibration, split)
+    part = _parts(run.cond, n)
 
     ex.check(run.model)
     with ex:  # Ray: joined (or started) before the folder is made
@@ -373,14 +370,11 @@ def _frontier_search(model, out, *, target_mean, target_min, target_quantile, qu
     check_steps(ref[1], T, SettingsError, name="the reference's steps")
     if parsed is not None:
         parsed = parse_solvers(parsed, SettingsError, ref[1])
-    seeds, cond = run.seeds, run.cond
-    n = len(seeds)
+    n = len(run.seeds)
     calibration, validation = check_split(n, calibration, validation, SettingsError)
     split = calibration + validation
-    cal, val, hold = seeds[:calibration], seeds[calibration:split], seeds[split:]
-
-    def part(lo, hi):
-        return None if cond is None else cond_slice(cond, list(range(lo, hi)), n)
+    cal, val, hold = _split(run.seeds, calibration, split)
+    part = _parts(run.cond, n)
 
     fcfg = FrontierConfig(reference=ref, solvers=parsed, search=cfg, repeats=repeats)
     ex.check(run.model)
@@ -421,6 +415,18 @@ def _write_frontier(run: Setup, res: dict, out: Path, target: Path, cal, val, ho
     write_atomic(out / "frontier.json", strict_json(record))
     return dict(search=res, recipe=res["recipe"], schedule=target, held_out=held, figure=figure,
                 calibration_seeds=cal, validation_seeds=val, held_out_seeds=hold)
+
+
+def _split(seeds: list[int], calibration: int, split: int) -> tuple[list[int], list[int], list[int]]:
+    """The calibration, validation and held-out seeds of a search, in that order."""
+    return seeds[:calibration], seeds[calibration:split], seeds[split:]
+
+
+def _parts(cond: Cond, n: int):
+    """``part(lo, hi)``: the conditions of samples lo..hi-1 of n (None for an unconditional model)."""
+    def part(lo: int, hi: int):
+        return None if cond is None else cond_slice(cond, list(range(lo, hi)), n)
+    return part
 
 
 def write_report(dir: str | Path, *, csv: bool = False, parquet: bool = False) -> dict:

@@ -477,7 +477,7 @@ def _cmd_shortcut_search(args) -> None:
 def _cmd_shortcut_frontier(args) -> None:
     """``shortcut search --frontier``: the checks that need no model first (one line, exit 2), then the search."""
     from .api import search_shortcut
-    from .shortcut.frontier import parse_reference, parse_solvers, solver_label
+    from .shortcut.frontier import parse_reference, parse_solvers
 
     if args.adaptive:
         raise UsageError("--frontier tries AdaptiveCache with the rest: leave --adaptive out")

@@ -40,7 +40,7 @@ import torch
 from ..checks import check_int
 from ..errors import UnetscopeError
 from ..models import Cond
-from ..plan import NO_ACTION, DropBlocks, Plan, ReuseEncoder, StepAction
+from ..plan import NO_ACTION, DropBlocks, Plan, ReuseEncoder
 from ..plan_file import Recipe
 from ..sampling import Sampler, SamplerError, cond_slice
 from .schedules import ShortcutError
