@@ -21,7 +21,7 @@ from ..plan import Plan
 from ..sampling import Sampler, cond_slice
 from .schedules import ShortcutError
 
-__all__ = ["ScoreJob", "Scores", "score_chunk", "score_plans", "heldout_ssim"]
+__all__ = ["ScoreJob", "Scores", "score_chunk", "score_plans", "heldout_ssim", "seed_chunks"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def score_chunk(sampler: Sampler, job: ScoreJob, on_evaluation=None) -> Scores:
     return Scores(ss, res.evaluations, time.perf_counter() - t0, worker_id())
 
 
-def _chunks(n: int, executor, chunk_size: int | None) -> list[list[int]]:
+def seed_chunks(n: int, executor, chunk_size: int | None) -> list[list[int]]:
     """Seed indices in chunks: ``chunk_size`` each, or (None) one chunk per worker of ``executor``."""
     if chunk_size is None:
         chunk_size = math.ceil(n / max(1, executor.parallelism() if executor is not None else 1))
@@ -93,7 +93,7 @@ def score_plans(sampler: Sampler, plans: list[Plan], seeds: list[int], cond: Con
     plans = [sampler.check_plan(p) for p in plans]  # a bad plan fails here, not on a worker
     if reference is not None and len(reference) != len(seeds):
         raise ShortcutError(f"{len(reference)} reference images for {len(seeds)} seeds: give one per seed")
-    idx = _chunks(len(seeds), executor, chunk_size)
+    idx = seed_chunks(len(seeds), executor, chunk_size)
     jobs = [ScoreJob([seeds[i] for i in ix], cond_slice(cond, ix, len(seeds)), plans,
                      None if reference is None else reference[ix]) for ix in idx]
     out = np.zeros((len(plans), len(seeds)))

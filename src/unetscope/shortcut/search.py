@@ -26,7 +26,7 @@ from ..models import Cond
 from ..plan import FILLS, DropBlocks, Plan, PlanError, ReuseEncoder, SkipSteps, StepAction, StopEarly
 from ..sampling import Sampler, cond_slice
 from .schedules import ShortcutError, uniform_cache_cuts, uniform_reuse_cuts
-from .scoring import score_plans
+from .scoring import score_plans, seed_chunks
 
 __all__ = ["search", "SearchConfig", "student_t", "Mechanism", "BlockCut", "EncoderReuse", "StepSkip", "MOVES",
            "mechanisms"]
@@ -484,14 +484,7 @@ def _minimum(sampler: Sampler, ev: _Evaluator) -> int:
     if not ev.evaluations:
         return 0
     minimum, _ = count_evaluations(sorted(ev.plans, key=repr), sampler.steps, sampler.calls)
-    chunks = len(_chunks_of(ev))
-    return minimum * chunks
-
-
-def _chunks_of(ev: _Evaluator) -> list:
-    from .scoring import _chunks
-
-    return _chunks(len(ev.seeds), ev.executor, ev.chunk_size)
+    return minimum * len(seed_chunks(len(ev.seeds), ev.executor, ev.chunk_size))
 
 
 def search(sampler: Sampler, seeds: list[int], cond: Cond = None, config: SearchConfig | None = None, *,
